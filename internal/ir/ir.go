@@ -1,9 +1,34 @@
 package ir
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 )
+
+// Duration is a time.Duration that reads and writes as "250ms" in JSON and
+// YAML, so golden files stay readable.
+type Duration time.Duration
+
+// D converts a Duration to a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// MarshalJSON writes the duration as a Go duration string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON reads a Go duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"250ms\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("parsing duration: %w", err)
+	}
+	*d = Duration(v)
+	return nil
+}
 
 // ObjectRef names the Kubernetes object a node of the model came from.
 type ObjectRef struct {
@@ -174,10 +199,10 @@ type LoadBalancer struct {
 
 // HashOn is the consistent-hash key: exactly one field is set.
 type HashOn struct {
-	Header    string        `json:"header,omitempty"`
-	Cookie    string        `json:"cookie,omitempty"`
-	CookieTTL time.Duration `json:"cookieTTL,omitempty"`
-	SourceIP  bool          `json:"sourceIP,omitempty"`
+	Header    string   `json:"header,omitempty"`
+	Cookie    string   `json:"cookie,omitempty"`
+	CookieTTL Duration `json:"cookieTTL,omitempty"`
+	SourceIP  bool     `json:"sourceIP,omitempty"`
 }
 
 // Route is one routing rule of a Service port.
@@ -199,7 +224,7 @@ type Route struct {
 	Mirrors         []Mirror        `json:"mirrors,omitempty"`
 
 	// Timeout bounds the whole request (for gRPC, the whole stream).
-	Timeout *time.Duration `json:"timeout,omitempty"`
+	Timeout *Duration `json:"timeout,omitempty"`
 	// Retry is the retry policy of the route, if any.
 	Retry *Retry `json:"retry,omitempty"`
 }
@@ -309,12 +334,12 @@ type Retry struct {
 	Source   ObjectRef `json:"source"`
 	Attempts uint32    `json:"attempts"`
 	// PerTryTimeout bounds each try; 0 means unset.
-	PerTryTimeout time.Duration `json:"perTryTimeout,omitempty"`
+	PerTryTimeout Duration `json:"perTryTimeout,omitempty"`
 	// RetryOn are Envoy retry_on conditions, sorted.
-	RetryOn              []string      `json:"retryOn"`
-	RetriableStatusCodes []uint32      `json:"retriableStatusCodes,omitempty"`
-	BaseInterval         time.Duration `json:"baseInterval,omitempty"`
-	MaxInterval          time.Duration `json:"maxInterval,omitempty"`
+	RetryOn              []string `json:"retryOn"`
+	RetriableStatusCodes []uint32 `json:"retriableStatusCodes,omitempty"`
+	BaseInterval         Duration `json:"baseInterval,omitempty"`
+	MaxInterval          Duration `json:"maxInterval,omitempty"`
 	// NonIdempotent allows retries of POST, PATCH and CONNECT.
 	NonIdempotent bool `json:"nonIdempotent,omitempty"`
 }
@@ -341,8 +366,8 @@ type OutlierDetection struct {
 	Consecutive5xx     *uint32            `json:"consecutive5xx,omitempty"`
 	ConsecutiveGateway *uint32            `json:"consecutiveGateway,omitempty"`
 	FailurePercentage  *FailurePercentage `json:"failurePercentage,omitempty"`
-	Interval           time.Duration      `json:"interval"`
-	BaseEjectionTime   time.Duration      `json:"baseEjectionTime"`
+	Interval           Duration           `json:"interval"`
+	BaseEjectionTime   Duration           `json:"baseEjectionTime"`
 	MaxEjectionPercent uint32             `json:"maxEjectionPercent"`
 }
 
