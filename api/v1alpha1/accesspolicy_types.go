@@ -67,8 +67,9 @@ type AccessSource struct {
 
 	// Identity is a full SPIFFE ID, e.g. spiffe://cluster.local/ns/shop/sa/web,
 	// for callers outside this trust domain.
-	// +kubebuilder:validation:MaxLength=2048
-	// +kubebuilder:validation:XValidation:rule="self.matches('^spiffe://[a-z0-9]([a-z0-9._-]*[a-z0-9])?(/[A-Za-z0-9._~!$&()*+,;=:@%-]+)+$')",message="identity must be a SPIFFE ID such as spiffe://cluster.local/ns/shop/sa/web"
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:Pattern=`^spiffe://[a-z0-9]([a-z0-9._-]*[a-z0-9])?(/[A-Za-z0-9._~!$&()*+,;=:@%-]+)+$`
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('spiffe://')",message="identity must be a SPIFFE ID such as spiffe://cluster.local/ns/shop/sa/web"
 	// +optional
 	Identity *string `json:"identity,omitempty"`
 }

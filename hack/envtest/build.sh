@@ -25,7 +25,7 @@ for target in kube-apiserver:k8s.io/kubernetes/cmd/kube-apiserver kubectl:k8s.io
 	name="${target%%:*}"
 	path="${target#*:}"
 	if [[ ! -x "${out}/${name}" ]]; then
-		echo "building ${name} ${version} (first time only, several minutes)..." >&2
+		echo "building ${name} for Kubernetes ${version} into ${out} (first time only, several minutes)..." >&2
 		CGO_ENABLED=0 go build -trimpath -ldflags "${ldflags}" -o "${out}/${name}.tmp" "${path}"
 		mv "${out}/${name}.tmp" "${out}/${name}"
 	fi
