@@ -96,7 +96,8 @@ type HTTPMethod string
 // to HTTP and gRPC traffic only.
 // +kubebuilder:validation:XValidation:rule="(has(self.ports) && size(self.ports) > 0) || (has(self.methods) && size(self.methods) > 0) || (has(self.paths) && size(self.paths) > 0)",message="each to entry needs ports, methods or paths"
 type AccessDestination struct {
-	// Ports are Service target ports.
+	// Ports are ports of the target Service (Weft enforces them on the
+	// container ports they lead to).
 	// +kubebuilder:validation:MaxItems=16
 	// +kubebuilder:validation:items:Minimum=1
 	// +kubebuilder:validation:items:Maximum=65535

@@ -1,0 +1,83 @@
+package ingest
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
+	"github.com/weft-mesh/weft/internal/ir"
+)
+
+// ControllerName is the Gateway API controller name Weft writes into route
+// status.
+const ControllerName gwapiv1.GatewayController = "weft.dev/mesh-controller"
+
+// Labels and annotations Weft reads.
+const (
+	// LabelInject on a namespace ("enabled") meshes its pods.
+	LabelInject = "weft.dev/inject"
+	// AnnotationInject on a pod opts in ("true", "grpc-agent") or out ("false").
+	AnnotationInject = "weft.dev/inject"
+	// AnnotationLoadBalancer on a Service picks the load-balancing policy.
+	AnnotationLoadBalancer = "weft.dev/load-balancer"
+	// DefaultClusterDomain is the Services' DNS suffix unless told otherwise.
+	DefaultClusterDomain = "cluster.local"
+)
+
+// Bundle is everything ingest reads. Slices may be in any order.
+type Bundle struct {
+	ClusterDomain string
+
+	Namespaces     []*corev1.Namespace
+	Services       []*corev1.Service
+	EndpointSlices []*discoveryv1.EndpointSlice
+	Pods           []*corev1.Pod
+
+	TrafficSplits   []*meshv1alpha1.TrafficSplit
+	RetryPolicies   []*meshv1alpha1.RetryPolicy
+	CircuitBreakers []*meshv1alpha1.CircuitBreaker
+	MeshIdentities  []*meshv1alpha1.MeshIdentity
+	AccessPolicies  []*meshv1alpha1.AccessPolicy
+
+	HTTPRoutes      []*gwapiv1.HTTPRoute
+	GRPCRoutes      []*gwapiv1.GRPCRoute
+	ReferenceGrants []*gwapiv1.ReferenceGrant
+}
+
+// Result is the mesh model plus what to tell users.
+type Result struct {
+	Mesh *ir.Mesh `json:"mesh"`
+	// Statuses are the conditions of every TrafficSplit, RetryPolicy,
+	// CircuitBreaker and AccessPolicy, sorted by object.
+	Statuses []ObjectStatus `json:"statuses,omitempty"`
+	// Routes are the status parents of every HTTPRoute and GRPCRoute with a
+	// Service parent, sorted by object.
+	Routes []RouteStatus `json:"routes,omitempty"`
+	// Warnings are problems on objects Weft does not own (a Service with a
+	// bad annotation, say): the controller reports them as events.
+	Warnings []Warning `json:"warnings,omitempty"`
+}
+
+// ObjectStatus is the conditions an object should carry. The conditions
+// have no LastTransitionTime: the status writer stamps it.
+type ObjectStatus struct {
+	Ref        ir.ObjectRef       `json:"ref"`
+	Generation int64              `json:"generation,omitempty"`
+	Conditions []metav1.Condition `json:"conditions"`
+}
+
+// RouteStatus is the status.parents entries Weft owns on a route.
+type RouteStatus struct {
+	Ref        ir.ObjectRef                `json:"ref"`
+	Generation int64                       `json:"generation,omitempty"`
+	Parents    []gwapiv1.RouteParentStatus `json:"parents"`
+}
+
+// Warning is a problem on an object Weft reads but does not own.
+type Warning struct {
+	Ref     ir.ObjectRef `json:"ref"`
+	Reason  string       `json:"reason"`
+	Message string       `json:"message"`
+}

@@ -1,0 +1,160 @@
+package ingest
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
+	"github.com/weft-mesh/weft/internal/ir"
+)
+
+// state is the work area of one Build call.
+type state struct {
+	b      *Bundle
+	domain string
+
+	namespaces map[string]*corev1.Namespace
+	meshNS     map[string]*ir.Namespace
+	services   map[string]*service // by namespace/name
+	// routeTables collect route entries per Service port before ordering.
+	tables map[tableKey]*routeTable
+
+	statuses map[ir.ObjectRef]*verdict
+	routes   []RouteStatus
+	warnings []Warning
+}
+
+// Build turns a bundle into the mesh model and the status of every policy
+// and route. It never fails: bad input becomes conditions and warnings.
+func Build(b *Bundle) *Result {
+	s := &state{
+		b:          b,
+		domain:     cmp.Or(b.ClusterDomain, DefaultClusterDomain),
+		namespaces: map[string]*corev1.Namespace{},
+		meshNS:     map[string]*ir.Namespace{},
+		services:   map[string]*service{},
+		tables:     map[tableKey]*routeTable{},
+		statuses:   map[ir.ObjectRef]*verdict{},
+	}
+	s.buildNamespaces()
+	s.buildServices()
+	s.buildEndpoints()
+	s.buildRoutes()
+	s.buildTrafficSplits()
+	s.finishRoutes()
+	s.buildRetryPolicies()
+	s.buildCircuitBreakers()
+	s.buildAccessPolicies()
+	mesh := &ir.Mesh{ClusterDomain: s.domain}
+	mesh.ProxyGroups = s.buildProxyGroups()
+
+	for _, name := range sortedKeys(s.meshNS) {
+		mesh.Namespaces = append(mesh.Namespaces, s.meshNS[name])
+	}
+	for _, key := range sortedKeys(s.services) {
+		mesh.Services = append(mesh.Services, s.services[key].ir)
+	}
+	res := &Result{Mesh: mesh, Routes: s.routes, Warnings: s.warnings}
+	for _, v := range s.statuses {
+		res.Statuses = append(res.Statuses, v.status())
+	}
+	slices.SortFunc(res.Statuses, func(a, b ObjectStatus) int { return compareRefs(a.Ref, b.Ref) })
+	slices.SortFunc(res.Routes, func(a, b RouteStatus) int { return compareRefs(a.Ref, b.Ref) })
+	slices.SortFunc(res.Warnings, func(a, b Warning) int {
+		return cmp.Or(compareRefs(a.Ref, b.Ref), strings.Compare(a.Reason, b.Reason), strings.Compare(a.Message, b.Message))
+	})
+	return res
+}
+
+func (s *state) verdict(kind string, obj metav1.Object) *verdict {
+	v := newVerdict(kind, obj.GetNamespace(), obj.GetName(), obj.GetGeneration())
+	s.statuses[v.ref] = v
+	return v
+}
+
+func (s *state) warn(ref ir.ObjectRef, reason, msg string) {
+	s.warnings = append(s.warnings, Warning{Ref: ref, Reason: reason, Message: msg})
+}
+
+// buildNamespaces settles which MeshIdentity gives each namespace its trust
+// domain and mTLS mode. The oldest MeshIdentity selecting a namespace wins;
+// the MeshIdentity reconciler reports the conflict on the others.
+func (s *state) buildNamespaces() {
+	for _, ns := range s.b.Namespaces {
+		s.namespaces[ns.Name] = ns
+	}
+	ids := slices.Clone(s.b.MeshIdentities)
+	slices.SortFunc(ids, func(a, b *meshv1alpha1.MeshIdentity) int { return olderFirst(a, b) })
+	for _, name := range sortedKeys(s.namespaces) {
+		ns := s.namespaces[name]
+		m := &ir.Namespace{Name: name, MTLS: ir.MTLSDisabled}
+		for _, id := range ids {
+			if !SelectsNamespace(id, ns) {
+				continue
+			}
+			m.TrustDomain = id.Spec.TrustDomain
+			m.MTLS = ir.MTLSStrict
+			if id.Spec.MTLS.Mode == meshv1alpha1.MTLSPermissive {
+				m.MTLS = ir.MTLSPermissive
+			}
+			m.Identity = &ir.ObjectRef{Group: meshv1alpha1.GroupVersion.Group, Kind: "MeshIdentity", Name: id.Name}
+			break
+		}
+		s.meshNS[name] = m
+	}
+}
+
+// SelectsNamespace says whether a MeshIdentity covers a namespace: its
+// namespaceSelector, or by default namespaces labelled weft.dev/inject=enabled.
+// An invalid selector selects nothing.
+func SelectsNamespace(id *meshv1alpha1.MeshIdentity, ns *corev1.Namespace) bool {
+	if id.Spec.NamespaceSelector == nil {
+		return ns.Labels[LabelInject] == "enabled"
+	}
+	sel, err := metav1.LabelSelectorAsSelector(id.Spec.NamespaceSelector)
+	if err != nil {
+		return false
+	}
+	return sel.Matches(labels.Set(ns.Labels))
+}
+
+// trustDomain is the trust domain of a namespace's workloads, or the first
+// trust domain in the mesh when the namespace has none (so that policies
+// naming callers in unmeshed namespaces still compile to principals).
+func (s *state) trustDomain(ns string) string {
+	if m := s.meshNS[ns]; m != nil && m.TrustDomain != "" {
+		return m.TrustDomain
+	}
+	for _, name := range sortedKeys(s.meshNS) {
+		if td := s.meshNS[name].TrustDomain; td != "" {
+			return td
+		}
+	}
+	return DefaultClusterDomain
+}
+
+func (s *state) mtls(ns string) ir.MTLSMode {
+	if m := s.meshNS[ns]; m != nil {
+		return m.MTLS
+	}
+	return ir.MTLSDisabled
+}
+
+func sortedKeys[M ~map[K]V, K cmp.Ordered, V any](m M) []K {
+	keys := make([]K, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func compareRefs(a, b ir.ObjectRef) int {
+	return cmp.Or(strings.Compare(a.Group, b.Group), strings.Compare(a.Kind, b.Kind),
+		strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+}

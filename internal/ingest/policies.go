@@ -1,0 +1,456 @@
+package ingest
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
+	"github.com/weft-mesh/weft/internal/ir"
+)
+
+// buildTrafficSplits turns each apex Service's TrafficSplit into a weighted
+// route on each of its ports. The oldest TrafficSplit of an apex wins; an
+// HTTPRoute or GRPCRoute in the apex's namespace that attaches to the apex
+// takes precedence over any TrafficSplit, because routes say more.
+func (s *state) buildTrafficSplits() {
+	splits := slices.Clone(s.b.TrafficSplits)
+	slices.SortFunc(splits, func(a, b *meshv1alpha1.TrafficSplit) int { return olderFirst(a, b) })
+	winner := map[string]*meshv1alpha1.TrafficSplit{}
+	for _, ts := range splits {
+		v := s.verdict("TrafficSplit", ts)
+		apexKey := ts.Namespace + "/" + ts.Spec.Service
+		if w, ok := winner[apexKey]; ok {
+			v.reject(meshv1alpha1.ReasonConflicted, "TrafficSplit %s/%s, created earlier, already splits Service %s; only the oldest TrafficSplit of an apex Service is in effect", w.Namespace, w.Name, ts.Spec.Service)
+			continue
+		}
+		winner[apexKey] = ts
+		apex := s.services[apexKey]
+		if apex == nil {
+			v.unresolved(meshv1alpha1.ReasonTargetNotFound, "spec.service: Service %s/%s does not exist", ts.Namespace, ts.Spec.Service)
+			continue
+		}
+		if route := s.producerRouteOn(apex); route != nil {
+			v.reject(meshv1alpha1.ReasonOverridden, "%s %s/%s routes Service %s and takes precedence over TrafficSplits; put the weights in its backendRefs or delete it", route.Kind, route.Namespace, route.Name, ts.Spec.Service)
+			continue
+		}
+		total := int32(0)
+		for _, p := range apex.ir.Ports {
+			var backends []ir.Backend
+			for i, b := range ts.Spec.Backends {
+				bs := s.services[ts.Namespace+"/"+b.Service]
+				if bs == nil {
+					if p == apex.ir.Ports[0] {
+						v.unresolved(meshv1alpha1.ReasonBackendNotFound, "spec.backends[%d].service: Service %s/%s does not exist", i, ts.Namespace, b.Service)
+					}
+					continue
+				}
+				bp := bs.ports[p.Port]
+				if bp == nil {
+					v.unresolved(meshv1alpha1.ReasonBackendNotFound, "spec.backends[%d].service: Service %s/%s has no port %d, which the apex Service has", i, ts.Namespace, b.Service, p.Port)
+					continue
+				}
+				if b.Weight > 0 {
+					backends = append(backends, ir.Backend{Cluster: bp.Cluster, Weight: uint32(b.Weight), Service: bs.ir.Source, Port: bp.Port})
+					total += b.Weight
+				}
+			}
+			if len(backends) == 0 {
+				continue // nothing valid on this port: the apex keeps its own endpoints
+			}
+			p.Routes = []*ir.Route{{Name: "split", Source: v.ref, Backends: backends}}
+		}
+		if total == 0 && v.resolvedReason == "" {
+			v.unresolved(meshv1alpha1.ReasonBackendNotFound, "spec.backends: no backend with weight > 0 resolves")
+		}
+	}
+}
+
+// producerRouteOn returns a route in the Service's namespace attached to it.
+func (s *state) producerRouteOn(st *service) *ir.ObjectRef {
+	for _, key := range sortedTableKeys(s.tables) {
+		if key.service != st.ir.Key() || key.consumer != "" || len(s.tables[key].entries) == 0 {
+			continue
+		}
+		ref := s.tables[key].entries[0].route.Source
+		return &ref
+	}
+	return nil
+}
+
+// defaultRetryOn is what a RetryPolicy retries when retryOn is empty: the
+// failures that happen before a server acted on the request.
+var defaultRetryOn = []string{"cancelled", "connect-failure", "refused-stream", "retriable-status-codes", "unavailable"}
+
+// buildRetryPolicies puts retry policies and timeouts on routes. A policy on
+// a route beats one on the Service; of two on the same target the oldest
+// wins. A route's own timeout beats the policy's.
+func (s *state) buildRetryPolicies() {
+	policies := slices.Clone(s.b.RetryPolicies)
+	slices.SortFunc(policies, func(a, b *meshv1alpha1.RetryPolicy) int { return olderFirst(a, b) })
+	winners := map[ir.ObjectRef]*meshv1alpha1.RetryPolicy{}
+	type applied struct {
+		policy *meshv1alpha1.RetryPolicy
+		ref    ir.ObjectRef
+		retry  *ir.Retry
+	}
+	var serviceLevel, routeLevel []applied
+	for _, rp := range policies {
+		v := s.verdict("RetryPolicy", rp)
+		tr := rp.Spec.TargetRef
+		target := ir.ObjectRef{Group: tr.Group, Kind: tr.Kind, Namespace: rp.Namespace, Name: tr.Name}
+		if w, ok := winners[target]; ok {
+			v.reject(meshv1alpha1.ReasonConflicted, "RetryPolicy %s, created earlier, already targets %s %s; only the oldest is in effect", w.Name, tr.Kind, tr.Name)
+			continue
+		}
+		winners[target] = rp
+		retry := retryFromSpec(v.ref, rp.Spec)
+		switch tr.Kind {
+		case "Service":
+			st := s.services[rp.Namespace+"/"+tr.Name]
+			if st == nil {
+				v.unresolved(meshv1alpha1.ReasonTargetNotFound, "spec.targetRef: Service %s/%s does not exist", rp.Namespace, tr.Name)
+				continue
+			}
+			if !slices.ContainsFunc(st.ir.Ports, func(p *ir.Port) bool { return p.Protocol.IsHTTP() }) {
+				v.reject(meshv1alpha1.ReasonUnsupportedValue, "spec.targetRef: Service %s has no HTTP, HTTP2 or gRPC port; retries need one (name the port http-*, http2-* or grpc-*, or set appProtocol)", tr.Name)
+				continue
+			}
+			serviceLevel = append(serviceLevel, applied{rp, target, retry})
+			if rp.Spec.Budget != nil {
+				for _, p := range st.ir.Ports {
+					p.RetryBudget = retryBudget(v.ref, rp.Spec.Budget)
+				}
+			}
+		default:
+			if !s.routeExists(target) {
+				v.unresolved(meshv1alpha1.ReasonTargetNotFound, "spec.targetRef: %s %s/%s does not exist or has no Service parent", tr.Kind, rp.Namespace, tr.Name)
+				continue
+			}
+			routeLevel = append(routeLevel, applied{rp, target, retry})
+		}
+	}
+	own := map[*ir.Route]bool{}
+	for _, st := range s.services {
+		for _, p := range st.ir.Ports {
+			for _, r := range p.Routes {
+				own[r] = r.Timeout != nil
+			}
+			for _, c := range p.ConsumerRoutes {
+				for _, r := range c.Routes {
+					own[r] = r.Timeout != nil
+				}
+			}
+		}
+	}
+	for _, st := range s.services {
+		for _, p := range st.ir.Ports {
+			if !p.Protocol.IsHTTP() {
+				continue
+			}
+			lists := [][]*ir.Route{p.Routes}
+			for _, c := range p.ConsumerRoutes {
+				lists = append(lists, c.Routes)
+			}
+			for _, a := range serviceLevel {
+				if a.ref.Namespace != st.ir.Namespace || a.ref.Name != st.ir.Name {
+					continue
+				}
+				for _, routes := range lists {
+					for _, r := range routes {
+						applyRetry(r, a.retry, a.policy, own[r])
+					}
+				}
+			}
+			for _, a := range routeLevel {
+				for _, routes := range lists {
+					for _, r := range routes {
+						if r.Source.Kind == a.ref.Kind && r.Source.Namespace == a.ref.Namespace && r.Source.Name == a.ref.Name {
+							applyRetry(r, a.retry, a.policy, own[r])
+							if a.policy.Spec.Budget != nil {
+								s.setBudgetOnBackends(r, retryBudget(a.retry.Source, a.policy.Spec.Budget))
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+func (s *state) setBudgetOnBackends(r *ir.Route, b *ir.RetryBudget) {
+	for _, be := range r.Backends {
+		if st := s.services[be.Service.Namespace+"/"+be.Service.Name]; st != nil {
+			if p := st.ports[be.Port]; p != nil {
+				p.RetryBudget = b
+			}
+		}
+	}
+}
+
+// applyRetry sets the retry and timeout of a route. Route-level policies
+// are applied after Service-level ones, so they win; a route's own
+// timeouts.request (own) wins over any policy's timeout.
+func applyRetry(r *ir.Route, retry *ir.Retry, rp *meshv1alpha1.RetryPolicy, own bool) {
+	if r.Redirect != nil || r.DirectResponse != nil {
+		return
+	}
+	rc := *retry
+	r.Retry = &rc
+	if rp.Spec.Timeout != nil && !own {
+		d := ir.Duration(rp.Spec.Timeout.Duration)
+		r.Timeout = &d
+	}
+}
+
+func retryFromSpec(source ir.ObjectRef, spec meshv1alpha1.RetryPolicySpec) *ir.Retry {
+	r := &ir.Retry{Source: source, Attempts: uint32(spec.Attempts), NonIdempotent: spec.RetryNonIdempotent}
+	if spec.PerTryTimeout != nil {
+		r.PerTryTimeout = ir.Duration(spec.PerTryTimeout.Duration)
+	}
+	for _, on := range spec.RetryOn {
+		r.RetryOn = append(r.RetryOn, string(on))
+	}
+	if len(r.RetryOn) == 0 {
+		r.RetryOn = slices.Clone(defaultRetryOn)
+		r.RetriableStatusCodes = []uint32{503}
+	}
+	slices.Sort(r.RetryOn)
+	r.RetryOn = slices.Compact(r.RetryOn)
+	for _, c := range spec.RetriableStatusCodes {
+		r.RetriableStatusCodes = append(r.RetriableStatusCodes, uint32(c))
+	}
+	slices.Sort(r.RetriableStatusCodes)
+	r.RetriableStatusCodes = slices.Compact(r.RetriableStatusCodes)
+	if b := spec.Backoff; b != nil {
+		r.BaseInterval = ir.Duration(b.BaseInterval.Duration)
+		if b.MaxInterval != nil {
+			r.MaxInterval = ir.Duration(b.MaxInterval.Duration)
+		}
+	}
+	return r
+}
+
+func retryBudget(source ir.ObjectRef, b *meshv1alpha1.RetryBudget) *ir.RetryBudget {
+	return &ir.RetryBudget{Source: source, Percent: float64(cmp.Or(b.Percent, 20)), MinRetryConcurrency: uint32(b.MinRetryConcurrency)}
+}
+
+func (s *state) routeExists(ref ir.ObjectRef) bool {
+	for _, r := range s.routes {
+		if r.Ref.Kind == ref.Kind && r.Ref.Namespace == ref.Namespace && r.Ref.Name == ref.Name {
+			return true
+		}
+	}
+	return false
+}
+
+// buildCircuitBreakers sets connection limits and outlier detection on
+// Service ports. A policy on one port beats one on the whole Service; of two
+// on the same port the oldest wins.
+func (s *state) buildCircuitBreakers() {
+	cbs := slices.Clone(s.b.CircuitBreakers)
+	// Port-specific policies first, so that they claim their port before a
+	// Service-wide one does.
+	slices.SortFunc(cbs, func(a, b *meshv1alpha1.CircuitBreaker) int {
+		pa, pb := a.Spec.TargetRef.Port != nil, b.Spec.TargetRef.Port != nil
+		if pa != pb {
+			if pa {
+				return -1
+			}
+			return 1
+		}
+		return olderFirst(a, b)
+	})
+	claimedBy := map[string]ir.ObjectRef{}
+	for _, cb := range cbs {
+		v := s.verdict("CircuitBreaker", cb)
+		st := s.services[cb.Namespace+"/"+cb.Spec.TargetRef.Name]
+		if st == nil {
+			v.unresolved(meshv1alpha1.ReasonTargetNotFound, "spec.targetRef: Service %s/%s does not exist", cb.Namespace, cb.Spec.TargetRef.Name)
+			continue
+		}
+		ports := st.ir.Ports
+		if tp := cb.Spec.TargetRef.Port; tp != nil {
+			p := st.ports[*tp]
+			if p == nil {
+				v.unresolved(meshv1alpha1.ReasonTargetNotFound, "spec.targetRef.port: Service %s has no TCP port %d", st.ir.Name, *tp)
+				continue
+			}
+			ports = []*ir.Port{p}
+		}
+		irc := circuitBreaker(v.ref, cb.Spec)
+		applied := 0
+		var conflicts []string
+		for _, p := range ports {
+			key := p.Cluster
+			if owner, ok := claimedBy[key]; ok {
+				if cb.Spec.TargetRef.Port != nil {
+					conflicts = append(conflicts, fmt.Sprintf("port %d is limited by CircuitBreaker %s, created earlier", p.Port, owner.Name))
+				}
+				continue
+			}
+			claimedBy[key] = v.ref
+			p.CircuitBreaker = irc
+			applied++
+		}
+		if applied == 0 {
+			if len(conflicts) == 0 {
+				conflicts = append(conflicts, "every port of the Service is limited by older or port-specific CircuitBreakers")
+			}
+			v.reject(meshv1alpha1.ReasonConflicted, "%s", strings.Join(conflicts, "; "))
+		}
+	}
+}
+
+func circuitBreaker(source ir.ObjectRef, spec meshv1alpha1.CircuitBreakerSpec) *ir.CircuitBreaker {
+	u := func(p *int32) *uint32 {
+		if p == nil {
+			return nil
+		}
+		v := uint32(*p)
+		return &v
+	}
+	out := &ir.CircuitBreaker{
+		Source:             source,
+		MaxConnections:     u(spec.MaxConnections),
+		MaxPendingRequests: u(spec.MaxPendingRequests),
+		MaxRequests:        u(spec.MaxRequests),
+		MaxRetries:         u(spec.MaxRetries),
+	}
+	if od := spec.OutlierDetection; od != nil {
+		o := &ir.OutlierDetection{
+			Consecutive5xx:     u(od.Consecutive5xxErrors),
+			ConsecutiveGateway: u(od.ConsecutiveGatewayErrors),
+			Interval:           ir.Duration(10e9),
+			BaseEjectionTime:   ir.Duration(30e9),
+			MaxEjectionPercent: 10,
+		}
+		if od.Interval != nil {
+			o.Interval = ir.Duration(od.Interval.Duration)
+		}
+		if od.BaseEjectionTime != nil {
+			o.BaseEjectionTime = ir.Duration(od.BaseEjectionTime.Duration)
+		}
+		if od.MaxEjectionPercent != nil {
+			o.MaxEjectionPercent = uint32(*od.MaxEjectionPercent)
+		}
+		if fp := od.FailurePercentage; fp != nil {
+			o.FailurePercentage = &ir.FailurePercentage{
+				Threshold:     uint32(fp.Threshold),
+				MinimumHosts:  uint32(cmp.Or(fp.MinimumHosts, 5)),
+				RequestVolume: uint32(cmp.Or(fp.RequestVolume, 50)),
+			}
+		}
+		out.Outlier = o
+	}
+	return out
+}
+
+// buildAccessPolicies compiles AccessPolicies into SPIFFE principals on
+// their Service. Deny policies are checked first; any Allow policy on a
+// Service denies every caller no Allow policy lists.
+func (s *state) buildAccessPolicies() {
+	aps := slices.Clone(s.b.AccessPolicies)
+	slices.SortFunc(aps, func(a, b *meshv1alpha1.AccessPolicy) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	})
+	for _, ap := range aps {
+		v := s.verdict("AccessPolicy", ap)
+		st := s.services[ap.Namespace+"/"+ap.Spec.TargetRef.Name]
+		if st == nil {
+			v.unresolved(meshv1alpha1.ReasonTargetNotFound, "spec.targetRef: Service %s/%s does not exist", ap.Namespace, ap.Spec.TargetRef.Name)
+			continue
+		}
+		if st.ir.MTLS == ir.MTLSDisabled {
+			v.degrade(meshv1alpha1.ReasonMTLSDisabled, "no MeshIdentity selects namespace %s, so callers have no verified identity: Allow rules with callers match nobody until mTLS is on", ap.Namespace)
+		}
+		out := &ir.AccessPolicy{Source: v.ref, Action: ir.AccessAllow}
+		if ap.Spec.Action == meshv1alpha1.ActionDeny {
+			out.Action = ir.AccessDeny
+		}
+		for i, rule := range ap.Spec.Rules {
+			r := ir.AccessRule{}
+			for _, f := range rule.From {
+				switch {
+				case f.ServiceAccount != nil:
+					ns := cmp.Or(f.ServiceAccount.Namespace, ap.Namespace)
+					r.Principals = append(r.Principals, ir.Principal{Exact: ir.SpiffeID(s.trustDomain(ns), ns, f.ServiceAccount.Name)})
+				case f.Namespace != nil:
+					r.Principals = append(r.Principals, ir.Principal{Prefix: fmt.Sprintf("spiffe://%s/ns/%s/sa/", s.trustDomain(*f.Namespace), *f.Namespace)})
+				case f.Identity != nil:
+					r.Principals = append(r.Principals, ir.Principal{Exact: *f.Identity})
+				}
+			}
+			for j, to := range rule.To {
+				for _, port := range to.Ports {
+					targets := st.resolveTargetPort(port)
+					if len(targets) == 0 {
+						v.unresolved(meshv1alpha1.ReasonTargetNotFound, "spec.rules[%d].to[%d].ports: Service %s has no port %d with endpoints", i, j, st.ir.Name, port)
+					}
+					for _, t := range targets {
+						r.Ports = append(r.Ports, uint32(t))
+					}
+				}
+				for _, m := range to.Methods {
+					r.Methods = append(r.Methods, string(m))
+				}
+				for _, p := range to.Paths {
+					if prefix, ok := strings.CutSuffix(p, "*"); ok {
+						r.Paths = append(r.Paths, ir.PathPattern{Prefix: prefix})
+					} else {
+						r.Paths = append(r.Paths, ir.PathPattern{Exact: p})
+					}
+				}
+			}
+			sortRule(&r)
+			out.Rules = append(out.Rules, r)
+		}
+		st.ir.AccessPolicies = append(st.ir.AccessPolicies, out)
+	}
+	for _, st := range s.services {
+		sortAccessPolicies(st.ir.AccessPolicies)
+	}
+}
+
+func sortRule(r *ir.AccessRule) {
+	slices.SortFunc(r.Principals, func(a, b ir.Principal) int {
+		return cmp.Or(strings.Compare(a.Exact, b.Exact), strings.Compare(a.Prefix, b.Prefix))
+	})
+	r.Principals = slices.Compact(r.Principals)
+	slices.Sort(r.Ports)
+	r.Ports = slices.Compact(r.Ports)
+	slices.Sort(r.Methods)
+	r.Methods = slices.Compact(r.Methods)
+	slices.SortFunc(r.Paths, func(a, b ir.PathPattern) int {
+		return cmp.Or(strings.Compare(a.Exact, b.Exact), strings.Compare(a.Prefix, b.Prefix))
+	})
+	r.Paths = slices.Compact(r.Paths)
+}
+
+func sortAccessPolicies(aps []*ir.AccessPolicy) {
+	slices.SortFunc(aps, func(a, b *ir.AccessPolicy) int {
+		if a.Action != b.Action {
+			if a.Action == ir.AccessDeny {
+				return -1
+			}
+			return 1
+		}
+		return compareRefs(a.Source, b.Source)
+	})
+}
+
+// resolveTargetPort maps a Service port to the container ports it reaches.
+func (st *service) resolveTargetPort(port int32) []int32 {
+	sp, ok := st.spec[port]
+	if !ok {
+		return nil
+	}
+	if sp.TargetPort.IntValue() > 0 {
+		return []int32{int32(sp.TargetPort.IntValue())}
+	}
+	if sp.TargetPort.StrVal == "" {
+		return []int32{port}
+	}
+	return st.targetPorts[port]
+}

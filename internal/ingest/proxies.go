@@ -1,0 +1,155 @@
+package ingest
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/weft-mesh/weft/internal/ir"
+)
+
+// AnnotationStatus marks a pod the injector has changed.
+const AnnotationStatus = "weft.dev/status"
+
+// Meshed says whether a pod runs with a Weft proxy (or as a proxyless gRPC
+// client): injected, or in a meshed namespace and not opted out.
+func Meshed(pod *corev1.Pod, ns *corev1.Namespace) bool {
+	if pod.Spec.HostNetwork || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		return false
+	}
+	if _, ok := pod.Annotations[AnnotationStatus]; ok {
+		return true
+	}
+	switch pod.Annotations[AnnotationInject] {
+	case "false":
+		return false
+	case "true", "grpc-agent":
+		return true
+	}
+	return ns != nil && ns.Labels[LabelInject] == "enabled"
+}
+
+// NodeID is the xDS node ID of a pod's proxy.
+func NodeID(pod *corev1.Pod) string { return pod.Name + "." + pod.Namespace }
+
+// buildProxyGroups groups meshed pods by what their configuration depends
+// on: namespace, service account, and the inbound ports with their
+// Services and policies. Pods of one Deployment land in one group.
+func (s *state) buildProxyGroups() []*ir.ProxyGroup {
+	selectors := map[string][]*service{}
+	for _, key := range sortedKeys(s.services) {
+		st := s.services[key]
+		if len(st.obj.Spec.Selector) == 0 {
+			continue
+		}
+		selectors[st.obj.Namespace] = append(selectors[st.obj.Namespace], st)
+	}
+	groups := map[string]*ir.ProxyGroup{}
+	for _, pod := range s.b.Pods {
+		if !Meshed(pod, s.namespaces[pod.Namespace]) {
+			continue
+		}
+		sa := cmp.Or(pod.Spec.ServiceAccountName, "default")
+		inbound := s.inboundPorts(pod, selectors[pod.Namespace])
+		key := groupKey(pod.Namespace, sa, inbound)
+		g := groups[key]
+		if g == nil {
+			g = &ir.ProxyGroup{Key: key, Namespace: pod.Namespace, ServiceAccount: sa, MTLS: s.mtls(pod.Namespace), Inbound: inbound}
+			if td := s.meshNS[pod.Namespace]; td != nil && td.TrustDomain != "" {
+				g.Identity = ir.SpiffeID(td.TrustDomain, pod.Namespace, sa)
+			}
+			groups[key] = g
+		}
+		g.Members = append(g.Members, NodeID(pod))
+	}
+	out := make([]*ir.ProxyGroup, 0, len(groups))
+	for _, key := range sortedKeys(groups) {
+		g := groups[key]
+		slices.Sort(g.Members)
+		g.Members = slices.Compact(g.Members)
+		out = append(out, g)
+	}
+	return out
+}
+
+func (s *state) inboundPorts(pod *corev1.Pod, candidates []*service) []*ir.InboundPort {
+	byPort := map[int32]*ir.InboundPort{}
+	podLabels := labels.Set(pod.Labels)
+	for _, st := range candidates {
+		if !labels.SelectorFromSet(st.obj.Spec.Selector).Matches(podLabels) {
+			continue
+		}
+		for _, p := range st.ir.Ports {
+			target := containerPort(pod, st.spec[p.Port])
+			if target == 0 {
+				continue
+			}
+			in := byPort[target]
+			if in == nil {
+				in = &ir.InboundPort{Port: target, Protocol: p.Protocol}
+				byPort[target] = in
+			} else if in.Protocol != p.Protocol {
+				// Two Services disagree about the protocol: forward bytes.
+				in.Protocol = ir.ProtocolTCP
+			}
+			if !slices.Contains(in.Services, st.ir.Source) {
+				in.Services = append(in.Services, st.ir.Source)
+			}
+			for _, ap := range st.ir.AccessPolicies {
+				if !slices.Contains(in.AccessPolicies, ap) {
+					in.AccessPolicies = append(in.AccessPolicies, ap)
+				}
+			}
+		}
+	}
+	out := make([]*ir.InboundPort, 0, len(byPort))
+	for _, port := range sortedKeys(byPort) {
+		in := byPort[port]
+		slices.SortFunc(in.Services, compareRefs)
+		sortAccessPolicies(in.AccessPolicies)
+		out = append(out, in)
+	}
+	return out
+}
+
+// containerPort resolves a Service port's targetPort against a pod.
+func containerPort(pod *corev1.Pod, sp corev1.ServicePort) int32 {
+	if v := sp.TargetPort.IntValue(); v > 0 {
+		return int32(v)
+	}
+	name := sp.TargetPort.StrVal
+	if name == "" {
+		return sp.Port
+	}
+	for _, c := range append(slices.Clone(pod.Spec.InitContainers), pod.Spec.Containers...) {
+		for _, cp := range c.Ports {
+			if cp.Name == name && (cp.Protocol == "" || cp.Protocol == corev1.ProtocolTCP) {
+				return cp.ContainerPort
+			}
+		}
+	}
+	return 0
+}
+
+// groupKey names a proxy group by namespace, service account and a digest
+// of its inbound configuration.
+func groupKey(ns, sa string, inbound []*ir.InboundPort) string {
+	var b strings.Builder
+	for _, in := range inbound {
+		fmt.Fprintf(&b, "%d/%s;", in.Port, in.Protocol)
+		for _, svc := range in.Services {
+			fmt.Fprintf(&b, "s=%s;", svc)
+		}
+		for _, ap := range in.AccessPolicies {
+			fmt.Fprintf(&b, "a=%s;", ap.Source)
+		}
+	}
+	sum := sha256.Sum256([]byte(b.String()))
+	return ns + "/" + sa + "/" + hex.EncodeToString(sum[:6])
+}
