@@ -153,7 +153,7 @@ func (s *state) attachRoute(obj routeObject, rules []builtRule, refs *refProblem
 		if accepted {
 			for i, r := range rules {
 				if r.unsupported != "" {
-					accepted, reason, msg = false, string(gwapiv1.RouteReasonUnsupportedValue), fmt.Sprintf("spec.rules[%d]: %s; the rule is not programmed", i, r.unsupported)
+					accepted, reason, msg = false, string(gwapiv1.RouteReasonUnsupportedValue), fmt.Sprintf("%s; rule %d is not programmed", r.unsupported, i)
 					break
 				}
 			}
@@ -186,6 +186,7 @@ func (s *state) attachRoute(obj routeObject, rules []builtRule, refs *refProblem
 				}
 				for mi, m := range matches {
 					route := r.template
+					route.Source = obj.ref
 					route.Name = fmt.Sprintf("%s/%s/%s/rule-%d/match-%d", strings.ToLower(obj.ref.Kind), obj.ref.Namespace, obj.ref.Name, ri, mi)
 					route.Matches = []ir.Match{m}
 					t.entries = append(t.entries, routeEntry{route: &route, created: obj.meta.GetCreationTimestamp(), rule: ri, match: mi})
@@ -512,7 +513,7 @@ func (s *state) resolveBackend(obj routeObject, field string, b gwapiv1.BackendO
 	if b.Namespace != nil && *b.Namespace != "" {
 		ns = string(*b.Namespace)
 	}
-	if ns != obj.ref.Namespace && !s.referenceGranted(obj.ref, ns, string(b.Name)) {
+	if ns != obj.ref.Namespace && !isParent(obj, ns, string(b.Name)) && !s.referenceGranted(obj.ref, ns, string(b.Name)) {
 		problems.add(string(gwapiv1.RouteReasonRefNotPermitted), fmt.Sprintf("%s: Service %s/%s is in another namespace and no ReferenceGrant in %s allows %s from %s", field, ns, b.Name, ns, obj.ref.Kind, obj.ref.Namespace))
 		return ir.Backend{}, false
 	}
@@ -597,7 +598,7 @@ func (s *state) defaultRoute(st *service, p *ir.Port) *ir.Route {
 }
 
 // orderRoutes sorts route entries by Gateway API precedence: exact paths,
-// then the longest prefixes, then regular expressions; then method
+// then regular expressions (longest first), then the longest prefixes; then method
 // matches; then more header matches; then more query matches; then the
 // oldest route; then rule and match order.
 func orderRoutes(entries []routeEntry) []*ir.Route {
@@ -626,7 +627,7 @@ func pathRank(p *ir.PathMatch) int {
 	switch p.Type {
 	case ir.PathExact:
 		return 0
-	case ir.PathPrefix:
+	case ir.PathRegex:
 		return 1
 	default:
 		return 2
@@ -649,4 +650,20 @@ func compareTime(a, b metav1.Time) int {
 	default:
 		return 1
 	}
+}
+
+// isParent says whether a backend is one of the route's own Service
+// parents: a consumer route may send traffic to the Service it already
+// routes without a ReferenceGrant, since its clients may call it anyway.
+func isParent(obj routeObject, ns, name string) bool {
+	for _, p := range obj.parents {
+		pns := obj.ref.Namespace
+		if p.Namespace != nil && *p.Namespace != "" {
+			pns = string(*p.Namespace)
+		}
+		if isServiceParent(p) && pns == ns && string(p.Name) == name {
+			return true
+		}
+	}
+	return false
 }

@@ -60,7 +60,7 @@ func (v *verdict) status() ObjectStatus {
 	}
 	var conds []metav1.Condition
 	if v.accepted() {
-		conds = append(conds, cond(meshv1alpha1.ConditionAccepted, true, meshv1alpha1.ReasonAccepted, "the policy is valid and in effect"))
+		conds = append(conds, cond(meshv1alpha1.ConditionAccepted, true, meshv1alpha1.ReasonAccepted, "the policy is valid"))
 	} else {
 		conds = append(conds, cond(meshv1alpha1.ConditionAccepted, false, v.acceptedReason, v.acceptedMsg))
 	}
