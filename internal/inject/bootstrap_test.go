@@ -1,0 +1,166 @@
+package inject
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	jsonpatchapply "github.com/evanphx/json-patch/v5"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// TestBootstrapGolden keeps readable copies of the generated bootstraps: the
+// patch goldens hold them as escaped strings, which are hard to review.
+func TestBootstrapGolden(t *testing.T) {
+	cfg := testConfig()
+	ns, pod := loadCase(t, "namespace-label")
+	res, err := Inject(pod, ns.Labels, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	initC := container(res.Pod, InitContainerName)
+	boot, _ := env(initC, EnvProxyBootstrap)
+	sds, _ := env(initC, EnvProxySDS)
+
+	ns, pod = loadCase(t, "grpc-agent")
+	res, err = Inject(pod, ns.Labels, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grpc, _ := env(container(res.Pod, "cart"), EnvGRPCBootstrapConfig)
+
+	for file, raw := range map[string]string{
+		"bootstrap-envoy.json": boot.Value,
+		"bootstrap-sds.json":   sds.Value,
+		"bootstrap-grpc.json":  grpc.Value,
+	} {
+		var pretty bytes.Buffer
+		if err := json.Indent(&pretty, []byte(raw), "", "  "); err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		pretty.WriteByte('\n')
+		path := filepath.Join("testdata", file)
+		if *update {
+			if err := os.WriteFile(path, pretty.Bytes(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		want, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("%v (run go test -update to create it)", err)
+		}
+		if !bytes.Equal(pretty.Bytes(), want) {
+			t.Errorf("%s differs from the golden file; run go test ./internal/inject/ -update and review the diff\ngot:\n%s", path, pretty.Bytes())
+		}
+	}
+}
+
+// TestPatchOrderLongArrays guards the sorting of patch operations where
+// string order and index order differ (index 10 sorts before 9 as text).
+func TestPatchOrderLongArrays(t *testing.T) {
+	many := make([]corev1.EnvVar, 12)
+	for i := range many {
+		many[i] = corev1.EnvVar{Name: "V" + strings.Repeat("x", i), Value: "v"}
+	}
+	one := []corev1.EnvVar{{Name: "ONLY"}}
+	for name, tc := range map[string]struct{ from, to []corev1.EnvVar }{
+		"grow":   {one, many},
+		"shrink": {many, one},
+	} {
+		t.Run(name, func(t *testing.T) {
+			a := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Env: tc.from}}}}
+			b := a.DeepCopy()
+			b.Spec.Containers[0].Env = tc.to
+			for range 20 { // map order varies between runs; so would a bad sort
+				ops, err := createPatch(a, b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				raw, _ := json.Marshal(ops)
+				p, err := jsonpatchapply.DecodePatch(raw)
+				if err != nil {
+					t.Fatal(err)
+				}
+				orig, _ := json.Marshal(a)
+				want, _ := json.Marshal(b)
+				got, err := p.Apply(orig)
+				if err != nil {
+					t.Fatalf("patch does not apply: %v", err)
+				}
+				if !jsonpatchapply.Equal(got, want) {
+					t.Fatalf("patched\n%s\nwant\n%s", got, want)
+				}
+			}
+		})
+	}
+}
+
+// TestSpliceNode checks that the per-pod shortcut renders exactly what
+// marshalling the whole bootstrap would.
+func TestSpliceNode(t *testing.T) {
+	cfg := testConfig()
+	in, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []workload{
+		{nodeID: "cart-7d9f8.shop", namespace: "shop", serviceAccount: "cart"},
+		{nodeID: "$(WEFT_POD_NAME).batch", namespace: "batch", serviceAccount: "default"},
+	} {
+		full, err := envoyBootstrap(cfg, w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := marshalProto(full)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := spliceNode(envoyNode(cfg, w), in.staticBootstrap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("spliced bootstrap differs from the marshalled one:\n%s\nwant\n%s", got, want)
+		}
+	}
+}
+
+func TestSupportsNativeSidecars(t *testing.T) {
+	for v, want := range map[string]bool{
+		"v1.28.9":              false,
+		"v1.29.0":              true,
+		"v1.29.1-gke.1589000":  true,
+		"v1.37.2+k3s1":         true,
+		"v1.27.16-eks-a18cd3a": false,
+	} {
+		got, err := SupportsNativeSidecars(v)
+		if err != nil || got != want {
+			t.Errorf("SupportsNativeSidecars(%q) = %v, %v; want %v", v, got, err, want)
+		}
+	}
+	if _, err := SupportsNativeSidecars("unknown"); err == nil {
+		t.Error("want an error for an unparsable version")
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	if err := testConfig().Validate(); err != nil {
+		t.Fatalf("test config invalid: %v", err)
+	}
+	bad := testConfig()
+	bad.ProxyImage = ""
+	bad.XDSAddress = "weft-xds"
+	bad.LogLevel = "loud"
+	bad.ProxyUID = 0
+	bad.TrustDomain = "Not A Domain"
+	err := bad.Validate()
+	for _, want := range []string{"proxy image must be set", "xds address", "log level", "proxy uid", "trust domain"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() = %v, want it to mention %q", err, want)
+		}
+	}
+}
