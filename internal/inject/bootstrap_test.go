@@ -10,6 +10,8 @@ import (
 
 	jsonpatchapply "github.com/evanphx/json-patch/v5"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/weft-mesh/weft/internal/identity"
 )
 
 // TestBootstrapGolden keeps readable copies of the generated bootstraps: the
@@ -163,4 +165,26 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("Validate() = %v, want it to mention %q", err, want)
 		}
 	}
+}
+
+// TestLongServiceAccount checks that the identity volume names the Secret
+// the identity reconciler creates, including the shortened name it gives
+// long service accounts.
+func TestLongServiceAccount(t *testing.T) {
+	ns, pod := loadCase(t, "namespace-label")
+	pod.Spec.ServiceAccountName = strings.Repeat("very-long-service-account-", 4) + "name"
+	res, err := Inject(pod, ns.Labels, testConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range res.Pod.Spec.Volumes {
+		if v.Name != IdentityVolumeName {
+			continue
+		}
+		if want := identity.CertificateName(pod.Spec.ServiceAccountName); v.Secret.SecretName != want || len(want) > 63 {
+			t.Errorf("identity secret %q, want %q", v.Secret.SecretName, want)
+		}
+		return
+	}
+	t.Fatal("no identity volume")
 }

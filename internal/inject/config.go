@@ -71,10 +71,6 @@ const (
 	PrivateKeyPath  = IdentityDir + "/tls.key"
 	CAPath          = IdentityDir + "/ca.crt"
 
-	// IdentitySecretPrefix + service account name is the cert-manager Secret
-	// holding the workload certificate.
-	IdentitySecretPrefix = "weft-identity-"
-
 	// EnvPodName is set from the downward API; bootstraps refer to it as
 	// $(WEFT_POD_NAME) when the pod name is generated after admission.
 	EnvPodName = "WEFT_POD_NAME"

@@ -12,6 +12,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/weft-mesh/weft/internal/capture"
+	"github.com/weft-mesh/weft/internal/identity"
 )
 
 // Timing of the proxy's lifecycle.
@@ -134,7 +135,7 @@ func identityVolume(w workload) corev1.Volume {
 	return corev1.Volume{
 		Name: IdentityVolumeName,
 		VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-			SecretName: IdentitySecretPrefix + w.serviceAccount,
+			SecretName: identity.CertificateName(w.serviceAccount),
 			// Readable by the proxy's uid without an fsGroup on the pod,
 			// which Inject does not touch. Only containers that mount the
 			// volume can see it.

@@ -183,9 +183,6 @@ func (in *Injector) Inject(pod *corev1.Pod, namespaceLabels map[string]string) (
 	if sa == "" {
 		sa = "default"
 	}
-	if msgs := validation.IsDNS1123Subdomain(IdentitySecretPrefix + sa); len(msgs) > 0 {
-		return nil, fmt.Errorf("identity secret name for service account %q: %s", sa, strings.Join(msgs, "; "))
-	}
 	w := workload{nodeID: pod.Name + "." + ns, namespace: ns, serviceAccount: sa}
 	if pod.Name == "" {
 		w.nodeID = "$(" + EnvPodName + ")." + ns

@@ -16,6 +16,8 @@ import (
 	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/weft-mesh/weft/internal/identity"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -468,8 +470,8 @@ func checkSidecar(t *testing.T, o outcome, cfg Config) {
 		sa = "default"
 	}
 	idv := pod.Spec.Volumes[slices.IndexFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == IdentityVolumeName })]
-	if idv.Secret == nil || idv.Secret.SecretName != IdentitySecretPrefix+sa {
-		t.Errorf("identity volume %+v, want secret %s%s", idv, IdentitySecretPrefix, sa)
+	if idv.Secret == nil || idv.Secret.SecretName != identity.CertificateName(sa) || *idv.Secret.DefaultMode != 0o444 {
+		t.Errorf("identity volume %+v, want secret %s readable by the proxy", idv, identity.CertificateName(sa))
 	}
 
 	checkEnvoyBootstrap(t, proxyBootstrap(t, pod), o.in, sa)
