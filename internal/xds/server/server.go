@@ -1,0 +1,445 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
+	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// Peer is the authenticated identity on an xDS stream.
+type Peer struct {
+	// SpiffeID is the URI SAN of the client certificate; empty on an
+	// insecure server.
+	SpiffeID string
+	// Insecure is true when the server runs without TLS (local development
+	// only): there is no identity to check.
+	Insecure bool
+}
+
+// Authorizer decides whether a peer may receive the configuration of a node.
+type Authorizer interface {
+	Authorize(nodeID string, p Peer) error
+}
+
+// AuthorizerFunc adapts a function to Authorizer.
+type AuthorizerFunc func(nodeID string, p Peer) error
+
+// Authorize calls f.
+func (f AuthorizerFunc) Authorize(nodeID string, p Peer) error { return f(nodeID, p) }
+
+// Options configure a Server.
+type Options struct {
+	// Address to listen on, e.g. ":15010".
+	Address string
+	// TLS is the server's TLS configuration; it must require and verify
+	// client certificates. Nil serves plaintext, which Insecure must allow.
+	TLS *tls.Config
+	// Insecure allows serving without TLS, for local development.
+	Insecure bool
+	// Authorizer checks every stream's node against its peer; required.
+	Authorizer Authorizer
+	// MaxMessageBytes bounds a single xDS message; default 64 MiB.
+	MaxMessageBytes int
+	// Metrics, if nil, are created unregistered.
+	Metrics *Metrics
+	Log     logr.Logger
+}
+
+// Server is an authenticated ADS server over a snapshot cache.
+type Server struct {
+	opts    Options
+	cache   cachev3.SnapshotCache
+	tracker *tracker
+	metrics *Metrics
+	log     logr.Logger
+	lis     net.Listener
+}
+
+// New creates a Server. Call Start (or run it as a manager Runnable) to serve.
+func New(opts Options) (*Server, error) {
+	if opts.Authorizer == nil {
+		return nil, errors.New("xds server: an Authorizer is required")
+	}
+	if opts.TLS == nil && !opts.Insecure {
+		return nil, errors.New("xds server: TLS is required unless Insecure is set")
+	}
+	if opts.TLS != nil && opts.TLS.ClientAuth != tls.RequireAndVerifyClientCert {
+		return nil, errors.New("xds server: TLS must require and verify client certificates")
+	}
+	if opts.MaxMessageBytes == 0 {
+		opts.MaxMessageBytes = 64 << 20
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics(nil)
+	}
+	s := &Server{opts: opts, tracker: newTracker(), metrics: opts.Metrics, log: opts.Log}
+	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)
+	return s, nil
+}
+
+// Listen binds the server's address; Start calls it when not done yet.
+func (s *Server) Listen() (net.Addr, error) {
+	if s.lis != nil {
+		return s.lis.Addr(), nil
+	}
+	lis, err := net.Listen("tcp", s.opts.Address)
+	if err != nil {
+		return nil, fmt.Errorf("xds server: listening on %s: %w", s.opts.Address, err)
+	}
+	s.lis = lis
+	return lis.Addr(), nil
+}
+
+// NeedLeaderElection is false: every replica serves xDS.
+func (s *Server) NeedLeaderElection() bool { return false }
+
+// Start serves until ctx ends, then stops gracefully: open streams are
+// closed and proxies keep their last configuration until they reconnect.
+func (s *Server) Start(ctx context.Context) error {
+	if _, err := s.Listen(); err != nil {
+		return err
+	}
+	creds := insecure.NewCredentials()
+	if s.opts.TLS != nil {
+		creds = credentials.NewTLS(s.opts.TLS)
+	}
+	gs := grpc.NewServer(
+		grpc.Creds(creds),
+		grpc.MaxRecvMsgSize(s.opts.MaxMessageBytes),
+		grpc.MaxSendMsgSize(s.opts.MaxMessageBytes),
+		grpc.MaxConcurrentStreams(1<<20),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	xs := serverv3.NewServer(ctx, &nackAwareCache{SnapshotCache: s.cache, tracker: s.tracker}, &callbacks{s: s})
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, xs)
+	endpointservice.RegisterEndpointDiscoveryServiceServer(gs, xs)
+	clusterservice.RegisterClusterDiscoveryServiceServer(gs, xs)
+	routeservice.RegisterRouteDiscoveryServiceServer(gs, xs)
+	listenerservice.RegisterListenerDiscoveryServiceServer(gs, xs)
+	secretservice.RegisterSecretDiscoveryServiceServer(gs, xs)
+
+	errc := make(chan error, 1)
+	go func() { errc <- gs.Serve(s.lis) }()
+	s.log.Info("serving xDS", "address", s.lis.Addr().String(), "tls", s.opts.TLS != nil)
+	select {
+	case <-ctx.Done():
+		stopped := make(chan struct{})
+		go func() { gs.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(5 * time.Second):
+			gs.Stop()
+		}
+		return nil
+	case err := <-errc:
+		return fmt.Errorf("xds server: %w", err)
+	}
+}
+
+// SetSnapshot replaces a node's configuration. The snapshot must be
+// consistent; versions should change only when content does, so that
+// unchanged proxies are not pushed.
+func (s *Server) SetSnapshot(ctx context.Context, nodeID string, snap *cachev3.Snapshot) error {
+	if err := s.cache.SetSnapshot(ctx, nodeID, snap); err != nil {
+		return fmt.Errorf("setting snapshot of %s: %w", nodeID, err)
+	}
+	return nil
+}
+
+// Snapshot returns a node's current configuration.
+func (s *Server) Snapshot(nodeID string) (*cachev3.Snapshot, bool) {
+	snap, err := s.cache.GetSnapshot(nodeID)
+	if err != nil {
+		return nil, false
+	}
+	sn, ok := snap.(*cachev3.Snapshot)
+	return sn, ok
+}
+
+// ClearSnapshot forgets a node's configuration (its pod is gone).
+func (s *Server) ClearSnapshot(nodeID string) { s.cache.ClearSnapshot(nodeID) }
+
+// SnapshotNodes lists the nodes that have a snapshot.
+func (s *Server) SnapshotNodes() []string { return s.cache.GetStatusKeys() }
+
+// Nodes returns what the server knows of every proxy it has seen.
+func (s *Server) Nodes() map[string]NodeStatus { return s.tracker.snapshot() }
+
+// ConnectedNodes lists the proxies with an open stream.
+func (s *Server) ConnectedNodes() []string { return s.tracker.connectedNodes() }
+
+// Changed returns a channel closed at the next ACK, NACK or disconnect.
+func (s *Server) Changed() <-chan struct{} { return s.tracker.Changed() }
+
+// UpToDate says whether a node has acknowledged the current version of every
+// resource type in its snapshot.
+func (s *Server) UpToDate(nodeID string) bool {
+	snap, ok := s.Snapshot(nodeID)
+	if !ok {
+		return false
+	}
+	s.tracker.mu.Lock()
+	defer s.tracker.mu.Unlock()
+	n := s.tracker.nodes[nodeID]
+	if n == nil {
+		return false
+	}
+	for typ, v := range snap.VersionMap {
+		_ = v
+		want := snap.GetVersion(typ)
+		if len(snap.GetResources(typ)) == 0 {
+			continue
+		}
+		if n.Acked[typ] != want {
+			return false
+		}
+	}
+	return true
+}
+
+// peerOf reads the SPIFFE ID from a stream's client certificate.
+func (s *Server) peerOf(ctx context.Context) (Peer, error) {
+	if s.opts.TLS == nil {
+		return Peer{Insecure: true}, nil
+	}
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return Peer{}, errors.New("no peer on the stream")
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.PeerCertificates) == 0 {
+		return Peer{}, errors.New("no client certificate")
+	}
+	for _, u := range ti.State.PeerCertificates[0].URIs {
+		if u.Scheme == "spiffe" {
+			return Peer{SpiffeID: u.String()}, nil
+		}
+	}
+	return Peer{}, errors.New("client certificate has no SPIFFE ID")
+}
+
+// callbacks authenticate streams and track ACKs and NACKs.
+type callbacks struct{ s *Server }
+
+var _ serverv3.Callbacks = &callbacks{}
+
+func (c *callbacks) open(ctx context.Context, id int64) error {
+	p, err := c.s.peerOf(ctx)
+	if err != nil {
+		c.s.metrics.Rejected.WithLabelValues("NoIdentity").Inc()
+		return status.Errorf(codes.Unauthenticated, "xds: %v", err)
+	}
+	t := c.s.tracker
+	t.mu.Lock()
+	t.streams[id] = &streamInfo{peer: p, nonces: map[string]string{}}
+	t.mu.Unlock()
+	return nil
+}
+
+func (c *callbacks) closed(id int64) {
+	t := c.s.tracker
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	si := t.streams[id]
+	delete(t.streams, id)
+	if si == nil || si.node == "" {
+		return
+	}
+	n := t.node(si.node)
+	n.Streams--
+	if n.Streams == 0 {
+		c.s.metrics.ConnectedProxies.Dec()
+	}
+	t.notify()
+}
+
+// request authenticates the node on a stream and records ACK or NACK.
+func (c *callbacks) request(id int64, node *corev3.Node, typeURL, version, nonce string, errDetail error) error {
+	t := c.s.tracker
+	t.mu.Lock()
+	si := t.streams[id]
+	if si == nil {
+		t.mu.Unlock()
+		return status.Error(codes.Internal, "xds: unknown stream")
+	}
+	if node.GetId() != "" && si.node != node.GetId() {
+		if si.node != "" {
+			t.mu.Unlock()
+			c.s.metrics.Rejected.WithLabelValues("NodeChanged").Inc()
+			return status.Errorf(codes.PermissionDenied, "xds: node ID changed on the stream from %q to %q", si.node, node.GetId())
+		}
+		peer := si.peer
+		t.mu.Unlock()
+		if err := c.s.opts.Authorizer.Authorize(node.GetId(), peer); err != nil {
+			c.s.metrics.Rejected.WithLabelValues("NotAuthorized").Inc()
+			c.s.log.Info("refused xDS stream", "node", node.GetId(), "peer", peer.SpiffeID, "reason", err.Error())
+			return status.Errorf(codes.PermissionDenied, "xds: %v", err)
+		}
+		t.mu.Lock()
+		si.node = node.GetId()
+		n := t.node(si.node)
+		n.Streams++
+		if n.Streams == 1 {
+			c.s.metrics.ConnectedProxies.Inc()
+		}
+	}
+	if si.node == "" {
+		t.mu.Unlock()
+		return status.Error(codes.InvalidArgument, "xds: the first request must carry a node ID")
+	}
+	defer t.mu.Unlock()
+	if nonce == "" {
+		return nil
+	}
+	sent, known := si.nonces[nonce]
+	delete(si.nonces, nonce)
+	n := t.node(si.node)
+	if errDetail != nil {
+		c.s.metrics.Nacks.WithLabelValues(shortType(typeURL)).Inc()
+		n.Nack = &Nack{TypeURL: typeURL, Version: sent, Message: errDetail.Error(), At: t.now()}
+		c.s.log.Info("proxy rejected configuration", "node", si.node, "type", shortType(typeURL), "version", sent, "error", errDetail.Error())
+		t.notify()
+		return nil
+	}
+	if known {
+		version = sent
+	}
+	n.Acked[typeURL] = version
+	if n.Nack != nil && n.Nack.TypeURL == typeURL && n.Nack.Version != version {
+		n.Nack = nil
+	}
+	t.notify()
+	return nil
+}
+
+func (c *callbacks) response(id int64, typeURL, version, nonce string) {
+	c.s.metrics.Pushes.WithLabelValues(shortType(typeURL)).Inc()
+	t := c.s.tracker
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	si := t.streams[id]
+	if si == nil {
+		return
+	}
+	si.nonces[nonce] = version
+	if si.node != "" {
+		t.node(si.node).Sent[typeURL] = version
+	}
+}
+
+func (c *callbacks) OnStreamOpen(ctx context.Context, id int64, _ string) error { return c.open(ctx, id) }
+func (c *callbacks) OnStreamClosed(id int64, _ *corev3.Node)                    { c.closed(id) }
+func (c *callbacks) OnStreamRequest(id int64, r *discoverygrpc.DiscoveryRequest) error {
+	var e error
+	if r.GetErrorDetail() != nil {
+		e = errors.New(r.GetErrorDetail().GetMessage())
+	}
+	return c.request(id, r.GetNode(), r.GetTypeUrl(), r.GetVersionInfo(), r.GetResponseNonce(), e)
+}
+func (c *callbacks) OnStreamResponse(_ context.Context, id int64, _ *discoverygrpc.DiscoveryRequest, r *discoverygrpc.DiscoveryResponse) {
+	c.response(id, r.GetTypeUrl(), r.GetVersionInfo(), r.GetNonce())
+}
+func (c *callbacks) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
+	return c.open(ctx, id)
+}
+func (c *callbacks) OnDeltaStreamClosed(id int64, _ *corev3.Node) { c.closed(id) }
+func (c *callbacks) OnStreamDeltaRequest(id int64, r *discoverygrpc.DeltaDiscoveryRequest) error {
+	var e error
+	if r.GetErrorDetail() != nil {
+		e = errors.New(r.GetErrorDetail().GetMessage())
+	}
+	return c.request(id, r.GetNode(), r.GetTypeUrl(), "", r.GetResponseNonce(), e)
+}
+func (c *callbacks) OnStreamDeltaResponse(id int64, _ *discoverygrpc.DeltaDiscoveryRequest, r *discoverygrpc.DeltaDiscoveryResponse) {
+	c.response(id, r.GetTypeUrl(), r.GetSystemVersionInfo(), r.GetNonce())
+}
+func (c *callbacks) OnFetchRequest(context.Context, *discoverygrpc.DiscoveryRequest) error {
+	// REST fetches carry no client certificate check here: refuse them.
+	return status.Error(codes.Unimplemented, "xds: use ADS over gRPC")
+}
+func (c *callbacks) OnFetchResponse(*discoverygrpc.DiscoveryRequest, *discoverygrpc.DiscoveryResponse) {
+}
+
+// nackAwareCache stops a state-of-the-world NACK from bouncing: go-control-
+// plane answers a request whose version differs from the snapshot's at
+// once, and a NACK carries the last good version, so the rejected version
+// would be re-sent forever. After a NACK of the current version, the watch
+// waits for the next snapshot instead.
+type nackAwareCache struct {
+	cachev3.SnapshotCache
+	tracker *tracker
+}
+
+func (c *nackAwareCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, out chan cachev3.Response) (func(), error) {
+	if req.GetErrorDetail() != nil {
+		if snap, err := c.SnapshotCache.GetSnapshot(req.GetNode().GetId()); err == nil {
+			current := snap.GetVersion(req.GetTypeUrl())
+			if rejected, ok := c.rejectedVersion(req); ok && rejected == current {
+				held := cloneRequest(req)
+				held.VersionInfo = current
+				return c.SnapshotCache.CreateWatch(held, sub, out)
+			}
+		}
+	}
+	return c.SnapshotCache.CreateWatch(req, sub, out)
+}
+
+// rejectedVersion is the version of the response the NACK answers; the
+// callbacks saw the request first and recorded it.
+func (c *nackAwareCache) rejectedVersion(req *cachev3.Request) (string, bool) {
+	c.tracker.mu.Lock()
+	defer c.tracker.mu.Unlock()
+	n := c.tracker.nodes[req.GetNode().GetId()]
+	if n == nil || n.Nack == nil || n.Nack.TypeURL != req.GetTypeUrl() {
+		return "", false
+	}
+	return n.Nack.Version, true
+}
+
+func cloneRequest(r *cachev3.Request) *cachev3.Request {
+	c := &discoverygrpc.DiscoveryRequest{
+		VersionInfo:   r.GetVersionInfo(),
+		Node:          r.GetNode(),
+		ResourceNames: r.GetResourceNames(),
+		TypeUrl:       r.GetTypeUrl(),
+		ResponseNonce: r.GetResponseNonce(),
+		ErrorDetail:   r.GetErrorDetail(),
+	}
+	return c
+}
+
+// NodeIDParts splits a node ID <pod>.<namespace>.
+func NodeIDParts(id string) (pod, namespace string, ok bool) {
+	i := strings.LastIndexByte(id, '.')
+	if i <= 0 || i == len(id)-1 {
+		return "", "", false
+	}
+	return id[:i], id[i+1:], true
+}
+
+// Resources is a convenience alias so callers need not import the cache types.
+type Resources = map[string][]types.Resource

@@ -1,0 +1,107 @@
+package server
+
+import (
+	"slices"
+	"sync"
+	"time"
+)
+
+// Nack is a response a proxy rejected.
+type Nack struct {
+	TypeURL string
+	Version string
+	Message string
+	At      time.Time
+}
+
+// NodeStatus is what the server knows about one proxy.
+type NodeStatus struct {
+	// Streams is the number of open streams for the node.
+	Streams int
+	// Acked is the last version acknowledged, by type URL.
+	Acked map[string]string
+	// Sent is the last version sent, by type URL.
+	Sent map[string]string
+	// Nack is the last rejection, cleared when the type is acknowledged again.
+	Nack *Nack
+}
+
+type streamInfo struct {
+	node   string
+	peer   Peer
+	nonces map[string]string // response nonce -> version
+}
+
+// tracker keeps per-stream and per-node state.
+type tracker struct {
+	mu      sync.Mutex
+	streams map[int64]*streamInfo
+	nodes   map[string]*NodeStatus
+	// ackWaiters are notified whenever an ACK arrives.
+	changed chan struct{}
+	now     func() time.Time
+}
+
+func newTracker() *tracker {
+	return &tracker{streams: map[int64]*streamInfo{}, nodes: map[string]*NodeStatus{}, changed: make(chan struct{}), now: time.Now}
+}
+
+func (t *tracker) node(id string) *NodeStatus {
+	n := t.nodes[id]
+	if n == nil {
+		n = &NodeStatus{Acked: map[string]string{}, Sent: map[string]string{}}
+		t.nodes[id] = n
+	}
+	return n
+}
+
+// notify wakes everything waiting for a change; the caller holds mu.
+func (t *tracker) notify() {
+	close(t.changed)
+	t.changed = make(chan struct{})
+}
+
+// Changed returns a channel closed at the next ACK, NACK or disconnect.
+func (t *tracker) Changed() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.changed
+}
+
+func (t *tracker) snapshot() map[string]NodeStatus {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(map[string]NodeStatus, len(t.nodes))
+	for id, n := range t.nodes {
+		c := *n
+		c.Acked = clone(n.Acked)
+		c.Sent = clone(n.Sent)
+		if n.Nack != nil {
+			nk := *n.Nack
+			c.Nack = &nk
+		}
+		out[id] = c
+	}
+	return out
+}
+
+func (t *tracker) connectedNodes() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []string
+	for id, n := range t.nodes {
+		if n.Streams > 0 {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func clone(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
