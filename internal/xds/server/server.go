@@ -208,13 +208,12 @@ func (s *Server) UpToDate(nodeID string) bool {
 	if n == nil {
 		return false
 	}
-	for typ, v := range snap.VersionMap {
-		_ = v
-		want := snap.GetVersion(typ)
-		if len(snap.GetResources(typ)) == 0 {
+	for rt := types.ResponseType(0); rt < types.UnknownType; rt++ {
+		typ, err := cachev3.GetResponseTypeURL(rt)
+		if err != nil || len(snap.GetResources(typ)) == 0 {
 			continue
 		}
-		if n.Acked[typ] != want {
+		if n.Acked[typ] != snap.GetVersion(typ) {
 			return false
 		}
 	}

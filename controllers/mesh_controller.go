@@ -1,0 +1,443 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	ktypes "k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
+	"github.com/weft-mesh/weft/internal/ingest"
+	"github.com/weft-mesh/weft/internal/ir"
+	"github.com/weft-mesh/weft/internal/xds/server"
+	"github.com/weft-mesh/weft/internal/xds/translate"
+)
+
+// +kubebuilder:rbac:groups="",resources=namespaces;services;pods;serviceaccounts,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
+// +kubebuilder:rbac:groups=mesh.weft.dev,resources=trafficsplits;retrypolicies;circuitbreakers;accesspolicies;meshidentities,verbs=get;list;watch
+// +kubebuilder:rbac:groups=mesh.weft.dev,resources=trafficsplits/status;retrypolicies/status;circuitbreakers/status;accesspolicies/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes;grpcroutes;referencegrants,verbs=get;list;watch
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes/status;grpcroutes/status,verbs=get;update;patch
+
+// meshRequest is the single work item: any change rebuilds the mesh.
+var meshRequest = reconcile.Request{NamespacedName: ktypes.NamespacedName{Name: "mesh"}}
+
+// MeshReconciler turns the cluster's state into xDS snapshots for every
+// proxy and into status for every policy and route. It runs on every
+// replica; only the status writer needs the leader.
+type MeshReconciler struct {
+	Client        client.Client
+	XDS           *server.Server
+	Translate     translate.Options
+	ClusterDomain string
+	// Debounce coalesces a burst of changes into one rebuild. The delay is
+	// counted from the first change, so a steady stream still rebuilds
+	// every Debounce.
+	Debounce time.Duration
+	// Status receives what to write; nil writes nothing.
+	Status  *StatusWriter
+	Metrics *Metrics
+
+	mu           sync.Mutex
+	pendingSince time.Time
+	last         *built
+	epochs       []epoch
+	wake         chan struct{}
+}
+
+// built is what one rebuild produced.
+type built struct {
+	result *ingest.Result
+	// nodes maps every node with a snapshot to its group.
+	nodes map[string]*ir.ProxyGroup
+	// sources maps resource names to the objects that shaped them, to
+	// pin a NACK on the objects a user would fix.
+	sources map[string][]ir.ObjectRef
+	// trustDomains by namespace, for the authorizer.
+	trustDomains map[string]string
+}
+
+// epoch is one rebuild waiting for its proxies to acknowledge it.
+type epoch struct {
+	since time.Time
+	nodes []string
+}
+
+// SetupWithManager watches every input of the mesh.
+func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Metrics == nil {
+		r.Metrics = NewMetrics(nil)
+	}
+	r.wake = make(chan struct{}, 1)
+	enqueue := handler.TypedFuncs[client.Object, reconcile.Request]{
+		CreateFunc: func(_ context.Context, _ event.TypedCreateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			r.changed(q)
+		},
+		UpdateFunc: func(_ context.Context, _ event.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			r.changed(q)
+		},
+		DeleteFunc: func(_ context.Context, _ event.TypedDeleteEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			r.changed(q)
+		},
+		GenericFunc: func(_ context.Context, _ event.TypedGenericEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			r.changed(q)
+		},
+	}
+	// Status writes must not trigger rebuilds: policies and routes count
+	// only when their spec (generation) changes.
+	specOnly := builder.WithPredicates(predicate.GenerationChangedPredicate{})
+	b := ctrl.NewControllerManagedBy(mgr).
+		Named("mesh").
+		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false), MaxConcurrentReconciles: 1}).
+		Watches(&corev1.Namespace{}, enqueue, builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		Watches(&corev1.Service{}, enqueue).
+		Watches(&discoveryv1.EndpointSlice{}, enqueue).
+		Watches(&corev1.Pod{}, enqueue, builder.WithPredicates(podChanged{})).
+		Watches(&meshv1alpha1.MeshIdentity{}, enqueue, specOnly)
+	for _, obj := range []client.Object{&meshv1alpha1.TrafficSplit{}, &meshv1alpha1.RetryPolicy{}, &meshv1alpha1.CircuitBreaker{}, &meshv1alpha1.AccessPolicy{}, &gwapiv1.HTTPRoute{}, &gwapiv1.GRPCRoute{}, &gwapiv1.ReferenceGrant{}} {
+		b = b.Watches(obj, enqueue, specOnly)
+	}
+	if err := b.Complete(r); err != nil {
+		return fmt.Errorf("setting up the mesh controller: %w", err)
+	}
+	return mgr.Add(&programmedWatcher{r: r})
+}
+
+func (r *MeshReconciler) changed(q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	r.mu.Lock()
+	if r.pendingSince.IsZero() {
+		r.pendingSince = time.Now()
+	}
+	r.mu.Unlock()
+	q.AddAfter(meshRequest, r.Debounce)
+}
+
+// Reconcile rebuilds every proxy's configuration from the cache.
+func (r *MeshReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result, error) {
+	logger := log.FromContext(ctx)
+	r.mu.Lock()
+	since := r.pendingSince
+	r.pendingSince = time.Time{}
+	r.mu.Unlock()
+	start := time.Now()
+	if since.IsZero() {
+		since = start
+	}
+
+	b, err := listBundle(ctx, r.Client, r.ClusterDomain)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	res := ingest.Build(b)
+	out, err := r.apply(ctx, b, res)
+	r.Metrics.TranslateDuration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		// Proxies keep their last good configuration; retry with back-off.
+		logger.Error(err, "translating the mesh failed; proxies keep their last configuration")
+		return ctrl.Result{}, err
+	}
+	for _, w := range res.Warnings {
+		logger.Info("configuration warning", "object", w.Ref.String(), "reason", w.Reason, "message", w.Message)
+	}
+
+	r.mu.Lock()
+	r.last = out.built
+	if len(out.changed) > 0 {
+		r.epochs = append(r.epochs, epoch{since: since, nodes: out.changed})
+	}
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+	logger.V(1).Info("mesh rebuilt", "services", len(res.Mesh.Services), "groups", len(res.Mesh.ProxyGroups), "nodes", len(out.built.nodes), "pushed", len(out.changed), "took", time.Since(start).String())
+	return ctrl.Result{}, nil
+}
+
+type applied struct {
+	built   *built
+	changed []string
+}
+
+// apply translates every proxy group and sets the snapshots of its members.
+func (r *MeshReconciler) apply(ctx context.Context, b *ingest.Bundle, res *ingest.Result) (*applied, error) {
+	prep, err := translate.Prepare(res.Mesh, r.Translate)
+	if err != nil {
+		return nil, fmt.Errorf("preparing translation: %w", err)
+	}
+	proxyless := map[string]bool{}
+	for _, p := range b.Pods {
+		if p.Annotations[ingest.AnnotationInject] == "grpc-agent" {
+			proxyless[ingest.NodeID(p)] = true
+		}
+	}
+	endpoints := map[string]cachetypes.Resource{}
+	for _, e := range translate.Endpoints(res.Mesh) {
+		endpoints[cachev3.GetResourceName(e)] = e
+	}
+	h := newHasher()
+	out := &applied{built: &built{
+		result:       res,
+		nodes:        map[string]*ir.ProxyGroup{},
+		sources:      resourceSources(res.Mesh),
+		trustDomains: map[string]string{},
+	}}
+	for _, ns := range res.Mesh.Namespaces {
+		out.built.trustDomains[ns.Name] = ns.TrustDomain
+	}
+	for _, g := range res.Mesh.ProxyGroups {
+		var envoySnap, grpcSnap *cachev3.Snapshot
+		for _, node := range g.Members {
+			out.built.nodes[node] = g
+			var snap *cachev3.Snapshot
+			if proxyless[node] {
+				if grpcSnap == nil {
+					cfg, err := prep.ForGRPC(g)
+					if err != nil {
+						return nil, fmt.Errorf("proxy group %s (gRPC): %w", g.Key, err)
+					}
+					if grpcSnap, err = snapshot(cfg.Resources(), endpoints, h); err != nil {
+						return nil, fmt.Errorf("proxy group %s (gRPC): %w", g.Key, err)
+					}
+				}
+				snap = grpcSnap
+			} else {
+				if envoySnap == nil {
+					cfg, err := prep.ForGroup(g)
+					if err != nil {
+						return nil, fmt.Errorf("proxy group %s: %w", g.Key, err)
+					}
+					if envoySnap, err = snapshot(cfg.Resources(), endpoints, h); err != nil {
+						return nil, fmt.Errorf("proxy group %s: %w", g.Key, err)
+					}
+				}
+				snap = envoySnap
+			}
+			if old, ok := r.XDS.Snapshot(node); ok && sameVersions(old, snap) {
+				continue
+			}
+			if err := r.XDS.SetSnapshot(ctx, node, snap); err != nil {
+				return nil, err
+			}
+			out.changed = append(out.changed, node)
+		}
+	}
+	// Pods that are gone lose their snapshot; a proxy still connected for
+	// them keeps what it has until its stream closes.
+	for _, node := range r.XDS.SnapshotNodes() {
+		if _, ok := out.built.nodes[node]; !ok {
+			r.XDS.ClearSnapshot(node)
+		}
+	}
+	slices.Sort(out.changed)
+	return out, nil
+}
+
+// snapshot builds a consistent snapshot whose per-type versions are digests
+// of the content, so that proxies whose configuration did not change are
+// not pushed.
+func snapshot(res *translate.Resources, endpoints map[string]cachetypes.Resource, h *hasher) (*cachev3.Snapshot, error) {
+	byType := res.ByType()
+	refs := cachev3.GetAllResourceReferences([cachetypes.UnknownType]cachev3.Resources{
+		cachetypes.Cluster:  cachev3.NewResources("", byType[resourcev3.ClusterType]),
+		cachetypes.Listener: cachev3.NewResources("", byType[resourcev3.ListenerType]),
+	})
+	var eds []cachetypes.Resource
+	for name := range refs[resourcev3.EndpointType] {
+		if e, ok := endpoints[name]; ok {
+			eds = append(eds, e)
+		}
+	}
+	slices.SortFunc(eds, func(a, b cachetypes.Resource) int {
+		return strings.Compare(cachev3.GetResourceName(a), cachev3.GetResourceName(b))
+	})
+	byType[resourcev3.EndpointType] = eds
+	snap := &cachev3.Snapshot{}
+	for typ, items := range byType {
+		rt := cachev3.GetResponseType(typ)
+		snap.Resources[rt] = cachev3.NewResources(h.version(items), items)
+	}
+	for rt := cachetypes.ResponseType(0); rt < cachetypes.UnknownType; rt++ {
+		if snap.Resources[rt].Items == nil {
+			snap.Resources[rt] = cachev3.NewResources("empty", nil)
+		}
+	}
+	if err := snap.Consistent(); err != nil {
+		return nil, fmt.Errorf("inconsistent snapshot: %w", err)
+	}
+	return snap, nil
+}
+
+func sameVersions(a, b *cachev3.Snapshot) bool {
+	for rt := range a.Resources {
+		if a.Resources[rt].Version != b.Resources[rt].Version {
+			return false
+		}
+	}
+	return true
+}
+
+// hasher digests resources once per rebuild even when many groups share them.
+type hasher struct {
+	mu   sync.Mutex
+	seen map[cachetypes.Resource]uint64
+}
+
+func newHasher() *hasher { return &hasher{seen: map[cachetypes.Resource]uint64{}} }
+
+func (h *hasher) version(items []cachetypes.Resource) string {
+	d := fnv.New64a()
+	for _, it := range items {
+		_, _ = d.Write([]byte(cachev3.GetResourceName(it)))
+		_, _ = d.Write([]byte(strconv.FormatUint(h.hash(it), 16)))
+	}
+	return strconv.FormatUint(d.Sum64(), 36)
+}
+
+func (h *hasher) hash(r cachetypes.Resource) uint64 {
+	h.mu.Lock()
+	v, ok := h.seen[r]
+	h.mu.Unlock()
+	if ok {
+		return v
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+	d := fnv.New64a()
+	if err == nil {
+		_, _ = d.Write(b)
+	}
+	v = d.Sum64()
+	h.mu.Lock()
+	h.seen[r] = v
+	h.mu.Unlock()
+	return v
+}
+
+// resourceSources maps xDS resource names to the objects behind them.
+func resourceSources(m *ir.Mesh) map[string][]ir.ObjectRef {
+	out := map[string][]ir.ObjectRef{}
+	add := func(name string, ref ir.ObjectRef) {
+		if ref.Group != meshv1alpha1.GroupVersion.Group && ref.Kind != "HTTPRoute" && ref.Kind != "GRPCRoute" {
+			return
+		}
+		if !slices.Contains(out[name], ref) {
+			out[name] = append(out[name], ref)
+		}
+	}
+	for _, s := range m.Services {
+		for _, p := range s.Ports {
+			if p.CircuitBreaker != nil {
+				add(p.Cluster, p.CircuitBreaker.Source)
+			}
+			if p.RetryBudget != nil {
+				add(p.Cluster, p.RetryBudget.Source)
+			}
+			routes := func(name string, rs []*ir.Route) {
+				for _, rt := range rs {
+					add(name, rt.Source)
+					if rt.Retry != nil {
+						add(name, rt.Retry.Source)
+					}
+				}
+			}
+			routes(ir.RouteConfigName(s.Hostname, p.Port), p.Routes)
+			for _, c := range p.ConsumerRoutes {
+				routes(translate.ConsumerRouteConfigName(s.Hostname, p.Port, c.Namespace), c.Routes)
+			}
+		}
+		for _, ap := range s.AccessPolicies {
+			add("inbound", ap.Source)
+		}
+	}
+	return out
+}
+
+// podChanged passes pod updates that can change the mesh: labels,
+// annotations, service account, addresses, phase, ports.
+type podChanged struct{ predicate.Funcs }
+
+func (podChanged) Update(e event.UpdateEvent) bool {
+	a, okA := e.ObjectOld.(*corev1.Pod)
+	b, okB := e.ObjectNew.(*corev1.Pod)
+	if !okA || !okB {
+		return true
+	}
+	return !mapsEqual(a.Labels, b.Labels) || !mapsEqual(a.Annotations, b.Annotations) ||
+		a.Spec.ServiceAccountName != b.Spec.ServiceAccountName || a.Status.PodIP != b.Status.PodIP ||
+		a.Status.Phase != b.Status.Phase || a.DeletionTimestamp != b.DeletionTimestamp
+}
+
+func (podChanged) Create(event.CreateEvent) bool   { return true }
+func (podChanged) Delete(event.DeleteEvent) bool   { return true }
+func (podChanged) Generic(event.GenericEvent) bool { return true }
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// Authorize lets a proxy have the configuration of the node it names only
+// when its certificate's SPIFFE ID is that pod's service account identity.
+func (r *MeshReconciler) Authorize(nodeID string, p server.Peer) error {
+	podName, ns, ok := server.NodeIDParts(nodeID)
+	if !ok {
+		return fmt.Errorf("node ID %q is not <pod>.<namespace>", nodeID)
+	}
+	var pod corev1.Pod
+	if err := r.Client.Get(context.Background(), ktypes.NamespacedName{Namespace: ns, Name: podName}, &pod); err != nil {
+		return fmt.Errorf("node %s: pod %s/%s not found", nodeID, ns, podName)
+	}
+	if p.Insecure {
+		return nil
+	}
+	r.mu.Lock()
+	var td string
+	if r.last != nil {
+		td = r.last.trustDomains[ns]
+	}
+	r.mu.Unlock()
+	if td == "" {
+		return fmt.Errorf("node %s: namespace %s has no mesh identity", nodeID, ns)
+	}
+	sa := pod.Spec.ServiceAccountName
+	if sa == "" {
+		sa = "default"
+	}
+	if want := ir.SpiffeID(td, ns, sa); p.SpiffeID != want {
+		return fmt.Errorf("node %s belongs to %s, but the client certificate is %s", nodeID, want, p.SpiffeID)
+	}
+	return nil
+}

@@ -1,0 +1,37 @@
+package controllers
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the mesh controller's Prometheus metrics.
+type Metrics struct {
+	TranslateDuration   prometheus.Histogram
+	PropagationDuration prometheus.Histogram
+	StatusWrites        *prometheus.CounterVec
+}
+
+// NewMetrics creates the metrics and registers them with reg (nil: not
+// registered, for tests).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		TranslateDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "weft_translate_duration_seconds",
+			Help:    "Time to list, ingest and translate the whole mesh and set every proxy's snapshot.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
+		}),
+		PropagationDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "weft_config_propagation_seconds",
+			Help:    "Time from the first object change of a rebuild to the acknowledgement of every connected proxy whose configuration it changed.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}),
+		StatusWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weft_status_writes_total",
+			Help: "Status updates written, by kind and result.",
+		}, []string{"kind", "result"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.TranslateDuration, m.PropagationDuration, m.StatusWrites)
+	}
+	return m
+}

@@ -1,0 +1,250 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"slices"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ktypes "k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
+	"github.com/weft-mesh/weft/internal/ingest"
+	"github.com/weft-mesh/weft/internal/ir"
+)
+
+// StatusWriter writes conditions on policies and parents on routes. It runs
+// on the leader only, writes only what changed, never writes a status
+// computed for an older generation than the object has, and retries
+// conflicts on the next round.
+type StatusWriter struct {
+	Client  client.Client
+	Metrics *Metrics
+
+	mu     sync.Mutex
+	want   *wantedStatus
+	signal chan struct{}
+}
+
+type wantedStatus struct {
+	result     *ingest.Result
+	programmed map[ir.ObjectRef]metav1.Condition
+}
+
+// NewStatusWriter creates a writer; add it to the manager.
+func NewStatusWriter(c client.Client, m *Metrics) *StatusWriter {
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	return &StatusWriter{Client: c, Metrics: m, signal: make(chan struct{}, 1)}
+}
+
+// Submit hands over the newest wanted status; older ones not yet written
+// are dropped.
+func (w *StatusWriter) Submit(_ context.Context, res *ingest.Result, programmed map[ir.ObjectRef]metav1.Condition) {
+	w.mu.Lock()
+	w.want = &wantedStatus{result: res, programmed: programmed}
+	w.mu.Unlock()
+	select {
+	case w.signal <- struct{}{}:
+	default:
+	}
+}
+
+// NeedLeaderElection is true: one writer per cluster.
+func (w *StatusWriter) NeedLeaderElection() bool { return true }
+
+// Start writes until ctx ends.
+func (w *StatusWriter) Start(ctx context.Context) error {
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-w.signal:
+		case <-retry.C:
+		}
+		w.mu.Lock()
+		want := w.want
+		w.mu.Unlock()
+		if want == nil {
+			continue
+		}
+		if failed := w.write(ctx, want); failed > 0 {
+			retry.Reset(time.Second)
+		}
+	}
+}
+
+// write applies one wanted status and returns how many writes must be retried.
+func (w *StatusWriter) write(ctx context.Context, want *wantedStatus) int {
+	logger := log.FromContext(ctx)
+	failed := 0
+	for _, st := range want.result.Statuses {
+		err := w.writePolicy(ctx, st, want.programmed[st.Ref])
+		if err != nil {
+			failed++
+			if !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
+				logger.Error(err, "writing status", "object", st.Ref.String())
+			}
+		}
+	}
+	for _, rs := range want.result.Routes {
+		if err := w.writeRoute(ctx, rs); err != nil {
+			failed++
+			if !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
+				logger.Error(err, "writing route status", "route", rs.Ref.String())
+			}
+		}
+	}
+	return failed
+}
+
+func newPolicy(kind string) (client.Object, func() *meshv1alpha1.Status) {
+	switch kind {
+	case "TrafficSplit":
+		o := &meshv1alpha1.TrafficSplit{}
+		return o, func() *meshv1alpha1.Status { return &o.Status.Status }
+	case "RetryPolicy":
+		o := &meshv1alpha1.RetryPolicy{}
+		return o, func() *meshv1alpha1.Status { return &o.Status.Status }
+	case "CircuitBreaker":
+		o := &meshv1alpha1.CircuitBreaker{}
+		return o, func() *meshv1alpha1.Status { return &o.Status.Status }
+	case "AccessPolicy":
+		o := &meshv1alpha1.AccessPolicy{}
+		return o, func() *meshv1alpha1.Status { return &o.Status.Status }
+	}
+	return nil, nil
+}
+
+// writePolicy sets Accepted, ResolvedRefs, Programmed and Ready.
+func (w *StatusWriter) writePolicy(ctx context.Context, st ingest.ObjectStatus, prog metav1.Condition) error {
+	obj, status := newPolicy(st.Ref.Kind)
+	if obj == nil {
+		return nil
+	}
+	if err := w.Client.Get(ctx, ktypes.NamespacedName{Namespace: st.Ref.Namespace, Name: st.Ref.Name}, obj); err != nil {
+		return fmt.Errorf("reading %s: %w", st.Ref, err)
+	}
+	if obj.GetGeneration() != st.Generation {
+		return nil // computed for another generation; the next rebuild covers this one
+	}
+	s := status()
+	before := slices.Clone(s.Conditions)
+	wanted := slices.Clone(st.Conditions)
+	if prog.Type != "" {
+		wanted = append(wanted, prog)
+		ready := meta.FindStatusCondition(wanted, meshv1alpha1.ConditionReady)
+		if ready != nil && ready.Status == metav1.ConditionTrue && prog.Status != metav1.ConditionTrue {
+			ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, prog.Reason, prog.Message
+		}
+	}
+	for _, c := range wanted {
+		meta.SetStatusCondition(&s.Conditions, c)
+	}
+	if s.ObservedGeneration == st.Generation && conditionsEqual(before, s.Conditions) {
+		return nil
+	}
+	s.ObservedGeneration = st.Generation
+	if err := w.Client.Status().Update(ctx, obj); err != nil {
+		w.Metrics.StatusWrites.WithLabelValues(st.Ref.Kind, "error").Inc()
+		return fmt.Errorf("updating status of %s: %w", st.Ref, err)
+	}
+	w.Metrics.StatusWrites.WithLabelValues(st.Ref.Kind, "ok").Inc()
+	return nil
+}
+
+// writeRoute replaces Weft's entries in a route's status.parents, leaving
+// other controllers' entries alone. Each parentRef is echoed exactly as
+// written in the spec.
+func (w *StatusWriter) writeRoute(ctx context.Context, rs ingest.RouteStatus) error {
+	var obj client.Object
+	var parents *[]gwapiv1.RouteParentStatus
+	switch rs.Ref.Kind {
+	case "HTTPRoute":
+		o := &gwapiv1.HTTPRoute{}
+		obj, parents = o, &o.Status.Parents
+	case "GRPCRoute":
+		o := &gwapiv1.GRPCRoute{}
+		obj, parents = o, &o.Status.Parents
+	default:
+		return nil
+	}
+	if err := w.Client.Get(ctx, ktypes.NamespacedName{Namespace: rs.Ref.Namespace, Name: rs.Ref.Name}, obj); err != nil {
+		return fmt.Errorf("reading %s: %w", rs.Ref, err)
+	}
+	if obj.GetGeneration() != rs.Generation {
+		return nil
+	}
+	var next []gwapiv1.RouteParentStatus
+	for _, p := range *parents {
+		if p.ControllerName != ingest.ControllerName {
+			next = append(next, p)
+		}
+	}
+	for _, want := range rs.Parents {
+		// Keep transition times of conditions that did not change.
+		for _, have := range *parents {
+			if have.ControllerName == ingest.ControllerName && parentRefEqual(have.ParentRef, want.ParentRef) {
+				conds := slices.Clone(have.Conditions)
+				for _, c := range want.Conditions {
+					meta.SetStatusCondition(&conds, c)
+				}
+				want.Conditions = conds
+			}
+		}
+		for i := range want.Conditions {
+			if want.Conditions[i].LastTransitionTime.IsZero() {
+				want.Conditions[i].LastTransitionTime = metav1.Now()
+			}
+		}
+		next = append(next, want)
+	}
+	if parentsEqual(*parents, next) {
+		return nil
+	}
+	*parents = next
+	if err := w.Client.Status().Update(ctx, obj); err != nil {
+		w.Metrics.StatusWrites.WithLabelValues(rs.Ref.Kind, "error").Inc()
+		return fmt.Errorf("updating status of %s: %w", rs.Ref, err)
+	}
+	w.Metrics.StatusWrites.WithLabelValues(rs.Ref.Kind, "ok").Inc()
+	return nil
+}
+
+func conditionsEqual(a, b []metav1.Condition) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, c := range a {
+		d := meta.FindStatusCondition(b, c.Type)
+		if d == nil || d.Status != c.Status || d.Reason != c.Reason || d.Message != c.Message || d.ObservedGeneration != c.ObservedGeneration {
+			return false
+		}
+	}
+	return true
+}
+
+func parentsEqual(a, b []gwapiv1.RouteParentStatus) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].ControllerName != b[i].ControllerName || !parentRefEqual(a[i].ParentRef, b[i].ParentRef) || !conditionsEqual(a[i].Conditions, b[i].Conditions) {
+			return false
+		}
+	}
+	return true
+}
+
+func parentRefEqual(a, b gwapiv1.ParentReference) bool { return reflect.DeepEqual(a, b) }
