@@ -1,0 +1,240 @@
+package translate
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/weft-mesh/weft/internal/ir"
+)
+
+// grpcTables are the proxyless gRPC counterparts of the Envoy tables,
+// built the first time a gRPC configuration is asked for.
+type grpcTables struct {
+	// base holds the mesh-wide API listeners and the gRPC clusters; views
+	// hold the same for namespaces with consumer routes.
+	base  *Resources
+	views map[string]*Resources
+	// short are the API listeners for the names only a Service's own
+	// namespace can dial (name:port), by namespace.
+	short map[string][]types.Resource
+}
+
+func (p *Prepared) grpcTables() (*grpcTables, error) {
+	p.grpcOnce.Do(func() { p.grpc, p.grpcErr = p.buildGRPC() })
+	return p.grpc, p.grpcErr
+}
+
+func (p *Prepared) buildGRPC() (*grpcTables, error) {
+	b := p.b.fork()
+	var clusters []types.Resource
+	for _, e := range p.ports {
+		c, err := b.outboundCluster(e.svc, e.port, flavorGRPC)
+		if err != nil {
+			return nil, err
+		}
+		if err := validate(c); err != nil {
+			return nil, err
+		}
+		clusters = append(clusters, c)
+	}
+	sortResources(clusters)
+
+	// The connection manager of each port and route variant, packed once
+	// and shared by every listener name that leads to it.
+	type variants struct {
+		def      *anypb.Any
+		consumer map[string]*anypb.Any
+	}
+	hcms := make(map[*portEntry]*variants)
+	namespaces := make(map[string]bool)
+	for _, e := range p.ports {
+		if e.route == nil {
+			continue
+		}
+		v := &variants{}
+		f, err := b.hcm(hcmOptions{statPrefix: e.port.Cluster, route: e.route, bare: true})
+		if err != nil {
+			return nil, err
+		}
+		v.def = f.GetTypedConfig()
+		for ns, c := range e.consumer {
+			f, err := b.hcm(hcmOptions{statPrefix: e.port.Cluster, route: c.route, bare: true})
+			if err != nil {
+				return nil, err
+			}
+			if v.consumer == nil {
+				v.consumer = make(map[string]*anypb.Any)
+			}
+			v.consumer[ns] = f.GetTypedConfig()
+			namespaces[ns] = true
+		}
+		hcms[e] = v
+	}
+	hcmFor := func(e *portEntry, ns string) *anypb.Any {
+		if a := hcms[e].consumer[ns]; a != nil {
+			return a
+		}
+		return hcms[e].def
+	}
+	meshWide := func(ns string) ([]types.Resource, error) {
+		var out []types.Resource
+		for _, e := range p.ports {
+			if e.route == nil {
+				continue
+			}
+			for _, name := range meshWideNames(e.svc, e.port.Port) {
+				l, err := apiListener(name, hcmFor(e, ns))
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, l)
+			}
+		}
+		sortResources(out)
+		return out, nil
+	}
+
+	t := &grpcTables{views: make(map[string]*Resources), short: make(map[string][]types.Resource)}
+	ls, err := meshWide("")
+	if err != nil {
+		return nil, err
+	}
+	t.base = &Resources{Listeners: ls, Clusters: clusters}
+	for ns := range namespaces {
+		ls, err := meshWide(ns)
+		if err != nil {
+			return nil, err
+		}
+		t.views[ns] = &Resources{Listeners: ls, Clusters: clusters}
+	}
+	for _, e := range p.ports {
+		if e.route == nil {
+			continue
+		}
+		ns := e.svc.Namespace
+		l, err := apiListener(hostPort(e.svc.Name, e.port.Port), hcmFor(e, ns))
+		if err != nil {
+			return nil, err
+		}
+		t.short[ns] = append(t.short[ns], l)
+	}
+	for _, ls := range t.short {
+		sortResources(ls)
+	}
+	return t, nil
+}
+
+// meshWideNames are the listener names any client can dial for a Service
+// port: the full hostname and the forms a search path completes.
+func meshWideNames(svc *ir.Service, port int32) []string {
+	names := []string{
+		hostPort(svc.Hostname, port),
+		hostPort(svc.Name+"."+svc.Namespace, port),
+		hostPort(svc.Name+"."+svc.Namespace+".svc", port),
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
+}
+
+// apiListener is what a gRPC channel dialling xds:///<name> reads: an HTTP
+// connection manager with the routes inline, so that the listener alone
+// says where every call goes.
+func apiListener(name string, hcm *anypb.Any) (*listenerv3.Listener, error) {
+	l := &listenerv3.Listener{Name: name, ApiListener: &listenerv3.ApiListener{ApiListener: hcm}}
+	return l, validate(l)
+}
+
+// ForGRPC is the configuration of a proxyless gRPC client in the group: an
+// API listener for every name a client can dial (<hostname>:<port>,
+// <name>.<ns>:<port>, <name>.<ns>.svc:<port>, and <name>:<port> for
+// Services of its own namespace) on every HTTP-family Service port, with
+// the same routes Envoy gets, and the clusters in gRPC's form (mTLS from
+// certificate provider instances). Endpoints are shared (see Endpoints).
+// Inbound, a gRPC server reads GRPCServerListener.
+func (p *Prepared) ForGRPC(g *ir.ProxyGroup) (*Config, error) {
+	if g == nil {
+		return nil, errors.New("translate: nil proxy group")
+	}
+	t, err := p.grpcTables()
+	if err != nil {
+		return nil, fmt.Errorf("translate: %w", err)
+	}
+	shared := t.base
+	if v := t.views[g.Namespace]; v != nil {
+		shared = v
+	}
+	return &Config{Shared: shared, Own: &Resources{Listeners: t.short[g.Namespace]}}, nil
+}
+
+// GRPCServerListener is the listener a proxyless gRPC server of the group
+// listening on addr:port asks for (named by GRPCServerListenerName): mTLS
+// from certificate provider instances unless the group's mode is
+// Disabled, then the group's access policies for the port, then the
+// server's own handlers.
+//
+// gRPC cannot tell TLS from plaintext on one port, so Permissive is served
+// as mTLS: mesh clients always originate it to a Permissive Service.
+func (p *Prepared) GRPCServerListener(g *ir.ProxyGroup, addr string, port int32) (*listenerv3.Listener, error) {
+	if g == nil {
+		return nil, errors.New("translate: nil proxy group")
+	}
+	ip, err := netip.ParseAddr(addr)
+	if err != nil || port <= 0 || port > 65535 {
+		return nil, fmt.Errorf("translate: gRPC server address %q port %d is not an IP address and port", addr, port)
+	}
+	in := &ir.InboundPort{Port: port, Protocol: ir.ProtocolGRPC}
+	for _, candidate := range g.Inbound {
+		if candidate != nil && candidate.Port == port {
+			in = candidate
+			break
+		}
+	}
+	b := p.b.fork()
+	filters, err := b.inboundFilters(in, flavorGRPC)
+	if err != nil {
+		return nil, fmt.Errorf("translate: proxy group %s: %w", g.Key, err)
+	}
+	fc := &listenerv3.FilterChain{Name: ir.InboundClusterName(port), Filters: filters}
+	if g.MTLS == ir.MTLSStrict || g.MTLS == ir.MTLSPermissive {
+		if fc.TransportSocket, err = downstreamTLS(nil, flavorGRPC); err != nil {
+			return nil, err
+		}
+	}
+	l := &listenerv3.Listener{
+		Name:             GRPCServerListenerName(ip.String(), port),
+		Address:          socketAddress(ip.String(), uint32(port)),
+		TrafficDirection: trafficInbound,
+		FilterChains:     []*listenerv3.FilterChain{fc},
+	}
+	return l, validate(l)
+}
+
+// ForGRPC translates a mesh for the proxyless gRPC clients of one group in
+// one call, merged into one set of lists.
+func ForGRPC(mesh *ir.Mesh, group *ir.ProxyGroup, opts Options) (*Resources, error) {
+	p, err := Prepare(mesh, opts)
+	if err != nil {
+		return nil, err
+	}
+	c, err := p.ForGRPC(group)
+	if err != nil {
+		return nil, err
+	}
+	return c.Resources(), nil
+}
+
+// GRPCServerListener translates a mesh for one proxyless gRPC server in
+// one call.
+func GRPCServerListener(mesh *ir.Mesh, group *ir.ProxyGroup, addr string, port int32, opts Options) (*listenerv3.Listener, error) {
+	p, err := Prepare(mesh, opts)
+	if err != nil {
+		return nil, err
+	}
+	return p.GRPCServerListener(group, addr, port)
+}

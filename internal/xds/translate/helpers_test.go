@@ -1,0 +1,179 @@
+package translate
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"testing"
+
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
+	"sigs.k8s.io/yaml"
+
+	"github.com/weft-mesh/weft/internal/ir"
+)
+
+// validateDeep runs Envoy's validation on m and on every message packed in
+// an Any inside it, which ValidateAll alone does not look into.
+func validateDeep(m proto.Message) error {
+	var errs []error
+	if v, ok := m.(validator); ok {
+		if err := v.ValidateAll(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	walkAnys(m.ProtoReflect(), func(a *anypb.Any) {
+		inner, err := a.UnmarshalNew()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("unpacking %s: %w", a.GetTypeUrl(), err))
+			return
+		}
+		if err := validateDeep(inner); err != nil {
+			errs = append(errs, fmt.Errorf("in %s: %w", a.GetTypeUrl(), err))
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func walkAnys(m protoreflect.Message, fn func(*anypb.Any)) {
+	if a, ok := m.Interface().(*anypb.Any); ok {
+		fn(a)
+		return
+	}
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsList() && fd.Message() != nil:
+			l := v.List()
+			for i := range l.Len() {
+				walkAnys(l.Get(i).Message(), fn)
+			}
+		case fd.IsMap() && fd.MapValue().Message() != nil:
+			v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+				walkAnys(mv.Message(), fn)
+				return true
+			})
+		case fd.Message() != nil && !fd.IsList() && !fd.IsMap():
+			walkAnys(v.Message(), fn)
+		}
+		return true
+	})
+}
+
+// checkResources validates every resource and checks that the lists are
+// sorted by name without duplicates.
+func checkResources(t testing.TB, r *Resources) {
+	t.Helper()
+	for typ, list := range map[string][]types.Resource{
+		"listeners": r.Listeners, "routes": r.Routes, "clusters": r.Clusters, "endpoints": r.Endpoints, "secrets": r.Secrets,
+	} {
+		for i, res := range list {
+			if err := validateDeep(res); err != nil {
+				t.Errorf("%s %q: %v", typ, resourceName(res), err)
+			}
+			if i > 0 && resourceName(list[i-1]) >= resourceName(res) {
+				t.Errorf("%s not sorted or duplicated: %q before %q", typ, resourceName(list[i-1]), resourceName(res))
+			}
+		}
+	}
+}
+
+// checkSnapshot builds the go-control-plane snapshot a server would serve
+// and checks that every referenced route configuration and endpoint set
+// exists (and nothing else of those types).
+func checkSnapshot(t testing.TB, r *Resources) {
+	t.Helper()
+	snap, err := cachev3.NewSnapshot("1", r.ByType())
+	if err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	if err := snap.Consistent(); err != nil {
+		t.Errorf("snapshot not consistent: %v", err)
+	}
+}
+
+// withEndpoints is a group's configuration plus the mesh's endpoints.
+func withEndpoints(c *Config, mesh *ir.Mesh) *Resources {
+	r := c.Resources()
+	r.Endpoints = Endpoints(mesh)
+	return r
+}
+
+// marshalAll is every resource serialised deterministically, for
+// comparing two translations byte for byte.
+func marshalAll(t testing.TB, r *Resources) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	for _, list := range [][]types.Resource{r.Listeners, r.Routes, r.Clusters, r.Endpoints, r.Secrets} {
+		for _, res := range list {
+			b, err := deterministic.Marshal(res)
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf.WriteString(resourceName(res))
+			buf.WriteByte(0)
+			buf.Write(b)
+		}
+	}
+	return buf.Bytes()
+}
+
+var readable = protojson.MarshalOptions{UseProtoNames: true}
+
+// toYAML renders resources as YAML sections in xDS order, each resource in
+// its JSON form with Anys expanded.
+func toYAML(t testing.TB, sections []section) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	for _, s := range sections {
+		if s.raw != nil {
+			b, err := yaml.Marshal(map[string]any{s.name: s.raw})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out.Write(b)
+			continue
+		}
+		if len(s.resources) == 0 {
+			continue
+		}
+		var items []any
+		for _, res := range s.resources {
+			j, err := readable.Marshal(res)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var v any
+			if err := json.Unmarshal(j, &v); err != nil {
+				t.Fatal(err)
+			}
+			items = append(items, v)
+		}
+		b, err := yaml.Marshal(map[string]any{s.name: items})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out.Write(b)
+	}
+	return out.Bytes()
+}
+
+type section struct {
+	name      string
+	resources []types.Resource
+	raw       any
+}
+
+func resourceSections(r *Resources) []section {
+	return []section{
+		{name: "listeners", resources: r.Listeners},
+		{name: "routes", resources: r.Routes},
+		{name: "clusters", resources: r.Clusters},
+		{name: "endpoints", resources: r.Endpoints},
+		{name: "secrets", resources: r.Secrets},
+	}
+}

@@ -1,0 +1,201 @@
+package translate
+
+import (
+	"fmt"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+
+	"github.com/weft-mesh/weft/internal/ir"
+)
+
+// inboundPassthrough handles connections to ports no Service names: they
+// go to the application at their original destination. Envoy's own
+// connections are exempt from the capture rules, so they reach the
+// application directly.
+type inboundPassthrough struct {
+	cluster *clusterv3.Cluster
+	// plain passes the bytes through untouched (Disabled and Permissive:
+	// mesh clients never originate mTLS to such ports, and an
+	// application's own TLS must pass intact).
+	plain *listenerv3.FilterChain
+	// tls first terminates mTLS (Strict: nothing unauthenticated gets in).
+	tls *listenerv3.FilterChain
+}
+
+func (b *builder) newInboundPassthrough() (*inboundPassthrough, error) {
+	ip := &inboundPassthrough{cluster: originalDst(InboundPassthroughCluster)}
+	if err := validate(ip.cluster); err != nil {
+		return nil, err
+	}
+	var err error
+	if ip.plain, err = b.tcpChain(InboundPassthroughCluster, nil, InboundPassthroughCluster); err != nil {
+		return nil, err
+	}
+	if ip.tls, err = b.tcpChain(InboundPassthroughCluster, nil, InboundPassthroughCluster); err != nil {
+		return nil, err
+	}
+	if ip.tls.TransportSocket, err = downstreamTLS(nil, flavorEnvoy); err != nil {
+		return nil, err
+	}
+	return ip, nil
+}
+
+func tlsInspector() (*listenerv3.ListenerFilter, error) {
+	cfg, err := toAny(&tlsinspectorv3.TlsInspector{})
+	if err != nil {
+		return nil, err
+	}
+	return &listenerv3.ListenerFilter{
+		Name:       "envoy.filters.listener.tls_inspector",
+		ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: cfg},
+	}, nil
+}
+
+// inbound is the group's inbound listener with a filter chain (two when
+// Permissive) per port the workload serves, and the clusters those chains
+// send to.
+func (p *Prepared) inbound(b *builder, g *ir.ProxyGroup) (*listenerv3.Listener, []types.Resource, error) {
+	l := &listenerv3.Listener{
+		Name:             InboundListener,
+		Address:          socketAddress("0.0.0.0", InboundPort),
+		UseOriginalDst:   boolValue(true),
+		TrafficDirection: trafficInbound,
+	}
+	var clusters []types.Resource
+	switch g.MTLS {
+	case ir.MTLSStrict:
+		l.DefaultFilterChain = p.inboundPassthrough.tls
+	case ir.MTLSPermissive:
+		insp, err := tlsInspector()
+		if err != nil {
+			return nil, nil, err
+		}
+		l.ListenerFilters = []*listenerv3.ListenerFilter{insp}
+		// A client that speaks first gets classified when it sends; one
+		// that waits for the server is handled as plaintext after the
+		// listener filter timeout instead of being closed.
+		l.ContinueOnListenerFiltersTimeout = true
+		l.DefaultFilterChain = p.inboundPassthrough.plain
+	default:
+		l.DefaultFilterChain = p.inboundPassthrough.plain
+	}
+	seen := make(map[int32]bool)
+	for _, ip := range g.Inbound {
+		if ip == nil || ip.Port <= 0 || ip.Port > 65535 || seen[ip.Port] {
+			continue
+		}
+		seen[ip.Port] = true
+		c, err := b.inboundCluster(ip)
+		if err != nil {
+			return nil, nil, err
+		}
+		clusters = append(clusters, c)
+		filters, err := b.inboundFilters(ip, flavorEnvoy)
+		if err != nil {
+			return nil, nil, fmt.Errorf("inbound port %d: %w", ip.Port, err)
+		}
+		name := ir.InboundClusterName(ip.Port)
+		port := u32(uint32(ip.Port))
+		var protocols []string
+		if ip.Protocol.IsHTTP() {
+			protocols = []string{"h2", "http/1.1"}
+		}
+		switch g.MTLS {
+		case ir.MTLSStrict:
+			ts, err := downstreamTLS(protocols, flavorEnvoy)
+			if err != nil {
+				return nil, nil, err
+			}
+			l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
+				Name:             name,
+				FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: port},
+				Filters:          filters,
+				TransportSocket:  ts,
+			})
+		case ir.MTLSPermissive:
+			ts, err := downstreamTLS(protocols, flavorEnvoy)
+			if err != nil {
+				return nil, nil, err
+			}
+			l.FilterChains = append(l.FilterChains,
+				&listenerv3.FilterChain{
+					Name:             name + "|tls",
+					FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: port, TransportProtocol: "tls"},
+					Filters:          filters,
+					TransportSocket:  ts,
+				},
+				&listenerv3.FilterChain{
+					Name:             name + "|plaintext",
+					FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: port, TransportProtocol: "raw_buffer"},
+					Filters:          filters,
+				})
+		default:
+			l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
+				Name:             name,
+				FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: port},
+				Filters:          filters,
+			})
+		}
+	}
+	clusters = append(clusters, p.inboundPassthrough.cluster)
+	sortResources(clusters)
+	if err := validate(l); err != nil {
+		return nil, nil, err
+	}
+	for _, c := range clusters {
+		if err := validate(c); err != nil {
+			return nil, nil, err
+		}
+	}
+	return l, clusters, nil
+}
+
+// inboundFilters are the network filters of an inbound port: an HTTP
+// connection manager with RBAC for HTTP ports, RBAC and a TCP proxy
+// otherwise. For gRPC servers the route is a non-forwarding one: the
+// server handles the call itself.
+func (b *builder) inboundFilters(ip *ir.InboundPort, fl flavor) ([]*listenerv3.Filter, error) {
+	name := ir.InboundClusterName(ip.Port)
+	if fl == flavorEnvoy && !ip.Protocol.IsHTTP() {
+		rbac, err := b.networkRBACFilters(ip, name)
+		if err != nil {
+			return nil, err
+		}
+		tp, err := b.tcpProxy(name, name)
+		if err != nil {
+			return nil, err
+		}
+		return append(rbac, tp), nil
+	}
+	rbac, err := b.httpRBACFilters(ip)
+	if err != nil {
+		return nil, err
+	}
+	route := &routev3.Route{Name: "default", Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}}
+	if fl == flavorGRPC {
+		route.Action = &routev3.Route_NonForwardingAction{NonForwardingAction: &routev3.NonForwardingAction{}}
+	} else {
+		ra := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: name}, Timeout: dur(0)}
+		if ip.Protocol == ir.ProtocolGRPC {
+			ra.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{GrpcTimeoutHeaderMax: dur(0)}
+		}
+		route.Action = &routev3.Route_Route{Route: ra}
+	}
+	rc := &routev3.RouteConfiguration{
+		Name: name,
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name:    name,
+			Domains: []string{"*"},
+			Routes:  []*routev3.Route{route},
+		}},
+	}
+	f, err := b.hcm(hcmOptions{statPrefix: name, route: rc, filters: rbac, inbound: true, bare: fl == flavorGRPC})
+	if err != nil {
+		return nil, err
+	}
+	return []*listenerv3.Filter{f}, nil
+}

@@ -1,0 +1,93 @@
+package translate
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/weft-mesh/weft/internal/ir"
+)
+
+// Listener names, ports and the names of the clusters and secrets that do
+// not belong to one Service.
+const (
+	// OutboundListener captures the application's outgoing connections.
+	OutboundListener = "outbound"
+	// OutboundPort is where the capture rules send outgoing connections.
+	OutboundPort = 15001
+	// InboundListener receives connections for the application.
+	InboundListener = "inbound"
+	// InboundPort is where the capture rules send incoming connections.
+	InboundPort = 15006
+
+	// PassthroughCluster forwards outbound connections to destinations
+	// outside the mesh to their original destination.
+	PassthroughCluster = "passthrough"
+	// BlackholeCluster has no endpoints: connections routed to it fail.
+	BlackholeCluster = "blackhole"
+	// InboundPassthroughCluster forwards inbound connections for ports no
+	// Service names to the application, at their original destination.
+	InboundPassthroughCluster = "inbound-passthrough"
+	// TracingCluster reaches the OpenTelemetry collector.
+	TracingCluster = "weft-tracing"
+
+	// IdentitySecret is the workload certificate: an SDS secret for Envoy,
+	// a certificate provider instance for proxyless gRPC.
+	IdentitySecret = "default"
+	// TrustSecret is the trust bundle: an SDS secret for Envoy, a
+	// certificate provider instance for proxyless gRPC.
+	TrustSecret = "ROOTCA"
+
+	// GRPCServerListenerTemplate is the server_listener_resource_name_template
+	// a proxyless gRPC server's bootstrap must carry; %s is the listening
+	// address as host:port.
+	GRPCServerListenerTemplate = "weft/inbound/%s"
+
+	// DefaultIdentityDir is where the injector mounts the workload's
+	// certificate (tls.crt, tls.key).
+	DefaultIdentityDir = "/var/run/weft/identity"
+	// DefaultTrustBundleDir is where the injector mounts the trust bundle
+	// (ca.crt).
+	DefaultTrustBundleDir = "/var/run/weft/trust"
+)
+
+// ConsumerRouteConfigName is the route configuration that clients in
+// namespace ns use for a Service port when routes declared in ns replace
+// the Service's own.
+func ConsumerRouteConfigName(hostname string, port int32, ns string) string {
+	return ir.RouteConfigName(hostname, port) + "@" + ns
+}
+
+// OriginalDstClusterName is the cluster that carries connections to one
+// endpoint of a headless Service port, chosen by the client, to that
+// endpoint (with mTLS when the Service requires it).
+func OriginalDstClusterName(hostname string, port int32) string {
+	return fmt.Sprintf("outbound|%d|original-dst|%s", port, hostname)
+}
+
+// GRPCServerListenerName is the listener a proxyless gRPC server listening
+// on addr:port asks for.
+func GRPCServerListenerName(addr string, port int32) string {
+	return fmt.Sprintf(GRPCServerListenerTemplate, net.JoinHostPort(addr, strconv.Itoa(int(port))))
+}
+
+// ParseGRPCServerListenerName is the inverse of GRPCServerListenerName, so
+// a server can build a listener on demand from the name a gRPC server asks
+// for.
+func ParseGRPCServerListenerName(name string) (addr string, port int32, ok bool) {
+	prefix, _, _ := strings.Cut(GRPCServerListenerTemplate, "%s")
+	hostport, found := strings.CutPrefix(name, prefix)
+	if !found {
+		return "", 0, false
+	}
+	host, p, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return "", 0, false
+	}
+	n, err := strconv.ParseUint(p, 10, 16)
+	if err != nil || n == 0 || net.ParseIP(host) == nil {
+		return "", 0, false
+	}
+	return host, int32(n), true
+}

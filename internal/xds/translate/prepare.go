@@ -1,0 +1,504 @@
+package translate
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/weft-mesh/weft/internal/ir"
+)
+
+// Prepared is a mesh translated once for all of its proxies: every Service
+// port's outbound filter chain, route configurations and cluster, built a
+// single time and shared by every group's configuration. It is immutable
+// and safe for concurrent use.
+type Prepared struct {
+	b        *builder
+	problems []Problem
+
+	// ports are the usable Service ports, in model order.
+	ports []*portEntry
+	// clusters are the Envoy outbound clusters shared by every group.
+	clusters []types.Resource
+	// secrets are sent to a group that has or needs a certificate.
+	secrets []types.Resource
+	// anyTLS says whether some Service requires clients to originate mTLS.
+	anyTLS bool
+
+	defaultOutbound *listenerv3.FilterChain
+	inboundPassthrough *inboundPassthrough
+
+	// base is the view of namespaces without consumer routes; views holds
+	// the namespaces that have them.
+	base  *view
+	views map[string]*view
+
+	grpcOnce sync.Once
+	grpc     *grpcTables
+	grpcErr  error
+}
+
+// portRef locates a Service port by its cluster name.
+type portRef struct {
+	svc  *ir.Service
+	port *ir.Port
+}
+
+// portEntry is everything built for one Service port.
+type portEntry struct {
+	svc  *ir.Service
+	port *ir.Port
+	// chains are its outbound filter chains with the default routes: one
+	// for the cluster IPs, or, for a headless Service, one per endpoint
+	// port.
+	chains []*listenerv3.FilterChain
+	// route is the default route configuration (HTTP ports only).
+	route *routev3.RouteConfiguration
+	// consumer are the route configurations and chains for namespaces
+	// whose routes replace the default ones.
+	consumer map[string]*consumerVariant
+}
+
+type consumerVariant struct {
+	route  *routev3.RouteConfiguration
+	chains []*listenerv3.FilterChain
+}
+
+// view is how the clients of a set of namespaces see the mesh.
+type view struct {
+	outbound *listenerv3.Listener
+	shared   *Resources
+}
+
+// builder holds what translation needs besides the model, including the
+// messages every configuration embeds, which are built once.
+type builder struct {
+	mesh  *ir.Mesh
+	opts  Options
+	index map[string]portRef
+
+	problems []Problem
+
+	h2        *anypb.Any
+	prevHosts *routev3.RetryPolicy_RetryHostPredicate
+	router    *hcmv3.HttpFilter
+	httpLog   []*accesslogv3.AccessLog
+	tcpLog    []*accesslogv3.AccessLog
+	tracing   *hcmv3.HttpConnectionManager_Tracing
+}
+
+func (b *builder) problem(src ir.ObjectRef, reason, msg string) {
+	b.problems = append(b.problems, Problem{Source: src, Reason: reason, Message: msg})
+}
+
+// fork is a builder for work done after Prepare, possibly concurrently: it
+// shares the read-only parts and collects problems of its own.
+func (b *builder) fork() *builder {
+	f := *b
+	f.problems = nil
+	return &f
+}
+
+// Prepare translates the parts of the mesh that every proxy shares. The
+// model is only read; it must not change while the result is in use.
+//
+// Input that Envoy would reject (an invalid regular expression, a backend
+// that names no Service port, a header Envoy will not modify, ...) is left
+// out or replaced, and reported by Problems. An error means a bug: a
+// resource that failed Envoy's validation.
+func Prepare(mesh *ir.Mesh, opts Options) (*Prepared, error) {
+	if mesh == nil {
+		return nil, errors.New("translate: nil mesh")
+	}
+	b := &builder{mesh: mesh, opts: opts}
+	if err := b.init(); err != nil {
+		return nil, err
+	}
+	p := &Prepared{b: b}
+	services := b.normalize()
+	b.index = make(map[string]portRef)
+	for _, svc := range services {
+		for _, port := range svc.Ports {
+			if _, dup := b.index[port.Cluster]; dup {
+				b.problem(svc.Source, ReasonDuplicateDestination, fmt.Sprintf("port %d has cluster name %q, which another Service port already has; it is left out", port.Port, port.Cluster))
+				continue
+			}
+			b.index[port.Cluster] = portRef{svc: svc, port: port}
+			p.ports = append(p.ports, &portEntry{svc: svc, port: port})
+		}
+	}
+	var errs []error
+	seen := make(map[netip.AddrPort]bool)
+	for _, e := range p.ports {
+		if err := p.preparePort(e, seen); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := p.prepareShared(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("translate: %w", errors.Join(errs...))
+	}
+	p.validateGroups()
+	p.problems = b.problems
+	return p, nil
+}
+
+// Problems lists what Prepare left out or replaced, in the order found.
+func (p *Prepared) Problems() []Problem { return slices.Clone(p.problems) }
+
+func (b *builder) init() error {
+	var err error
+	if b.h2, err = b.http2Options(); err != nil {
+		return err
+	}
+	if b.prevHosts, err = b.previousHosts(); err != nil {
+		return err
+	}
+	if b.router, err = routerFilter(); err != nil {
+		return err
+	}
+	if !b.opts.DisableAccessLog {
+		if b.httpLog, err = stdoutLog(httpLogFields); err != nil {
+			return err
+		}
+		if b.tcpLog, err = stdoutLog(tcpLogFields); err != nil {
+			return err
+		}
+	}
+	if b.opts.Tracing != nil {
+		if b.tracing, err = tracing(b.opts.Tracing); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// normalize copies the Services (not their routes or endpoints) with the
+// derived fields filled in and unusable ports and addresses dropped, so
+// that the rest of the translation can rely on them.
+func (b *builder) normalize() []*ir.Service {
+	out := make([]*ir.Service, 0, len(b.mesh.Services))
+	for _, s := range b.mesh.Services {
+		if s == nil || s.Name == "" || s.Namespace == "" {
+			continue
+		}
+		svc := *s
+		if svc.Hostname == "" {
+			svc.Hostname = svc.Name + "." + svc.Namespace + ".svc"
+			if b.mesh.ClusterDomain != "" {
+				svc.Hostname += "." + b.mesh.ClusterDomain
+			}
+		}
+		svc.VIPs = nil
+		for _, v := range s.VIPs {
+			if a, err := netip.ParseAddr(v); err == nil && !a.IsUnspecified() {
+				svc.VIPs = append(svc.VIPs, a.String())
+			} else {
+				b.problem(s.Source, ReasonInvalidValue, fmt.Sprintf("cluster IP %q is not an IP address; it is left out", v))
+			}
+		}
+		svc.Ports = make([]*ir.Port, 0, len(s.Ports))
+		for _, p := range s.Ports {
+			if !usablePort(p) {
+				if p != nil {
+					b.problem(s.Source, ReasonInvalidValue, fmt.Sprintf("port %d is out of range; it is left out", p.Port))
+				}
+				continue
+			}
+			port := *p
+			port.Cluster = clusterName(&svc, p)
+			switch port.Protocol {
+			case ir.ProtocolHTTP, ir.ProtocolHTTP2, ir.ProtocolGRPC, ir.ProtocolTCP:
+			default:
+				port.Protocol = ir.ProtocolTCP
+			}
+			svc.Ports = append(svc.Ports, &port)
+		}
+		out = append(out, &svc)
+	}
+	return out
+}
+
+// preparePort builds the port's cluster, route configurations and
+// outbound filter chains. seen holds the destinations already claimed by
+// an earlier port: Envoy refuses a listener with two identical matches.
+func (p *Prepared) preparePort(e *portEntry, seen map[netip.AddrPort]bool) error {
+	b := p.b
+	svc, port := e.svc, e.port
+	c, err := b.outboundCluster(svc, port, flavorEnvoy)
+	if err != nil {
+		return err
+	}
+	p.clusters = append(p.clusters, c)
+	p.anyTLS = p.anyTLS || needsTLS(svc)
+
+	if port.Protocol.IsHTTP() {
+		if e.route, err = b.routeConfig(ir.RouteConfigName(svc.Hostname, port.Port), svc, port, port.Routes); err != nil {
+			return err
+		}
+		for _, cr := range port.ConsumerRoutes {
+			if cr == nil || cr.Namespace == "" {
+				continue
+			}
+			rc, err := b.routeConfig(ConsumerRouteConfigName(svc.Hostname, port.Port, cr.Namespace), svc, port, cr.Routes)
+			if err != nil {
+				return err
+			}
+			if e.consumer == nil {
+				e.consumer = make(map[string]*consumerVariant)
+			}
+			e.consumer[cr.Namespace] = &consumerVariant{route: rc}
+		}
+	}
+
+	if len(svc.VIPs) == 0 {
+		return p.prepareHeadless(e, seen)
+	}
+	var vips []string
+	for _, v := range svc.VIPs {
+		ap := netip.AddrPortFrom(netip.MustParseAddr(v), uint16(port.Port))
+		if seen[ap] {
+			b.problem(svc.Source, ReasonDuplicateDestination, fmt.Sprintf("%s is already the address of another Service port; this port does not get traffic sent to it", ap))
+			continue
+		}
+		seen[ap] = true
+		vips = append(vips, v)
+	}
+	if len(vips) == 0 {
+		return nil
+	}
+	match := &listenerv3.FilterChainMatch{PrefixRanges: cidrs(vips), DestinationPort: u32(uint32(port.Port))}
+	if !port.Protocol.IsHTTP() {
+		fc, err := b.tcpChain(port.Cluster, match, port.Cluster)
+		if err != nil {
+			return err
+		}
+		e.chains = []*listenerv3.FilterChain{fc}
+		return nil
+	}
+	fc, err := b.rdsChain(port.Cluster, match, e.route.GetName())
+	if err != nil {
+		return err
+	}
+	e.chains = []*listenerv3.FilterChain{fc}
+	for _, v := range e.consumer {
+		fc, err := b.rdsChain(port.Cluster, match, v.route.GetName())
+		if err != nil {
+			return err
+		}
+		v.chains = []*listenerv3.FilterChain{fc}
+	}
+	return nil
+}
+
+// prepareHeadless gives a headless Service port one chain per endpoint
+// port, matching every endpoint address, that carries the connection to
+// the very endpoint the client chose (with mTLS when the Service wants
+// it). The traffic is handled as TCP: a client that picked a pod must get
+// that pod, so there is no HTTP routing to apply.
+func (p *Prepared) prepareHeadless(e *portEntry, seen map[netip.AddrPort]bool) error {
+	b := p.b
+	svc, port := e.svc, e.port
+	od, err := b.originalDstCluster(svc, port)
+	if err != nil {
+		return err
+	}
+	p.clusters = append(p.clusters, od)
+	byPort := make(map[int32][]string)
+	var order []int32
+	for _, ep := range port.Endpoints {
+		if !validEndpoint(ep) {
+			continue
+		}
+		addr := netip.MustParseAddr(ep.Address)
+		ap := netip.AddrPortFrom(addr, uint16(ep.Port))
+		if seen[ap] {
+			continue
+		}
+		seen[ap] = true
+		if _, ok := byPort[ep.Port]; !ok {
+			order = append(order, ep.Port)
+		}
+		byPort[ep.Port] = append(byPort[ep.Port], addr.String())
+	}
+	slices.Sort(order)
+	for _, ep := range order {
+		name := fmt.Sprintf("%s|endpoints:%d", od.GetName(), ep)
+		match := &listenerv3.FilterChainMatch{PrefixRanges: cidrs(byPort[ep]), DestinationPort: u32(uint32(ep))}
+		fc, err := b.tcpChain(name, match, od.GetName())
+		if err != nil {
+			return err
+		}
+		e.chains = append(e.chains, fc)
+	}
+	return nil
+}
+
+// prepareShared builds what does not belong to one port: the default
+// outbound chain and its cluster, the tracing cluster, the secrets, and
+// the view of every namespace.
+func (p *Prepared) prepareShared() error {
+	b := p.b
+	var err error
+	if b.opts.BlockUnknown {
+		p.clusters = append(p.clusters, blackhole())
+		p.defaultOutbound, err = b.tcpChain(BlackholeCluster, nil, BlackholeCluster)
+	} else {
+		p.clusters = append(p.clusters, originalDst(PassthroughCluster))
+		p.defaultOutbound, err = b.tcpChain(PassthroughCluster, nil, PassthroughCluster)
+	}
+	if err != nil {
+		return err
+	}
+	if b.opts.Tracing != nil {
+		c, err := b.tracingCluster()
+		if err != nil {
+			return err
+		}
+		p.clusters = append(p.clusters, c)
+	}
+	sortResources(p.clusters)
+	for _, c := range p.clusters {
+		if err := validate(c); err != nil {
+			return err
+		}
+	}
+	p.secrets = secrets(b.opts)
+	for _, s := range p.secrets {
+		if err := validate(s); err != nil {
+			return err
+		}
+	}
+	if p.inboundPassthrough, err = b.newInboundPassthrough(); err != nil {
+		return err
+	}
+
+	if p.base, err = p.newView(""); err != nil {
+		return err
+	}
+	p.views = make(map[string]*view)
+	for _, e := range p.ports {
+		for ns := range e.consumer {
+			if p.views[ns] != nil {
+				continue
+			}
+			if p.views[ns], err = p.newView(ns); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// newView assembles the outbound listener and route configurations that
+// clients in namespace ns see ("" for the base view).
+func (p *Prepared) newView(ns string) (*view, error) {
+	var chains []*listenerv3.FilterChain
+	var routes []types.Resource
+	for _, e := range p.ports {
+		chainsOf, route := e.chains, e.route
+		if v := e.consumer[ns]; ns != "" && v != nil {
+			chainsOf, route = v.chains, v.route
+		}
+		chains = append(chains, chainsOf...)
+		if route != nil {
+			routes = append(routes, route)
+		}
+	}
+	sortResources(routes)
+	l := &listenerv3.Listener{
+		Name:               OutboundListener,
+		Address:            socketAddress("0.0.0.0", OutboundPort),
+		UseOriginalDst:     boolValue(true),
+		TrafficDirection:   trafficOutbound,
+		FilterChains:       chains,
+		DefaultFilterChain: p.defaultOutbound,
+	}
+	if err := validate(l); err != nil {
+		return nil, err
+	}
+	return &view{outbound: l, shared: &Resources{Routes: routes, Clusters: p.clusters}}, nil
+}
+
+func (p *Prepared) viewFor(ns string) *view {
+	if v := p.views[ns]; v != nil {
+		return v
+	}
+	return p.base
+}
+
+// ForGroup is the Envoy configuration of one proxy group: the shared
+// outbound listener, routes and clusters of its namespace's view, and its
+// own inbound listener, inbound clusters and secrets. Endpoints are not
+// included; they are the same for everyone (see Endpoints).
+func (p *Prepared) ForGroup(g *ir.ProxyGroup) (*Config, error) {
+	if g == nil {
+		return nil, errors.New("translate: nil proxy group")
+	}
+	b := p.b.fork()
+	v := p.viewFor(g.Namespace)
+	in, clusters, err := p.inbound(b, g)
+	if err != nil {
+		return nil, fmt.Errorf("translate: proxy group %s: %w", g.Key, err)
+	}
+	own := &Resources{
+		Listeners: []types.Resource{in, v.outbound},
+		Clusters:  clusters,
+	}
+	if g.MTLS == ir.MTLSStrict || g.MTLS == ir.MTLSPermissive || p.anyTLS {
+		own.Secrets = p.secrets
+	}
+	return &Config{Shared: v.shared, Own: own}, nil
+}
+
+// ForGroup translates a mesh for one Envoy proxy group in one call:
+// Prepare, then (*Prepared).ForGroup, merged into one set of lists. A
+// server that configures many groups should call Prepare once instead.
+func ForGroup(mesh *ir.Mesh, group *ir.ProxyGroup, opts Options) (*Resources, error) {
+	p, err := Prepare(mesh, opts)
+	if err != nil {
+		return nil, err
+	}
+	c, err := p.ForGroup(group)
+	if err != nil {
+		return nil, err
+	}
+	return c.Resources(), nil
+}
+
+// validateGroups reports what the groups' access policies contain that
+// cannot be enforced, once per policy rather than once per group.
+func (p *Prepared) validateGroups() {
+	b := p.b
+	start := len(b.problems)
+	for _, g := range b.mesh.ProxyGroups {
+		if g == nil {
+			continue
+		}
+		for _, ip := range g.Inbound {
+			if ip != nil {
+				b.accessRules(ip, ip.Protocol.IsHTTP())
+			}
+		}
+	}
+	seen := make(map[Problem]bool)
+	kept := b.problems[:start]
+	for _, pr := range b.problems[start:] {
+		if !seen[pr] {
+			seen[pr] = true
+			kept = append(kept, pr)
+		}
+	}
+	b.problems = kept
+}
