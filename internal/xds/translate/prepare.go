@@ -34,7 +34,7 @@ type Prepared struct {
 	// anyTLS says whether some Service requires clients to originate mTLS.
 	anyTLS bool
 
-	defaultOutbound *listenerv3.FilterChain
+	defaultOutbound    *listenerv3.FilterChain
 	inboundPassthrough *inboundPassthrough
 
 	// base is the view of namespaces without consumer routes; views holds

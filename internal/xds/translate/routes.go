@@ -87,11 +87,11 @@ func domains(clusterDomain string, svc *ir.Service, port int32) []string {
 type pathKind int
 
 const (
-	pathAll       pathKind = iota // the prefix "/" (or no path condition)
-	pathSegment                   // exactly the prefix, e.g. /foo of /foo
-	pathBelow                     // below the prefix, e.g. /foo/ of /foo
-	pathExact                     // an exact path
-	pathRegex                     // a regular expression
+	pathAll     pathKind = iota // the prefix "/" (or no path condition)
+	pathSegment                 // exactly the prefix, e.g. /foo of /foo
+	pathBelow                   // below the prefix, e.g. /foo/ of /foo
+	pathExact                   // an exact path
+	pathRegex                   // a regular expression
 )
 
 type routeMatch struct {
