@@ -1,0 +1,253 @@
+// Command weft-controller is Weft's control plane: it watches the cluster,
+// serves xDS to every meshed proxy, writes status, issues workload
+// identities and injects sidecars.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	"google.golang.org/protobuf/encoding/protojson"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwapiv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
+
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
+	"github.com/weft-mesh/weft/controllers"
+	"github.com/weft-mesh/weft/internal/xds/server"
+	"github.com/weft-mesh/weft/internal/xds/translate"
+)
+
+type options struct {
+	metricsAddr, probeAddr, xdsAddr string
+	xdsCertDir                      string
+	xdsInsecure                     bool
+	metricsSecure                   bool
+	leaderElect                     bool
+	leaderNamespace                 string
+	clusterDomain                   string
+	debounce                        time.Duration
+	debugConfig                     bool
+	blockUnknown                    bool
+	webhookPort                     int
+	webhookCertDir                  string
+	enableWebhook                   bool
+	enableIdentity                  bool
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8443", "Address of the metrics endpoint (HTTPS with Kubernetes authentication unless --metrics-secure=false); 0 disables it.")
+	flag.BoolVar(&o.metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization.")
+	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
+	flag.StringVar(&o.xdsAddr, "xds-bind-address", ":15010", "Address of the xDS (ADS) server.")
+	flag.StringVar(&o.xdsCertDir, "xds-cert-dir", "/var/run/weft/xds", "Directory with the xDS server certificate (tls.crt, tls.key) and the CA that signs proxies' certificates (ca.crt).")
+	flag.BoolVar(&o.xdsInsecure, "xds-insecure", false, "Serve xDS without TLS and without checking proxy identities. For local development only.")
+	flag.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader so that only one replica writes status.")
+	flag.StringVar(&o.leaderNamespace, "leader-election-namespace", "", "Namespace of the leader election lease (default: the pod's namespace).")
+	flag.StringVar(&o.clusterDomain, "cluster-domain", "cluster.local", "DNS suffix of Services.")
+	flag.DurationVar(&o.debounce, "debounce", 20*time.Millisecond, "Coalesce changes for this long before rebuilding; a steady stream still rebuilds at this interval.")
+	flag.BoolVar(&o.debugConfig, "enable-debug-config", false, "Serve /debug/config?node=<pod>.<namespace> on the metrics endpoint, behind its authentication.")
+	flag.BoolVar(&o.blockUnknown, "block-unknown-destinations", false, "Refuse outbound traffic to destinations outside the mesh instead of passing it through.")
+	flag.IntVar(&o.webhookPort, "webhook-port", 9443, "Port of the sidecar injection webhook.")
+	flag.StringVar(&o.webhookCertDir, "webhook-cert-dir", "/var/run/weft/webhook", "Directory with the webhook serving certificate (tls.crt, tls.key).")
+	flag.BoolVar(&o.enableWebhook, "enable-injection", true, "Serve the sidecar injection webhook.")
+	flag.BoolVar(&o.enableIdentity, "enable-identity", true, "Run the MeshIdentity reconciler (needs cert-manager's CRDs).")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	injectFlags := bindInjectFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+
+	if err := run(ctrl.SetupSignalHandler(), o, injectFlags); err != nil {
+		ctrl.Log.Error(err, "weft-controller stopped")
+		os.Exit(1)
+	}
+}
+
+func newScheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, meshv1alpha1.AddToScheme, gwapiv1.Install, gwapiv1beta1.Install, cmapi.AddToScheme} {
+		if err := add(s); err != nil {
+			return nil, fmt.Errorf("building scheme: %w", err)
+		}
+	}
+	return s, nil
+}
+
+func run(ctx context.Context, o options, inj *injectOptions) error {
+	logger := ctrl.Log.WithName("setup")
+	scheme, err := newScheme()
+	if err != nil {
+		return err
+	}
+	metricsOpts := metricsserver.Options{BindAddress: o.metricsAddr, SecureServing: o.metricsSecure}
+	if o.metricsSecure {
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	mgrOpts := ctrl.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsOpts,
+		HealthProbeBindAddress:  o.probeAddr,
+		LeaderElection:          o.leaderElect,
+		LeaderElectionID:        "weft-controller.weft.dev",
+		LeaderElectionNamespace: o.leaderNamespace,
+		// Followers keep serving xDS while they wait; the leader steps down
+		// fast on shutdown so status writing moves on quickly.
+		LeaderElectionReleaseOnCancel: true,
+		Cache: cache.Options{
+			DefaultTransform: cache.TransformStripManagedFields(),
+			ByObject: map[client.Object]cache.ByObject{
+				&corev1.Pod{}: {Transform: trimPod},
+			},
+		},
+	}
+	if o.enableWebhook {
+		mgrOpts.WebhookServer = newWebhookServer(o)
+	}
+	var debugHandler *debugConfig
+	if o.debugConfig {
+		debugHandler = &debugConfig{}
+		metricsOpts.ExtraHandlers = map[string]http.Handler{"/debug/config": debugHandler}
+		mgrOpts.Metrics = metricsOpts
+	}
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), mgrOpts)
+	if err != nil {
+		return fmt.Errorf("creating manager: %w", err)
+	}
+
+	mesh := &controllers.MeshReconciler{
+		Client:        mgr.GetClient(),
+		ClusterDomain: o.clusterDomain,
+		Debounce:      o.debounce,
+		Translate:     translate.Options{BlockUnknown: o.blockUnknown},
+		Metrics:       controllers.NewMetrics(metrics.Registry),
+	}
+	xdsOpts := server.Options{
+		Address:    o.xdsAddr,
+		Authorizer: mesh,
+		Metrics:    server.NewMetrics(metrics.Registry),
+		Log:        ctrl.Log.WithName("xds"),
+		Insecure:   o.xdsInsecure,
+	}
+	if !o.xdsInsecure {
+		ft, err := server.NewFileTLS(o.xdsCertDir)
+		if err != nil {
+			return fmt.Errorf("xDS serving certificate (or run with --xds-insecure for local development): %w", err)
+		}
+		xdsOpts.TLS = ft.Config()
+	}
+	xds, err := server.New(xdsOpts)
+	if err != nil {
+		return err
+	}
+	mesh.XDS = xds
+	if debugHandler != nil {
+		debugHandler.xds = xds
+	}
+	mesh.Status = controllers.NewStatusWriter(mgr.GetClient(), mesh.Metrics)
+	if err := mgr.Add(xds); err != nil {
+		return fmt.Errorf("adding xDS server: %w", err)
+	}
+	if err := mgr.Add(mesh.Status); err != nil {
+		return fmt.Errorf("adding status writer: %w", err)
+	}
+	if err := mesh.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if o.enableIdentity {
+		if err := setupIdentity(mgr); err != nil {
+			return err
+		}
+	}
+	if o.enableWebhook {
+		if err := setupInjection(mgr, inj); err != nil {
+			return err
+		}
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return fmt.Errorf("adding health check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("readyz", func(*http.Request) error {
+		if !mgr.GetCache().WaitForCacheSync(context.Background()) {
+			return errors.New("informer caches not synced")
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("adding ready check: %w", err)
+	}
+	logger.Info("starting weft-controller", "xds", o.xdsAddr, "insecure", o.xdsInsecure, "leaderElection", o.leaderElect)
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("running manager: %w", err)
+	}
+	return nil
+}
+
+// trimPod keeps what the mesh reads of a pod, to keep the cache small.
+func trimPod(obj any) (any, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	trim := func(cs []corev1.Container) []corev1.Container {
+		out := make([]corev1.Container, len(cs))
+		for i, c := range cs {
+			out[i] = corev1.Container{Name: c.Name, Image: c.Image, Ports: c.Ports, RestartPolicy: c.RestartPolicy}
+		}
+		return out
+	}
+	pod.Spec = corev1.PodSpec{
+		ServiceAccountName: pod.Spec.ServiceAccountName,
+		HostNetwork:        pod.Spec.HostNetwork,
+		NodeName:           pod.Spec.NodeName,
+		InitContainers:     trim(pod.Spec.InitContainers),
+		Containers:         trim(pod.Spec.Containers),
+	}
+	pod.Status = corev1.PodStatus{Phase: pod.Status.Phase, PodIP: pod.Status.PodIP, PodIPs: pod.Status.PodIPs}
+	pod.ManagedFields = nil
+	return pod, nil
+}
+
+// debugConfig dumps one proxy's current configuration as JSON.
+type debugConfig struct{ xds *server.Server }
+
+func (d *debugConfig) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	node := r.URL.Query().Get("node")
+	snap, ok := d.xds.Snapshot(node)
+	if node == "" || !ok {
+		http.Error(w, "no configuration for node "+node+" (use ?node=<pod>.<namespace>)", http.StatusNotFound)
+		return
+	}
+	out := map[string]map[string]json.RawMessage{}
+	for _, typ := range []string{"type.googleapis.com/envoy.config.listener.v3.Listener", "type.googleapis.com/envoy.config.route.v3.RouteConfiguration", "type.googleapis.com/envoy.config.cluster.v3.Cluster", "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment", "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"} {
+		m := map[string]json.RawMessage{}
+		for name, res := range snap.GetResources(typ) {
+			b, err := protojson.Marshal(res)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			m[name] = b
+		}
+		out[typ] = m
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(out)
+}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/weft-mesh/weft/controllers"
+	"github.com/weft-mesh/weft/internal/inject"
+	"github.com/weft-mesh/weft/webhooks"
+)
+
+// version is the controller and proxy version, set at build time with
+// -ldflags "-X main.version=...".
+var version = "dev"
+
+type injectOptions struct {
+	cfg                                inject.Config
+	cpu, memory, cpuLimit, memoryLimit string
+}
+
+func bindInjectFlags(fs *flag.FlagSet) *injectOptions {
+	o := &injectOptions{cfg: inject.DefaultConfig()}
+	fs.StringVar(&o.cfg.ProxyImage, "proxy-image", "ghcr.io/weft-mesh/weft-proxy:"+version, "Image of the injected Envoy sidecar.")
+	fs.StringVar(&o.cfg.InitImage, "init-image", "ghcr.io/weft-mesh/weft-init:"+version, "Image of the injected traffic-capture init container.")
+	fs.StringVar(&o.cfg.XDSAddress, "xds-address", o.cfg.XDSAddress, "host:port of the xDS Service that injected proxies dial.")
+	fs.StringVar(&o.cfg.ControlPlaneNamespace, "control-plane-namespace", o.cfg.ControlPlaneNamespace, "Namespace of the control plane; never injected.")
+	fs.StringVar(&o.cfg.TrustDomain, "trust-domain", o.cfg.TrustDomain, "SPIFFE trust domain injected proxies expect of the xDS server.")
+	fs.StringVar(&o.cfg.LogLevel, "proxy-log-level", o.cfg.LogLevel, "Default proxy log level: trace, debug, info, warn or error.")
+	fs.StringVar(&o.cpu, "proxy-cpu", o.cfg.ProxyCPU.String(), "Default proxy CPU request.")
+	fs.StringVar(&o.memory, "proxy-memory", o.cfg.ProxyMemory.String(), "Default proxy memory request.")
+	fs.StringVar(&o.cpuLimit, "proxy-cpu-limit", o.cfg.ProxyCPULimit.String(), "Default proxy CPU limit.")
+	fs.StringVar(&o.memoryLimit, "proxy-memory-limit", o.cfg.ProxyMemoryLimit.String(), "Default proxy memory limit.")
+	return o
+}
+
+func (o *injectOptions) config() (inject.Config, error) {
+	cfg := o.cfg
+	cfg.ProxyVersion = version
+	for _, q := range []struct {
+		flag string
+		val  string
+		dst  *resource.Quantity
+	}{{"--proxy-cpu", o.cpu, &cfg.ProxyCPU}, {"--proxy-memory", o.memory, &cfg.ProxyMemory}, {"--proxy-cpu-limit", o.cpuLimit, &cfg.ProxyCPULimit}, {"--proxy-memory-limit", o.memoryLimit, &cfg.ProxyMemoryLimit}} {
+		v, err := resource.ParseQuantity(q.val)
+		if err != nil {
+			return cfg, fmt.Errorf("%s: %q is not a quantity such as 100m or 128Mi: %w", q.flag, q.val, err)
+		}
+		*q.dst = v
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("injection settings: %w", err)
+	}
+	return cfg, nil
+}
+
+func newWebhookServer(o options) webhook.Server {
+	return webhook.NewServer(webhook.Options{Port: o.webhookPort, CertDir: o.webhookCertDir, CertName: "tls.crt", KeyName: "tls.key"})
+}
+
+// setupInjection registers the pod injector; the native sidecar mode
+// follows the API server's version.
+func setupInjection(mgr ctrl.Manager, o *injectOptions) error {
+	cfg, err := o.config()
+	if err != nil {
+		return err
+	}
+	native, err := webhooks.ServerSupportsNativeSidecars(mgr.GetConfig())
+	if err != nil {
+		return fmt.Errorf("checking the API server version: %w", err)
+	}
+	cfg.NativeSidecars = native
+	if err := webhooks.SetupWithManager(mgr, cfg); err != nil {
+		return fmt.Errorf("setting up the injection webhook: %w", err)
+	}
+	return nil
+}
+
+// setupIdentity runs the MeshIdentity reconciler, which needs cert-manager.
+func setupIdentity(mgr ctrl.Manager) error {
+	r := &controllers.MeshIdentityReconciler{Client: mgr.GetClient(), Scheme: mgr.GetScheme()}
+	if err := r.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the MeshIdentity reconciler (is cert-manager installed? or run with --enable-identity=false): %w", err)
+	}
+	return nil
+}
