@@ -45,7 +45,7 @@ func (b *builder) outboundCluster(svc *ir.Service, port *ir.Port, fl flavor) (*c
 		ConnectTimeout:       dur(connectTimeout),
 	}
 	setLB(c, svc.LoadBalancer)
-	return c, b.decorate(c, svc, port, fl)
+	return c, b.decorate(c, svc, port, port.Protocol, fl)
 }
 
 // originalDstCluster carries a connection to the headless Service endpoint
@@ -57,13 +57,16 @@ func (b *builder) originalDstCluster(svc *ir.Service, port *ir.Port) (*clusterv3
 		LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED,
 		ConnectTimeout:       dur(connectTimeout),
 	}
-	return c, b.decorate(c, svc, port, flavorEnvoy)
+	// The connection is carried as opaque bytes, so nothing is negotiated
+	// at the TLS layer: the server's HTTP connection manager recognises
+	// HTTP/1 or HTTP/2 from what the client sends.
+	return c, b.decorate(c, svc, port, ir.ProtocolTCP, flavorEnvoy)
 }
 
 // decorate adds what every cluster of a Service port carries: protocol
 // options, limits, outlier detection and mTLS.
-func (b *builder) decorate(c *clusterv3.Cluster, svc *ir.Service, port *ir.Port, fl flavor) error {
-	if port.Protocol == ir.ProtocolHTTP2 || port.Protocol == ir.ProtocolGRPC {
+func (b *builder) decorate(c *clusterv3.Cluster, svc *ir.Service, port *ir.Port, proto ir.Protocol, fl flavor) error {
+	if proto == ir.ProtocolHTTP2 || proto == ir.ProtocolGRPC {
 		opts, err := b.http2Options()
 		if err != nil {
 			return err
@@ -75,7 +78,7 @@ func (b *builder) decorate(c *clusterv3.Cluster, svc *ir.Service, port *ir.Port,
 		c.OutlierDetection = outlierDetection(port.CircuitBreaker.Outlier)
 	}
 	if needsTLS(svc) {
-		ts, err := b.upstreamTLS(svc, port, fl)
+		ts, err := b.upstreamTLS(svc, proto, fl)
 		if err != nil {
 			return err
 		}

@@ -63,6 +63,9 @@ type portEntry struct {
 	chains []*listenerv3.FilterChain
 	// route is the default route configuration (HTTP ports only).
 	route *routev3.RouteConfiguration
+	// routed says whether Envoy's chains refer to the route
+	// configurations; a headless port's do not (gRPC still uses them).
+	routed bool
 	// consumer are the route configurations and chains for namespaces
 	// whose routes replace the default ones.
 	consumer map[string]*consumerVariant
@@ -150,7 +153,7 @@ func Prepare(mesh *ir.Mesh, opts Options) (*Prepared, error) {
 		return nil, fmt.Errorf("translate: %w", errors.Join(errs...))
 	}
 	p.validateGroups()
-	p.problems = b.problems
+	p.problems = dedupe(b.problems)
 	return p, nil
 }
 
@@ -292,6 +295,7 @@ func (p *Prepared) preparePort(e *portEntry, seen map[netip.AddrPort]bool) error
 		return err
 	}
 	e.chains = []*listenerv3.FilterChain{fc}
+	e.routed = true
 	for _, v := range e.consumer {
 		fc, err := b.rdsChain(port.Cluster, match, v.route.GetName())
 		if err != nil {
@@ -412,7 +416,7 @@ func (p *Prepared) newView(ns string) (*view, error) {
 			chainsOf, route = v.chains, v.route
 		}
 		chains = append(chains, chainsOf...)
-		if route != nil {
+		if e.routed {
 			routes = append(routes, route)
 		}
 	}
@@ -478,10 +482,9 @@ func ForGroup(mesh *ir.Mesh, group *ir.ProxyGroup, opts Options) (*Resources, er
 }
 
 // validateGroups reports what the groups' access policies contain that
-// cannot be enforced, once per policy rather than once per group.
+// cannot be enforced; ForGroup leaves the same parts out.
 func (p *Prepared) validateGroups() {
 	b := p.b
-	start := len(b.problems)
 	for _, g := range b.mesh.ProxyGroups {
 		if g == nil {
 			continue
@@ -492,13 +495,18 @@ func (p *Prepared) validateGroups() {
 			}
 		}
 	}
-	seen := make(map[Problem]bool)
-	kept := b.problems[:start]
-	for _, pr := range b.problems[start:] {
-		if !seen[pr] {
-			seen[pr] = true
-			kept = append(kept, pr)
+}
+
+// dedupe keeps the first of equal problems: a rule that became several
+// routes, or a policy that protects several ports, is reported once.
+func dedupe(ps []Problem) []Problem {
+	seen := make(map[Problem]bool, len(ps))
+	var out []Problem
+	for _, p := range ps {
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
 		}
 	}
-	b.problems = kept
+	return out
 }

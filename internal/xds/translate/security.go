@@ -36,7 +36,7 @@ func providerInstance(name string) *tlsv3.CertificateProviderPluginInstance {
 
 // upstreamTLS originates mTLS to a Service and checks that the server's
 // certificate carries one of the Service's SPIFFE IDs.
-func (b *builder) upstreamTLS(svc *ir.Service, port *ir.Port, fl flavor) (*corev3.TransportSocket, error) {
+func (b *builder) upstreamTLS(svc *ir.Service, proto ir.Protocol, fl flavor) (*corev3.TransportSocket, error) {
 	common := &tlsv3.CommonTlsContext{}
 	switch fl {
 	case flavorGRPC:
@@ -63,7 +63,7 @@ func (b *builder) upstreamTLS(svc *ir.Service, port *ir.Port, fl flavor) (*corev
 				ValidationContextSdsSecretConfig: sdsSecret(TrustSecret),
 			},
 		}
-		common.AlpnProtocols = alpn(port.Protocol)
+		common.AlpnProtocols = alpn(proto)
 	}
 	cfg, err := toAny(&tlsv3.UpstreamTlsContext{CommonTlsContext: common, Sni: svc.Hostname})
 	if err != nil {
