@@ -88,6 +88,49 @@ run: envtest ## The local control plane: API server, CRDs, samples, controller (
 .PHONY: demo
 demo: run
 
+##@ Deploy
+
+# The controller image the installer deploys; PROXY_IMG and INIT_IMG, when
+# set, override the injected sidecar and init images (by default the
+# controller injects the images of its own version).
+IMG ?= ghcr.io/weft-mesh/weft-controller:dev
+PROXY_IMG ?=
+INIT_IMG ?=
+# kubectl from PATH, else the one hack/envtest builds.
+KUBECTL ?= $(or $(shell command -v kubectl 2>/dev/null),$(ENVTEST_ASSETS)/kubectl)
+
+# Renders config/default with the images above to stdout. kustomize only
+# loads bases by relative path, so the throwaway overlay lives under dist/.
+define render-installer
+mkdir -p $(ROOT)/dist; \
+overlay="$$(mktemp -d $(ROOT)/dist/.overlay.XXXXXX)"; \
+trap 'rm -rf "$$overlay"' EXIT; \
+cd "$$overlay"; \
+$(KUSTOMIZE) create --resources ../../config/default; \
+$(KUSTOMIZE) edit set image ghcr.io/weft-mesh/weft-controller=$(IMG); \
+for flag in "--proxy-image=$(PROXY_IMG)" "--init-image=$(INIT_IMG)"; do \
+	if [[ "$${flag#*=}" != "" ]]; then \
+		$(KUSTOMIZE) edit add patch --kind Deployment --name weft-controller \
+			--patch "[{\"op\":\"add\",\"path\":\"/spec/template/spec/containers/0/args/-\",\"value\":\"$${flag}\"}]"; \
+	fi; \
+done; \
+$(KUSTOMIZE) build .
+endef
+
+.PHONY: build-installer
+build-installer: $(KUSTOMIZE) ## Write dist/install.yaml: CRDs, control plane and its certificates (IMG=...).
+	@$(render-installer) > $(ROOT)/dist/install.yaml.tmp
+	@mv $(ROOT)/dist/install.yaml.tmp $(ROOT)/dist/install.yaml
+	@echo "wrote dist/install.yaml (controller image $(IMG))"
+
+.PHONY: deploy
+deploy: $(KUSTOMIZE) ## Install Weft into the current kubectl context (needs cert-manager; IMG=...).
+	@$(render-installer) | $(KUBECTL) apply --server-side -f -
+
+.PHONY: undeploy
+undeploy: $(KUSTOMIZE) ## Remove Weft, including its CRDs and every mesh policy object.
+	@$(render-installer) | $(KUBECTL) delete --ignore-not-found -f -
+
 .PHONY: help
 help:
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "%-18s %s\n", $$1, $$2}'
