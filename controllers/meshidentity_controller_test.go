@@ -159,11 +159,9 @@ func (h *identityHarness) meshIdentity(t *testing.T, name string, mutate ...func
 			TrustDomain:       "cluster.local",
 			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"identity-test": name}},
 			IssuerRef:         meshv1alpha1.IssuerReference{Name: identityIssuer, Kind: "ClusterIssuer"},
-			// The Go types send these fields even when empty, so the
-			// API server's defaults never apply to objects made in Go.
-			Duration:     metav1.Duration{Duration: 24 * time.Hour},
-			MTLS:         meshv1alpha1.MTLS{Mode: meshv1alpha1.MTLSStrict},
-			KeyAlgorithm: meshv1alpha1.KeyECDSA,
+			Duration:          metav1.Duration{Duration: 24 * time.Hour},
+			MTLS:              meshv1alpha1.MTLS{Mode: meshv1alpha1.MTLSStrict},
+			KeyAlgorithm:      meshv1alpha1.KeyECDSA,
 		},
 	}
 	for _, m := range mutate {
@@ -296,6 +294,7 @@ func TestMeshIdentity(t *testing.T) {
 	t.Run("conflicting MeshIdentities", h.testConflict)
 	t.Run("invalid selector", h.testInvalidSelector)
 	t.Run("renewal reaches a running server", h.testRenewalServedWithoutRestart)
+	t.Run("config/certmanager manifests", h.testCertManagerManifests)
 }
 
 func (h *identityHarness) testIssuance(t *testing.T) {
