@@ -138,6 +138,16 @@ func (r *MeshIdentityReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
+// managedReader reads Weft-labelled Secrets and ConfigMaps: from the cache
+// SetupWithManager makes, or through Client when the reconciler runs without
+// it.
+func (r *MeshIdentityReconciler) managedReader() client.Reader {
+	if r.managed != nil {
+		return r.managed
+	}
+	return r.Client
+}
+
 func (r *MeshIdentityReconciler) now() time.Time {
 	if r.Clock == nil {
 		return time.Now()
@@ -161,6 +171,8 @@ func (r *MeshIdentityReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	rep := identityReport{}
 
 	if _, err := identity.NamespaceSelector(&mi.Spec); err != nil {
+		// Leave existing Certificates and bundles alone: a typo in the
+		// selector must not take every identity away at once.
 		rep.invalid = err.Error()
 		return ctrl.Result{}, r.writeStatus(ctx, &mi, rep, now)
 	}
@@ -193,7 +205,7 @@ func (r *MeshIdentityReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		return ctrl.Result{}, err
 	}
 
-	next := sooner(rep.soonestExpiry, bundleChange)
+	next := sooner(rep.nextExpiry, bundleChange)
 	if retry {
 		next = sooner(next, now.Add(identityDeletionRetry))
 	}
@@ -283,6 +295,9 @@ type identityReport struct {
 
 	identities, ready int32
 	soonestExpiry     time.Time
+	// nextExpiry is the earliest notAfter still ahead: when the status
+	// changes by the clock alone.
+	nextExpiry time.Time
 }
 
 // applyCertificates creates or updates the Certificate of every service
@@ -504,6 +519,9 @@ func (r *MeshIdentityReconciler) assessCertificates(ctx context.Context, certs [
 		}
 		if na := cert.Status.NotAfter; na != nil {
 			rep.soonestExpiry = sooner(rep.soonestExpiry, na.Time)
+			if na.After(now) {
+				rep.nextExpiry = sooner(rep.nextExpiry, na.Time)
+			}
 		}
 		if h.Failure != "" {
 			rep.failures = append(rep.failures, fmt.Sprintf("Certificate %s: %s", key, h.Failure))
@@ -541,7 +559,7 @@ func (r *MeshIdentityReconciler) publishTrustBundle(ctx context.Context, mi *mes
 	var issued [][]byte
 	for _, cert := range certs {
 		var secret corev1.Secret
-		err := r.managed.Get(ctx, types.NamespacedName{Namespace: cert.Namespace, Name: cert.Spec.SecretName}, &secret)
+		err := r.managedReader().Get(ctx, types.NamespacedName{Namespace: cert.Namespace, Name: cert.Spec.SecretName}, &secret)
 		if apierrors.IsNotFound(err) {
 			continue
 		}
@@ -555,7 +573,7 @@ func (r *MeshIdentityReconciler) publishTrustBundle(ctx context.Context, mi *mes
 	}
 
 	var cms corev1.ConfigMapList
-	if err := r.managed.List(ctx, &cms); err != nil {
+	if err := r.managedReader().List(ctx, &cms, client.MatchingLabelsSelector{Selector: identity.ManagedSelector()}); err != nil {
 		return time.Time{}, fmt.Errorf("listing trust bundles: %w", err)
 	}
 	var (
@@ -618,7 +636,7 @@ func (r *MeshIdentityReconciler) applyTrustBundle(ctx context.Context, mi *meshv
 	log := logr.FromContextOrDiscard(ctx)
 	key := client.ObjectKeyFromObject(want)
 	var cm corev1.ConfigMap
-	err := r.managed.Get(ctx, key, &cm)
+	err := r.managedReader().Get(ctx, key, &cm)
 	if apierrors.IsNotFound(err) {
 		if err := controllerutil.SetControllerReference(mi, want, r.Scheme); err != nil {
 			return fmt.Errorf("trust bundle %s: %w", key, err)
