@@ -30,11 +30,16 @@ const (
 type SkipReason string
 
 const (
+	// SkipSystemNamespace: kube-system and the control plane's namespace are never injected.
 	SkipSystemNamespace SkipReason = "SystemNamespace"
+	// SkipAlreadyInjected: the pod has the status annotation or a weft-proxy container.
 	SkipAlreadyInjected SkipReason = "AlreadyInjected"
-	SkipOptedOut        SkipReason = "OptedOut"
-	SkipNotEnabled      SkipReason = "NotEnabled"
-	SkipHostNetwork     SkipReason = "HostNetwork"
+	// SkipOptedOut: the pod is annotated weft.dev/inject: "false".
+	SkipOptedOut SkipReason = "OptedOut"
+	// SkipNotEnabled: neither the namespace label nor a pod annotation asks for the mesh.
+	SkipNotEnabled SkipReason = "NotEnabled"
+	// SkipHostNetwork: the pod shares the node's network namespace.
+	SkipHostNetwork SkipReason = "HostNetwork"
 )
 
 // Skip is the outcome for a pod that stays out of the mesh (or is in it
