@@ -122,7 +122,7 @@ func kustomizeBinary(t *testing.T) string {
 	if _, err := os.Stat(bin); err == nil {
 		return bin
 	}
-	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(bin), 0o750); err != nil {
 		t.Fatal(err)
 	}
 	// Build beside the target and rename, so concurrent test binaries never
