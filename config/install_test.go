@@ -331,6 +331,16 @@ func checkDeployment(t *testing.T, c client.Client) {
 	if got := containerPort(t, ctr, "health"); got != 8081 {
 		t.Errorf("health port = %d, want 8081", got)
 	}
+
+	// weft-system enforces the restricted Pod Security profile; a pod made
+	// from the template must pass it, or the ReplicaSet could create none.
+	probe := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "controller-template", Namespace: systemNamespace, Labels: d.Spec.Template.Labels},
+		Spec:       *d.Spec.Template.Spec.DeepCopy(),
+	}
+	if err := c.Create(t.Context(), probe, client.DryRunAll); err != nil {
+		t.Errorf("a controller pod is not admitted in %s: %v", systemNamespace, err)
+	}
 }
 
 // checkCertificateMounts follows each certificate directory flag to its
