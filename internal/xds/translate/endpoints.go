@@ -23,19 +23,14 @@ import (
 // Draining endpoints are sent as DRAINING so that clients finish what they
 // have and start nothing new on them.
 func Endpoints(mesh *ir.Mesh) []types.Resource {
+	if mesh == nil {
+		return nil
+	}
 	var out []types.Resource
-	seen := make(map[string]bool)
-	for _, svc := range mesh.Services {
+	services, _ := normalize(mesh)
+	for _, svc := range services {
 		for _, port := range svc.Ports {
-			if !usablePort(port) {
-				continue
-			}
-			name := clusterName(svc, port)
-			if seen[name] {
-				continue
-			}
-			seen[name] = true
-			out = append(out, loadAssignment(name, port.Endpoints))
+			out = append(out, loadAssignment(port.Cluster, port.Endpoints))
 		}
 	}
 	sortResources(out)

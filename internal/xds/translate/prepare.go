@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
@@ -127,14 +128,11 @@ func Prepare(mesh *ir.Mesh, opts Options) (*Prepared, error) {
 		return nil, err
 	}
 	p := &Prepared{b: b}
-	services := b.normalize()
+	services, problems := normalize(mesh)
+	b.problems = append(b.problems, problems...)
 	b.index = make(map[string]portRef)
 	for _, svc := range services {
 		for _, port := range svc.Ports {
-			if _, dup := b.index[port.Cluster]; dup {
-				b.problem(svc.Source, ReasonDuplicateDestination, fmt.Sprintf("port %d has cluster name %q, which another Service port already has; it is left out", port.Port, port.Cluster))
-				continue
-			}
 			b.index[port.Cluster] = portRef{svc: svc, port: port}
 			p.ports = append(p.ports, &portEntry{svc: svc, port: port})
 		}
@@ -188,39 +186,65 @@ func (b *builder) init() error {
 }
 
 // normalize copies the Services (not their routes or endpoints) with the
-// derived fields filled in and unusable ports and addresses dropped, so
-// that the rest of the translation can rely on them.
-func (b *builder) normalize() []*ir.Service {
-	out := make([]*ir.Service, 0, len(b.mesh.Services))
-	for _, s := range b.mesh.Services {
-		if s == nil || s.Name == "" || s.Namespace == "" {
+// derived fields filled in and unusable Services, ports and addresses
+// dropped, so that the rest of the translation can rely on them. A port
+// whose cluster name an earlier port already has is dropped too. Prepare
+// and Endpoints both start here, so they agree on every cluster name.
+func normalize(mesh *ir.Mesh) ([]*ir.Service, []Problem) {
+	var problems []Problem
+	problem := func(src ir.ObjectRef, reason, msg string) {
+		problems = append(problems, Problem{Source: src, Reason: reason, Message: msg})
+	}
+	out := make([]*ir.Service, 0, len(mesh.Services))
+	clusters := make(map[string]bool)
+	for _, s := range mesh.Services {
+		if s == nil {
+			continue
+		}
+		if !dnsLabel(s.Name) || !dnsLabel(s.Namespace) {
+			problem(s.Source, ReasonInvalidValue, fmt.Sprintf("Service name %q or namespace %q is not a DNS label; the Service is left out", s.Name, s.Namespace))
 			continue
 		}
 		svc := *s
 		if svc.Hostname == "" {
 			svc.Hostname = svc.Name + "." + svc.Namespace + ".svc"
-			if b.mesh.ClusterDomain != "" {
-				svc.Hostname += "." + b.mesh.ClusterDomain
+			if mesh.ClusterDomain != "" {
+				svc.Hostname += "." + mesh.ClusterDomain
 			}
+		}
+		if !validHeaderValue(svc.Hostname) {
+			problem(s.Source, ReasonInvalidValue, fmt.Sprintf("hostname %q cannot be a Host header; the Service is left out", svc.Hostname))
+			continue
 		}
 		svc.VIPs = nil
 		for _, v := range s.VIPs {
 			if a, err := netip.ParseAddr(v); err == nil && !a.IsUnspecified() {
 				svc.VIPs = append(svc.VIPs, a.String())
 			} else {
-				b.problem(s.Source, ReasonInvalidValue, fmt.Sprintf("cluster IP %q is not an IP address; it is left out", v))
+				problem(s.Source, ReasonInvalidValue, fmt.Sprintf("cluster IP %q is not an IP address; it is left out", v))
 			}
 		}
 		svc.Ports = make([]*ir.Port, 0, len(s.Ports))
+		numbers := make(map[int32]bool, len(s.Ports))
 		for _, p := range s.Ports {
 			if !usablePort(p) {
 				if p != nil {
-					b.problem(s.Source, ReasonInvalidValue, fmt.Sprintf("port %d is out of range; it is left out", p.Port))
+					problem(s.Source, ReasonInvalidValue, fmt.Sprintf("port %d is out of range; it is left out", p.Port))
 				}
 				continue
 			}
+			if numbers[p.Port] {
+				problem(s.Source, ReasonDuplicateDestination, fmt.Sprintf("port %d is listed twice; the second is left out", p.Port))
+				continue
+			}
+			numbers[p.Port] = true
 			port := *p
 			port.Cluster = clusterName(&svc, p)
+			if clusters[port.Cluster] || !validHeaderValue(port.Cluster) {
+				problem(s.Source, ReasonDuplicateDestination, fmt.Sprintf("port %d has cluster name %q, which another Service port already has or which is not valid; it is left out", port.Port, port.Cluster))
+				continue
+			}
+			clusters[port.Cluster] = true
 			switch port.Protocol {
 			case ir.ProtocolHTTP, ir.ProtocolHTTP2, ir.ProtocolGRPC, ir.ProtocolTCP:
 			default:
@@ -230,8 +254,28 @@ func (b *builder) normalize() []*ir.Service {
 		}
 		out = append(out, &svc)
 	}
-	return out
+	return out, problems
 }
+
+// dnsLabel says whether s can be a Service or namespace name.
+func dnsLabel(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	for i, c := range s {
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case c == '-' && i > 0 && i < len(s)-1:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validHeaderValue is Envoy's lenient check on header names and values:
+// no NUL, CR or LF.
+func validHeaderValue(s string) bool { return !strings.ContainsAny(s, "\x00\r\n") }
 
 // preparePort builds the port's cluster, route configurations and
 // outbound filter chains. seen holds the destinations already claimed by

@@ -187,6 +187,9 @@ func (b *builder) routeMatches(r *ir.Route, m ir.Match) []routeMatch {
 	if p == nil {
 		return []routeMatch{with(pathAll, prefix("/"))}
 	}
+	if !b.checkText(r, "path", p.Value) {
+		return nil
+	}
 	switch p.Type {
 	case ir.PathExact:
 		return []routeMatch{with(pathExact, exact(p.Value))}
@@ -210,8 +213,8 @@ func (b *builder) routeMatches(r *ir.Route, m ir.Match) []routeMatch {
 }
 
 func (b *builder) stringMatcher(r *ir.Route, m ir.StringMatch) (*matcherv3.StringMatcher, bool) {
-	if m.Name == "" {
-		b.problem(r.Source, ReasonInvalidValue, fmt.Sprintf("route %q matches a header or query parameter without a name; the match is left out", r.Name))
+	if m.Name == "" || !validHeaderValue(m.Name) {
+		b.problem(r.Source, ReasonInvalidValue, fmt.Sprintf("route %q matches a header or query parameter named %q; the match is left out", r.Name, m.Name))
 		return nil, false
 	}
 	if m.Type == ir.MatchRegex {
@@ -237,6 +240,16 @@ func (b *builder) checkRegex(r *ir.Route, re string) bool {
 	return true
 }
 
+// checkText keeps a value with a line break or NUL, which Envoy refuses in
+// paths and host names, out of the configuration.
+func (b *builder) checkText(r *ir.Route, what, v string) bool {
+	if validHeaderValue(v) {
+		return true
+	}
+	b.problem(r.Source, ReasonInvalidValue, fmt.Sprintf("route %q has a %s with a line break or NUL; it is left out", r.Name, what))
+	return false
+}
+
 func (b *builder) directResponse(r *ir.Route, status int, body string) *routev3.Route_DirectResponse {
 	if status < 200 || status > 599 {
 		b.problem(r.Source, ReasonInvalidValue, fmt.Sprintf("route %q answers with status %d, which is not 200-599; it answers 500 instead", r.Name, status))
@@ -259,8 +272,11 @@ var redirectCodes = map[int]routev3.RedirectAction_RedirectResponseCode{
 
 func (b *builder) redirect(r *ir.Route, kind pathKind) *routev3.RedirectAction {
 	rd := r.Redirect
-	out := &routev3.RedirectAction{HostRedirect: rd.Hostname}
-	if rd.Scheme != "" {
+	out := &routev3.RedirectAction{}
+	if b.checkText(r, "redirect hostname", rd.Hostname) {
+		out.HostRedirect = rd.Hostname
+	}
+	if rd.Scheme != "" && b.checkText(r, "redirect scheme", rd.Scheme) {
 		out.SchemeRewriteSpecifier = &routev3.RedirectAction_SchemeRedirect{SchemeRedirect: strings.ToLower(rd.Scheme)}
 	}
 	if rd.Port > 0 && rd.Port <= 65535 {
@@ -277,8 +293,13 @@ func (b *builder) redirect(r *ir.Route, kind pathKind) *routev3.RedirectAction {
 	if p := rd.Path; p != nil {
 		switch {
 		case p.ReplaceFullPath != "":
-			out.PathRewriteSpecifier = &routev3.RedirectAction_PathRedirect{PathRedirect: p.ReplaceFullPath}
+			if b.checkText(r, "redirect path", p.ReplaceFullPath) {
+				out.PathRewriteSpecifier = &routev3.RedirectAction_PathRedirect{PathRedirect: p.ReplaceFullPath}
+			}
 		case p.ReplacePrefixMatch != nil:
+			if !b.checkText(r, "redirect prefix", *p.ReplacePrefixMatch) {
+				break
+			}
 			if rw, ok := b.prefixRewrite(r, *p.ReplacePrefixMatch, kind); ok {
 				out.PathRewriteSpecifier = &routev3.RedirectAction_PrefixRewrite{PrefixRewrite: rw}
 			}
@@ -344,11 +365,13 @@ func (b *builder) routeAction(port *ir.Port, r *ir.Route, kind pathKind) (*route
 	ra.HashPolicy = b.hashPolicies(backends)
 
 	if rw := r.Rewrite; rw != nil {
-		if rw.Hostname != "" {
+		if rw.Hostname != "" && b.checkText(r, "host rewrite", rw.Hostname) {
 			ra.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: rw.Hostname}
 		}
 		if p := rw.Path; p != nil {
 			switch {
+			case !b.checkText(r, "path rewrite", p.ReplaceFullPath):
+			case p.ReplacePrefixMatch != nil && !b.checkText(r, "path rewrite", *p.ReplacePrefixMatch):
 			case p.ReplaceFullPath != "":
 				ra.RegexRewrite = &matcherv3.RegexMatchAndSubstitute{
 					Pattern:      &matcherv3.RegexMatcher{Regex: "^/.*$"},
@@ -425,7 +448,7 @@ func (b *builder) hashPolicies(backends []ir.Backend) []*routev3.RouteAction_Has
 		}
 		var hp *routev3.RouteAction_HashPolicy
 		switch h := lb.HashOn; {
-		case h.Header != "":
+		case h.Header != "" && validHeaderValue(h.Header):
 			hp = &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{
 				Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: strings.ToLower(h.Header)},
 			}}
@@ -531,6 +554,10 @@ func (b *builder) headersToAdd(r *ir.Route, hm *ir.HeaderModifier, request bool)
 			if !b.modifiable(r, h.Name, request) {
 				continue
 			}
+			if !validHeaderValue(h.Value) {
+				b.problem(r.Source, ReasonUnsupportedHeader, fmt.Sprintf("route %q sets header %q to a value with a line break or NUL; that change is left out", r.Name, h.Name))
+				continue
+			}
 			out = append(out, &corev3.HeaderValueOption{
 				Header:       &corev3.HeaderValue{Key: strings.ToLower(h.Name), Value: h.Value},
 				AppendAction: action,
@@ -557,7 +584,7 @@ func (b *builder) headersToRemove(r *ir.Route, hm *ir.HeaderModifier, request bo
 
 func (b *builder) modifiable(r *ir.Route, name string, request bool) bool {
 	n := strings.ToLower(name)
-	if n == "" || strings.HasPrefix(n, ":") || (request && n == "host") || strings.ContainsAny(n, "\x00\r\n") {
+	if n == "" || strings.HasPrefix(n, ":") || (request && n == "host") || !validHeaderValue(n) {
 		b.problem(r.Source, ReasonUnsupportedHeader, fmt.Sprintf("route %q modifies header %q, which cannot be modified; that change is left out", r.Name, name))
 		return false
 	}
