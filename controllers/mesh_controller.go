@@ -79,8 +79,6 @@ type built struct {
 	// sources maps resource names to the objects that shaped them, to
 	// pin a NACK on the objects a user would fix.
 	sources map[string][]ir.ObjectRef
-	// trustDomains by namespace, for the authorizer.
-	trustDomains map[string]string
 }
 
 // epoch is one rebuild waiting for its proxies to acknowledge it.
@@ -203,14 +201,10 @@ func (r *MeshReconciler) apply(ctx context.Context, b *ingest.Bundle, res *inges
 	}
 	h := newHasher()
 	out := &applied{built: &built{
-		result:       res,
-		nodes:        map[string]*ir.ProxyGroup{},
-		sources:      resourceSources(res.Mesh),
-		trustDomains: map[string]string{},
+		result:  res,
+		nodes:   map[string]*ir.ProxyGroup{},
+		sources: resourceSources(res.Mesh),
 	}}
-	for _, ns := range res.Mesh.Namespaces {
-		out.built.trustDomains[ns.Name] = ns.TrustDomain
-	}
 	for _, g := range res.Mesh.ProxyGroups {
 		var envoySnap, grpcSnap *cachev3.Snapshot
 		for _, node := range g.Members {
@@ -423,12 +417,10 @@ func (r *MeshReconciler) Authorize(nodeID string, p server.Peer) error {
 	if p.Insecure {
 		return nil
 	}
-	r.mu.Lock()
-	var td string
-	if r.last != nil {
-		td = r.last.trustDomains[ns]
+	td, err := r.trustDomain(ns)
+	if err != nil {
+		return fmt.Errorf("node %s: %w", nodeID, err)
 	}
-	r.mu.Unlock()
 	if td == "" {
 		return fmt.Errorf("node %s: namespace %s has no mesh identity", nodeID, ns)
 	}
@@ -440,4 +432,34 @@ func (r *MeshReconciler) Authorize(nodeID string, p server.Peer) error {
 		return fmt.Errorf("node %s belongs to %s, but the client certificate is %s", nodeID, want, p.SpiffeID)
 	}
 	return nil
+}
+
+// trustDomain reads which MeshIdentity covers a namespace straight from
+// the cache (the oldest selecting it wins, as in ingest), so a proxy that
+// connects before the first rebuild is judged correctly.
+func (r *MeshReconciler) trustDomain(ns string) (string, error) {
+	ctx := context.Background()
+	var n corev1.Namespace
+	if err := r.Client.Get(ctx, ktypes.NamespacedName{Name: ns}, &n); err != nil {
+		return "", fmt.Errorf("namespace %s: %w", ns, err)
+	}
+	var ids meshv1alpha1.MeshIdentityList
+	if err := r.Client.List(ctx, &ids); err != nil {
+		return "", fmt.Errorf("listing MeshIdentities: %w", err)
+	}
+	var best *meshv1alpha1.MeshIdentity
+	for i := range ids.Items {
+		id := &ids.Items[i]
+		if !ingest.SelectsNamespace(id, &n) {
+			continue
+		}
+		if best == nil || id.CreationTimestamp.Before(&best.CreationTimestamp) ||
+			(id.CreationTimestamp.Equal(&best.CreationTimestamp) && id.Name < best.Name) {
+			best = id
+		}
+	}
+	if best == nil {
+		return "", nil
+	}
+	return best.Spec.TrustDomain, nil
 }

@@ -96,7 +96,7 @@ func New(opts Options) (*Server, error) {
 		opts.Metrics = NewMetrics(nil)
 	}
 	s := &Server{opts: opts, tracker: newTracker(), metrics: opts.Metrics, log: opts.Log}
-	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)
+	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{opts.Log.WithName("cache")})
 	return s, nil
 }
 
@@ -196,7 +196,7 @@ func (s *Server) ConnectedNodes() []string { return s.tracker.connectedNodes() }
 func (s *Server) Changed() <-chan struct{} { return s.tracker.Changed() }
 
 // UpToDate says whether a node has acknowledged the current version of every
-// resource type in its snapshot.
+// resource type in its snapshot that it subscribes to.
 func (s *Server) UpToDate(nodeID string) bool {
 	snap, ok := s.Snapshot(nodeID)
 	if !ok {
@@ -210,7 +210,7 @@ func (s *Server) UpToDate(nodeID string) bool {
 	}
 	for rt := types.ResponseType(0); rt < types.UnknownType; rt++ {
 		typ, err := cachev3.GetResponseTypeURL(rt)
-		if err != nil || len(snap.GetResources(typ)) == 0 {
+		if err != nil || len(snap.GetResources(typ)) == 0 || !n.Subscribed[typ] {
 			continue
 		}
 		if n.Acked[typ] != snap.GetVersion(typ) {
@@ -311,6 +311,7 @@ func (c *callbacks) request(id int64, node *corev3.Node, typeURL, version, nonce
 		return status.Error(codes.InvalidArgument, "xds: the first request must carry a node ID")
 	}
 	defer t.mu.Unlock()
+	t.node(si.node).Subscribed[typeURL] = true
 	if nonce == "" {
 		return nil
 	}
@@ -442,3 +443,12 @@ func NodeIDParts(id string) (pod, namespace string, ok bool) {
 
 // Resources is a convenience alias so callers need not import the cache types.
 type Resources = map[string][]types.Resource
+
+// cacheLogger routes go-control-plane's logs to logr: debug at V(2), info
+// at V(1).
+type cacheLogger struct{ l logr.Logger }
+
+func (c cacheLogger) Debugf(format string, args ...any) { c.l.V(2).Info(fmt.Sprintf(format, args...)) }
+func (c cacheLogger) Infof(format string, args ...any)  { c.l.V(1).Info(fmt.Sprintf(format, args...)) }
+func (c cacheLogger) Warnf(format string, args ...any)  { c.l.Info(fmt.Sprintf(format, args...)) }
+func (c cacheLogger) Errorf(format string, args ...any) { c.l.Error(nil, fmt.Sprintf(format, args...)) }

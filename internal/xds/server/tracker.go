@@ -24,6 +24,8 @@ type NodeStatus struct {
 	Sent map[string]string
 	// Nack is the last rejection, cleared when the type is acknowledged again.
 	Nack *Nack
+	// Subscribed are the types the node has asked for.
+	Subscribed map[string]bool
 }
 
 type streamInfo struct {
@@ -49,7 +51,7 @@ func newTracker() *tracker {
 func (t *tracker) node(id string) *NodeStatus {
 	n := t.nodes[id]
 	if n == nil {
-		n = &NodeStatus{Acked: map[string]string{}, Sent: map[string]string{}}
+		n = &NodeStatus{Acked: map[string]string{}, Sent: map[string]string{}, Subscribed: map[string]bool{}}
 		t.nodes[id] = n
 	}
 	return n
@@ -76,6 +78,10 @@ func (t *tracker) snapshot() map[string]NodeStatus {
 		c := *n
 		c.Acked = clone(n.Acked)
 		c.Sent = clone(n.Sent)
+		c.Subscribed = make(map[string]bool, len(n.Subscribed))
+		for k, v := range n.Subscribed {
+			c.Subscribed[k] = v
+		}
 		if n.Nack != nil {
 			nk := *n.Nack
 			c.Nack = &nk
