@@ -241,4 +241,3 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 	}
 	t.Fatalf("%s: not within %s; last: %s", what, timeout, last)
 }
-

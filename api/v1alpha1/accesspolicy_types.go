@@ -24,7 +24,7 @@ type AccessPolicySpec struct {
 	// Action is Allow or Deny.
 	// +kubebuilder:default=Allow
 	// +optional
-	Action AccessAction `json:"action"`
+	Action AccessAction `json:"action,omitempty"`
 
 	// Rules match requests; a request matched by any rule gets the action.
 	// +kubebuilder:validation:MinItems=1

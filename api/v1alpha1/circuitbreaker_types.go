@@ -5,18 +5,18 @@ import (
 )
 
 // CircuitBreakerTargetReference points at a Service, optionally one port of it.
-// +kubebuilder:validation:XValidation:rule="self.group == '' && self.kind == 'Service'",message="targetRef must be a core Service: set group to \"\" and kind to Service"
+// +kubebuilder:validation:XValidation:rule="self.group == ” && self.kind == 'Service'",message="targetRef must be a core Service: set group to \"\" and kind to Service"
 type CircuitBreakerTargetReference struct {
 	// Group of the target; "" for the core API group.
 	// +kubebuilder:default=""
 	// +kubebuilder:validation:MaxLength=253
 	// +optional
-	Group string `json:"group"`
+	Group string `json:"group,omitempty"`
 	// Kind of the target: Service.
 	// +kubebuilder:default=Service
 	// +kubebuilder:validation:MaxLength=63
 	// +optional
-	Kind string `json:"kind"`
+	Kind string `json:"kind,omitempty"`
 	// Name of the Service in the policy's namespace.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
@@ -126,7 +126,7 @@ type FailurePercentage struct {
 	// +kubebuilder:validation:Maximum=1000
 	// +kubebuilder:default=5
 	// +optional
-	MinimumHosts int32 `json:"minimumHosts"`
+	MinimumHosts int32 `json:"minimumHosts,omitempty"`
 
 	// RequestVolume is the fewest requests an endpoint must have seen in the
 	// interval for its percentage to count.
@@ -134,7 +134,7 @@ type FailurePercentage struct {
 	// +kubebuilder:validation:Maximum=1000000
 	// +kubebuilder:default=50
 	// +optional
-	RequestVolume int32 `json:"requestVolume"`
+	RequestVolume int32 `json:"requestVolume,omitempty"`
 }
 
 // CircuitBreakerStatus reports whether the policy is in force.

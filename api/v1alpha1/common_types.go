@@ -70,12 +70,12 @@ type ServiceTargetReference struct {
 	// +kubebuilder:default=""
 	// +kubebuilder:validation:MaxLength=253
 	// +optional
-	Group string `json:"group"`
+	Group string `json:"group,omitempty"`
 	// Kind of the target: Service.
 	// +kubebuilder:default=Service
 	// +kubebuilder:validation:MaxLength=63
 	// +optional
-	Kind string `json:"kind"`
+	Kind string `json:"kind,omitempty"`
 	// Name of the Service in the policy's namespace.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
@@ -91,12 +91,12 @@ type RouteTargetReference struct {
 	// +kubebuilder:default=""
 	// +kubebuilder:validation:MaxLength=253
 	// +optional
-	Group string `json:"group"`
+	Group string `json:"group,omitempty"`
 	// Kind of the target: Service, HTTPRoute or GRPCRoute.
 	// +kubebuilder:default=Service
 	// +kubebuilder:validation:MaxLength=63
 	// +optional
-	Kind string `json:"kind"`
+	Kind string `json:"kind,omitempty"`
 	// Name of the target in the policy's namespace.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253

@@ -37,12 +37,12 @@ type IssuerReference struct {
 	// +kubebuilder:validation:Enum=Issuer;ClusterIssuer
 	// +kubebuilder:default=ClusterIssuer
 	// +optional
-	Kind string `json:"kind"`
+	Kind string `json:"kind,omitempty"`
 	// Group of the issuer kind.
 	// +kubebuilder:default=cert-manager.io
 	// +kubebuilder:validation:MaxLength=253
 	// +optional
-	Group string `json:"group"`
+	Group string `json:"group,omitempty"`
 }
 
 // MTLS configures mutual TLS between meshed workloads.
@@ -50,7 +50,7 @@ type MTLS struct {
 	// Mode is Strict (mTLS only) or Permissive (mTLS and plaintext).
 	// +kubebuilder:default=Strict
 	// +optional
-	Mode MTLSMode `json:"mode"`
+	Mode MTLSMode `json:"mode,omitempty"`
 }
 
 // MeshIdentitySpec gives the workloads in selected namespaces SPIFFE
@@ -78,7 +78,7 @@ type MeshIdentitySpec struct {
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1h') && duration(self) <= duration('8760h')",message="spec.duration must be between 1h and 8760h"
 	// +kubebuilder:default="24h"
 	// +optional
-	Duration metav1.Duration `json:"duration"`
+	Duration metav1.Duration `json:"duration,omitzero"`
 
 	// RenewBefore is how long before expiry a certificate is renewed; default
 	// a third of duration.
@@ -91,12 +91,12 @@ type MeshIdentitySpec struct {
 	// MTLS sets the mutual TLS mode for the selected workloads.
 	// +kubebuilder:default={mode: Strict}
 	// +optional
-	MTLS MTLS `json:"mtls"`
+	MTLS MTLS `json:"mtls,omitzero"`
 
 	// KeyAlgorithm is the workload key algorithm: ECDSA (P-256, default), RSA (2048) or Ed25519.
 	// +kubebuilder:default=ECDSA
 	// +optional
-	KeyAlgorithm KeyAlgorithm `json:"keyAlgorithm"`
+	KeyAlgorithm KeyAlgorithm `json:"keyAlgorithm,omitempty"`
 }
 
 // MeshIdentityStatus counts the identities issued for the selected workloads.

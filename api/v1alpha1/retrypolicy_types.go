@@ -20,7 +20,7 @@ type RetryPolicySpec struct {
 	// +kubebuilder:validation:Maximum=10
 	// +kubebuilder:default=2
 	// +optional
-	Attempts int32 `json:"attempts"`
+	Attempts *int32 `json:"attempts,omitempty"`
 
 	// PerTryTimeout bounds each try, e.g. "250ms". Unset: each try may use
 	// what is left of the whole request's timeout.
@@ -63,7 +63,7 @@ type RetryPolicySpec struct {
 	// retried only under the gRPC conditions, which fail before the server acts.
 	// +kubebuilder:default=false
 	// +optional
-	RetryNonIdempotent bool `json:"retryNonIdempotent"`
+	RetryNonIdempotent bool `json:"retryNonIdempotent,omitempty"`
 
 	// Budget caps retries to a share of the active requests, so that
 	// retries cannot multiply load on a failing Service.
@@ -95,7 +95,7 @@ type RetryBudget struct {
 	// +kubebuilder:validation:Maximum=100
 	// +kubebuilder:default=20
 	// +optional
-	Percent int32 `json:"percent"`
+	Percent int32 `json:"percent,omitempty"`
 
 	// MinRetryConcurrency is the number of retries always allowed, whatever
 	// the percentage gives.
@@ -103,7 +103,7 @@ type RetryBudget struct {
 	// +kubebuilder:validation:Maximum=10000
 	// +kubebuilder:default=3
 	// +optional
-	MinRetryConcurrency int32 `json:"minRetryConcurrency"`
+	MinRetryConcurrency *int32 `json:"minRetryConcurrency,omitempty"`
 }
 
 // RetryPolicyStatus reports whether the policy is in force.

@@ -205,7 +205,10 @@ func applyRetry(r *ir.Route, retry *ir.Retry, rp *meshv1alpha1.RetryPolicy, own 
 }
 
 func retryFromSpec(source ir.ObjectRef, spec meshv1alpha1.RetryPolicySpec) *ir.Retry {
-	r := &ir.Retry{Source: source, Attempts: uint32(spec.Attempts), NonIdempotent: spec.RetryNonIdempotent}
+	r := &ir.Retry{Source: source, Attempts: 2, NonIdempotent: spec.RetryNonIdempotent}
+	if spec.Attempts != nil {
+		r.Attempts = uint32(*spec.Attempts)
+	}
 	if spec.PerTryTimeout != nil {
 		r.PerTryTimeout = ir.Duration(spec.PerTryTimeout.Duration)
 	}
@@ -233,7 +236,11 @@ func retryFromSpec(source ir.ObjectRef, spec meshv1alpha1.RetryPolicySpec) *ir.R
 }
 
 func retryBudget(source ir.ObjectRef, b *meshv1alpha1.RetryBudget) *ir.RetryBudget {
-	return &ir.RetryBudget{Source: source, Percent: float64(cmp.Or(b.Percent, 20)), MinRetryConcurrency: uint32(b.MinRetryConcurrency)}
+	out := &ir.RetryBudget{Source: source, Percent: float64(cmp.Or(b.Percent, 20)), MinRetryConcurrency: 3}
+	if b.MinRetryConcurrency != nil {
+		out.MinRetryConcurrency = uint32(*b.MinRetryConcurrency)
+	}
+	return out
 }
 
 func (s *state) routeExists(ref ir.ObjectRef) bool {

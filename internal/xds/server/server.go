@@ -351,8 +351,10 @@ func (c *callbacks) response(id int64, typeURL, version, nonce string) {
 	}
 }
 
-func (c *callbacks) OnStreamOpen(ctx context.Context, id int64, _ string) error { return c.open(ctx, id) }
-func (c *callbacks) OnStreamClosed(id int64, _ *corev3.Node)                    { c.closed(id) }
+func (c *callbacks) OnStreamOpen(ctx context.Context, id int64, _ string) error {
+	return c.open(ctx, id)
+}
+func (c *callbacks) OnStreamClosed(id int64, _ *corev3.Node) { c.closed(id) }
 func (c *callbacks) OnStreamRequest(id int64, r *discoverygrpc.DiscoveryRequest) error {
 	var e error
 	if r.GetErrorDetail() != nil {
