@@ -5,7 +5,7 @@ import (
 )
 
 // CircuitBreakerTargetReference points at a Service, optionally one port of it.
-// +kubebuilder:validation:XValidation:rule="self.group == ” && self.kind == 'Service'",message="targetRef must be a core Service: set group to \"\" and kind to Service"
+// +kubebuilder:validation:XValidation:rule="size(self.group) == 0 && self.kind == 'Service'",message="targetRef must be a core Service: set group to \"\" and kind to Service"
 type CircuitBreakerTargetReference struct {
 	// Group of the target; "" for the core API group.
 	// +kubebuilder:default=""

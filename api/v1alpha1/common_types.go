@@ -64,7 +64,7 @@ type Status struct {
 }
 
 // ServiceTargetReference points a policy at a Service in its own namespace.
-// +kubebuilder:validation:XValidation:rule="self.group == ” && self.kind == 'Service'",message="targetRef must be a core Service: set group to \"\" and kind to Service"
+// +kubebuilder:validation:XValidation:rule="size(self.group) == 0 && self.kind == 'Service'",message="targetRef must be a core Service: set group to \"\" and kind to Service"
 type ServiceTargetReference struct {
 	// Group of the target; "" for the core API group.
 	// +kubebuilder:default=""
@@ -85,7 +85,7 @@ type ServiceTargetReference struct {
 
 // RouteTargetReference points a policy at a Service, an HTTPRoute or a
 // GRPCRoute in the policy's namespace.
-// +kubebuilder:validation:XValidation:rule="(self.group == ” && self.kind == 'Service') || (self.group == 'gateway.networking.k8s.io' && (self.kind == 'HTTPRoute' || self.kind == 'GRPCRoute'))",message="targetRef must be a Service (group \"\") or an HTTPRoute or GRPCRoute (group gateway.networking.k8s.io)"
+// +kubebuilder:validation:XValidation:rule="(size(self.group) == 0 && self.kind == 'Service') || (self.group == 'gateway.networking.k8s.io' && (self.kind == 'HTTPRoute' || self.kind == 'GRPCRoute'))",message="targetRef must be a Service (group \"\") or an HTTPRoute or GRPCRoute (group gateway.networking.k8s.io)"
 type RouteTargetReference struct {
 	// Group of the target: "" for Service, gateway.networking.k8s.io for routes.
 	// +kubebuilder:default=""
