@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
@@ -89,27 +90,16 @@ func (p *Prepared) inbound(b *builder, g *ir.ProxyGroup) (*listenerv3.Listener, 
 			continue
 		}
 		seen[ip.Port] = true
-		c, err := b.inboundCluster(ip)
-		if err != nil {
-			return nil, nil, err
-		}
-		clusters = append(clusters, c)
-		filters, err := b.inboundFilters(ip, flavorEnvoy)
+		parts, err := p.inboundParts(b, ip)
 		if err != nil {
 			return nil, nil, fmt.Errorf("inbound port %d: %w", ip.Port, err)
 		}
+		clusters = append(clusters, parts.cluster)
+		filters, ts := parts.filters, parts.tls
 		name := ir.InboundClusterName(ip.Port)
 		port := u32(uint32(ip.Port))
-		var protocols []string
-		if ip.Protocol.IsHTTP() {
-			protocols = []string{"h2", "http/1.1"}
-		}
 		switch g.MTLS {
 		case ir.MTLSStrict:
-			ts, err := downstreamTLS(protocols, flavorEnvoy)
-			if err != nil {
-				return nil, nil, err
-			}
 			l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
 				Name:             name,
 				FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: port},
@@ -117,10 +107,6 @@ func (p *Prepared) inbound(b *builder, g *ir.ProxyGroup) (*listenerv3.Listener, 
 				TransportSocket:  ts,
 			})
 		case ir.MTLSPermissive:
-			ts, err := downstreamTLS(protocols, flavorEnvoy)
-			if err != nil {
-				return nil, nil, err
-			}
 			l.FilterChains = append(l.FilterChains,
 				&listenerv3.FilterChain{
 					Name:             name + "|tls",
@@ -146,12 +132,50 @@ func (p *Prepared) inbound(b *builder, g *ir.ProxyGroup) (*listenerv3.Listener, 
 	if err := validate(l); err != nil {
 		return nil, nil, err
 	}
-	for _, c := range clusters {
-		if err := validate(c); err != nil {
-			return nil, nil, err
+	return l, clusters, nil
+}
+
+// inboundParts are the messages an inbound port's chains are made of.
+type inboundParts struct {
+	filters []*listenerv3.Filter
+	tls     *corev3.TransportSocket
+	cluster *clusterv3.Cluster
+}
+
+type inboundKey struct {
+	port  int32
+	proto ir.Protocol
+}
+
+// inboundParts builds a port's filters, TLS and cluster. A port without
+// access policies looks the same in every group, so those are built once
+// per Prepared and shared.
+func (p *Prepared) inboundParts(b *builder, ip *ir.InboundPort) (*inboundParts, error) {
+	key := inboundKey{port: ip.Port, proto: ip.Protocol}
+	if len(ip.AccessPolicies) == 0 {
+		if v, ok := p.inboundCache.Load(key); ok {
+			return v.(*inboundParts), nil
 		}
 	}
-	return l, clusters, nil
+	parts := &inboundParts{tls: p.tlsTCP}
+	if ip.Protocol.IsHTTP() {
+		parts.tls = p.tlsHTTP
+	}
+	var err error
+	if parts.cluster, err = b.inboundCluster(ip); err != nil {
+		return nil, err
+	}
+	if err := validate(parts.cluster); err != nil {
+		return nil, err
+	}
+	if parts.filters, err = b.inboundFilters(ip, flavorEnvoy); err != nil {
+		return nil, err
+	}
+	if len(ip.AccessPolicies) == 0 {
+		v, _ := p.inboundCache.LoadOrStore(key, parts)
+		return v.(*inboundParts), nil
+	}
+	return parts, nil
 }
 
 // inboundFilters are the network filters of an inbound port: an HTTP

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -37,6 +38,11 @@ type Prepared struct {
 
 	defaultOutbound    *listenerv3.FilterChain
 	inboundPassthrough *inboundPassthrough
+	// tlsHTTP and tlsTCP terminate mTLS on inbound HTTP and TCP ports.
+	tlsHTTP, tlsTCP *corev3.TransportSocket
+	// inboundCache holds the inboundParts of ports without access
+	// policies, by inboundKey.
+	inboundCache sync.Map
 
 	// base is the view of namespaces without consumer routes; views holds
 	// the namespaces that have them.
@@ -429,6 +435,12 @@ func (p *Prepared) prepareShared() error {
 		}
 	}
 	if p.inboundPassthrough, err = b.newInboundPassthrough(); err != nil {
+		return err
+	}
+	if p.tlsHTTP, err = downstreamTLS([]string{"h2", "http/1.1"}, flavorEnvoy); err != nil {
+		return err
+	}
+	if p.tlsTCP, err = downstreamTLS(nil, flavorEnvoy); err != nil {
 		return err
 	}
 
