@@ -73,12 +73,11 @@ func TestGRPCAcceptance(t *testing.T) {
 				"server_features": []string{"xds_v3"},
 			}},
 			"node": map[string]any{"id": node},
+			// One provider for certificate, key and trust bundle, as the
+			// injector writes it.
 			"certificate_providers": map[string]any{
-				IdentitySecret: map[string]any{"plugin_name": "file_watcher", "config": map[string]any{
-					"certificate_file": cert, "private_key_file": key, "refresh_interval": "600s",
-				}},
-				TrustSecret: map[string]any{"plugin_name": "file_watcher", "config": map[string]any{
-					"ca_certificate_file": trust, "refresh_interval": "600s",
+				GRPCCertificateProvider: map[string]any{"plugin_name": "file_watcher", "config": map[string]any{
+					"certificate_file": cert, "private_key_file": key, "ca_certificate_file": trust, "refresh_interval": "600s",
 				}},
 			},
 			"server_listener_resource_name_template": GRPCServerListenerTemplate,

@@ -32,12 +32,17 @@ const (
 	// TracingCluster reaches the OpenTelemetry collector.
 	TracingCluster = "weft-tracing"
 
-	// IdentitySecret is the workload certificate: an SDS secret for Envoy,
-	// a certificate provider instance for proxyless gRPC.
+	// IdentitySecret is the SDS secret (sent over ADS) with the workload
+	// certificate that Envoy presents.
 	IdentitySecret = "default"
-	// TrustSecret is the trust bundle: an SDS secret for Envoy, a
-	// certificate provider instance for proxyless gRPC.
+	// TrustSecret is the SDS secret (sent over ADS) with the trust bundle
+	// Envoy checks peers against.
 	TrustSecret = "ROOTCA"
+	// GRPCCertificateProvider is the certificate provider instance that a
+	// proxyless gRPC workload's bootstrap defines (internal/inject writes
+	// it): one file watcher for the certificate, key and trust bundle, so
+	// TLS contexts for gRPC name it as both identity and root provider.
+	GRPCCertificateProvider = "weft-identity"
 
 	// GRPCServerListenerTemplate is the server_listener_resource_name_template
 	// a proxyless gRPC server's bootstrap must carry; %s is the listening
@@ -48,8 +53,9 @@ const (
 	// certificate (tls.crt, tls.key).
 	DefaultIdentityDir = "/var/run/weft/identity"
 	// DefaultTrustBundleDir is where the injector mounts the trust bundle
-	// (ca.crt).
-	DefaultTrustBundleDir = "/var/run/weft/trust"
+	// (ca.crt): the same projected volume as the certificate, so that one
+	// atomic update carries both.
+	DefaultTrustBundleDir = DefaultIdentityDir
 )
 
 // ConsumerRouteConfigName is the route configuration that clients in

@@ -42,8 +42,10 @@ func (b *builder) upstreamTLS(svc *ir.Service, proto ir.Protocol, fl flavor) (*c
 	case flavorGRPC:
 		// gRPC reads only certificate provider instances and only the
 		// untyped SAN matchers; a URI SAN is matched by its string form.
-		common.TlsCertificateProviderInstance = providerInstance(IdentitySecret)
-		vc := &tlsv3.CertificateValidationContext{CaCertificateProviderInstance: providerInstance(TrustSecret)}
+		// The one provider instance of the bootstrap supplies both the
+		// certificate and the trust bundle.
+		common.TlsCertificateProviderInstance = providerInstance(GRPCCertificateProvider)
+		vc := &tlsv3.CertificateValidationContext{CaCertificateProviderInstance: providerInstance(GRPCCertificateProvider)}
 		for _, id := range svc.Identities {
 			vc.MatchSubjectAltNames = append(vc.MatchSubjectAltNames, exactString(id))
 		}
@@ -79,9 +81,9 @@ func downstreamTLS(protocols []string, fl flavor) (*corev3.TransportSocket, erro
 	common := &tlsv3.CommonTlsContext{}
 	switch fl {
 	case flavorGRPC:
-		common.TlsCertificateProviderInstance = providerInstance(IdentitySecret)
+		common.TlsCertificateProviderInstance = providerInstance(GRPCCertificateProvider)
 		common.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContext{
-			ValidationContext: &tlsv3.CertificateValidationContext{CaCertificateProviderInstance: providerInstance(TrustSecret)},
+			ValidationContext: &tlsv3.CertificateValidationContext{CaCertificateProviderInstance: providerInstance(GRPCCertificateProvider)},
 		}
 	default:
 		common.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{sdsSecret(IdentitySecret)}
