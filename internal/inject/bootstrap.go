@@ -205,8 +205,13 @@ func xdsServerSANs(cfg Config, host string) []*tlsv3.SubjectAltNameMatcher {
 
 // identitySDS is the SDS file the bootstrap points at. Delivering the
 // certificate through file-based SDS, rather than inline in the bootstrap, is
-// what lets Envoy reload it: it watches the Secret volume and picks up the
-// kubelet's atomic swap when cert-manager renews the certificate.
+// what lets Envoy reload it. The kubelet updates the projected identity
+// volume by writing a new timestamped directory and renaming a ..data
+// symlink over the old one inside IdentityDir; the files there are symlinks
+// through ..data. Envoy's watched_directory fires on exactly that rename, so
+// a renewed certificate and a changed trust bundle (a root rotation) both
+// reach the proxy without a restart, and each reload reads one consistent
+// snapshot of all three files.
 func identitySDS() (*discoveryv3.DiscoveryResponse, error) {
 	watch := &corev3.WatchedDirectory{Path: IdentityDir}
 	cert, err := anypb.New(&tlsv3.Secret{
@@ -377,8 +382,10 @@ const GRPCServerListenerTemplate = "weft/inbound/%s"
 func grpcBootstrapJSON(cfg Config, w workload) (string, error) {
 	files := grpcTLSConfig{CertificateFile: CertificatePath, PrivateKeyFile: PrivateKeyPath, CACertificateFile: CAPath}
 	watcher := files
-	// The kubelet refreshes Secret volumes about once a minute; checking as
-	// often costs nothing and keeps renewal latency low.
+	// The kubelet refreshes projected Secret and ConfigMap contents about
+	// once a minute; checking as often costs nothing and keeps renewal and
+	// root rotation latency low. The watcher re-reads the paths, so it
+	// follows the kubelet's ..data symlink swap.
 	watcher.RefreshInterval = "60s"
 	b := grpcBootstrap{
 		XDSServers: []grpcXDSServer{{

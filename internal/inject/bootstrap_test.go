@@ -177,14 +177,7 @@ func TestLongServiceAccount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range res.Pod.Spec.Volumes {
-		if v.Name != IdentityVolumeName {
-			continue
-		}
-		if want := identity.CertificateName(pod.Spec.ServiceAccountName); v.Secret.SecretName != want || len(want) > 63 {
-			t.Errorf("identity secret %q, want %q", v.Secret.SecretName, want)
-		}
-		return
+	if got, want := identitySecretName(t, res.Pod), identity.CertificateName(pod.Spec.ServiceAccountName); got != want || len(want) > 63 {
+		t.Errorf("identity secret %q, want %q", got, want)
 	}
-	t.Fatal("no identity volume")
 }

@@ -59,17 +59,24 @@ const (
 	// ProxyVolumeName is an emptyDir weft-init writes the proxy's bootstrap
 	// and its own executable into; weft-proxy mounts it read-only.
 	ProxyVolumeName = "weft-proxy"
-	// IdentityVolumeName holds the workload's certificate Secret.
+	// IdentityVolumeName is a projected volume: the workload's certificate
+	// and key from its Secret, and the namespace's trust bundle.
 	IdentityVolumeName = "weft-identity"
 
-	ProxyConfigDir  = "/var/run/weft/proxy"
-	IdentityDir     = "/var/run/weft/identity"
-	BootstrapPath   = ProxyConfigDir + "/envoy.json"
-	SDSPath         = ProxyConfigDir + "/sds.json"
-	InitBinaryPath  = ProxyConfigDir + "/weft-init"
-	CertificatePath = IdentityDir + "/tls.crt"
-	PrivateKeyPath  = IdentityDir + "/tls.key"
-	CAPath          = IdentityDir + "/ca.crt"
+	ProxyConfigDir = "/var/run/weft/proxy"
+	IdentityDir    = "/var/run/weft/identity"
+	BootstrapPath  = ProxyConfigDir + "/envoy.json"
+	SDSPath        = ProxyConfigDir + "/sds.json"
+	InitBinaryPath = ProxyConfigDir + "/weft-init"
+	// The files of the identity volume: everything Envoy's SDS file and the
+	// gRPC certificate provider read sits directly in IdentityDir, the one
+	// directory they watch.
+	CertificateFile = "tls.crt"
+	PrivateKeyFile  = "tls.key"
+	CAFile          = "ca.crt"
+	CertificatePath = IdentityDir + "/" + CertificateFile
+	PrivateKeyPath  = IdentityDir + "/" + PrivateKeyFile
+	CAPath          = IdentityDir + "/" + CAFile
 
 	// EnvPodName is set from the downward API; bootstraps refer to it as
 	// $(WEFT_POD_NAME) when the pod name is generated after admission.

@@ -131,11 +131,37 @@ func checkFree(pod *corev1.Pod, volumes ...string) error {
 	return nil
 }
 
+// identityVolume projects the workload's certificate and the namespace's
+// trust bundle into one directory. The Secret's own ca.crt names only the CA
+// that signed this workload, so during a root rotation a peer issued by the
+// other root would be refused; the trust bundle ConfigMap holds every root in
+// use, so ca.crt comes from there. Both sources are required: the kubelet
+// holds the pod until the Secret is issued and the bundle is published (the
+// identity reconciler publishes it only once it is non-empty), rather than
+// starting a proxy that cannot authenticate anyone.
+//
+// One volume rather than two keeps a single directory for Envoy's
+// watched_directory and the gRPC file watcher, and a single atomic swap of
+// its ..data symlink whenever either source changes.
 func identityVolume(w workload) corev1.Volume {
 	return corev1.Volume{
 		Name: IdentityVolumeName,
-		VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-			SecretName: identity.CertificateName(w.serviceAccount),
+		VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+			Sources: []corev1.VolumeProjection{
+				{Secret: &corev1.SecretProjection{
+					LocalObjectReference: corev1.LocalObjectReference{Name: identity.CertificateName(w.serviceAccount)},
+					// Named items: the Secret's ca.crt must not compete with
+					// the bundle's for the same path.
+					Items: []corev1.KeyToPath{
+						{Key: corev1.TLSCertKey, Path: CertificateFile},
+						{Key: corev1.TLSPrivateKeyKey, Path: PrivateKeyFile},
+					},
+				}},
+				{ConfigMap: &corev1.ConfigMapProjection{
+					LocalObjectReference: corev1.LocalObjectReference{Name: identity.TrustBundleName},
+					Items:                []corev1.KeyToPath{{Key: identity.TrustBundleKey, Path: CAFile}},
+				}},
+			},
 			// Readable by the proxy's uid without an fsGroup on the pod,
 			// which Inject does not touch. Only containers that mount the
 			// volume can see it.

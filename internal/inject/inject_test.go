@@ -93,7 +93,7 @@ func TestInjectGolden(t *testing.T) {
 				slices.IndexFunc(initC.Env, func(e corev1.EnvVar) bool { return e.Name == EnvProxyBootstrap }) {
 				t.Errorf("%s must be defined before %s for $(...) expansion", EnvPodName, EnvProxyBootstrap)
 			}
-			if got := o.res.Pod.Spec.Volumes[1].Secret.SecretName; got != "weft-identity-reports" {
+			if got := identitySecretName(t, o.res.Pod); got != "weft-identity-reports" {
 				t.Errorf("identity secret %q", got)
 			}
 		}},
@@ -403,6 +403,11 @@ func checkInjected(t *testing.T, o outcome, nsLabels map[string]string, cfg Conf
 	}
 
 	if o.res.Mode == ModeGRPCAgent {
+		sa := o.in.Spec.ServiceAccountName
+		if sa == "" {
+			sa = "default"
+		}
+		checkIdentityVolume(t, pod, sa)
 		return
 	}
 	checkSidecar(t, o, cfg)
@@ -469,11 +474,7 @@ func checkSidecar(t *testing.T, o outcome, cfg Config) {
 	if sa == "" {
 		sa = "default"
 	}
-	idv := pod.Spec.Volumes[slices.IndexFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == IdentityVolumeName })]
-	if idv.Secret == nil || idv.Secret.SecretName != identity.CertificateName(sa) || *idv.Secret.DefaultMode != 0o444 {
-		t.Errorf("identity volume %+v, want secret %s readable by the proxy", idv, identity.CertificateName(sa))
-	}
-
+	checkIdentityVolume(t, pod, sa)
 	checkEnvoyBootstrap(t, proxyBootstrap(t, pod), o.in, sa)
 }
 
@@ -561,4 +562,86 @@ func checkGRPCBootstrap(t *testing.T, raw, nodeID, cluster string) {
 	if b.Template != "weft/inbound/%s" {
 		t.Errorf("server listener template %q", b.Template)
 	}
+}
+
+// checkIdentityVolume asserts that the identity volume projects the
+// workload's certificate and key from its Secret and ca.crt from the trust
+// bundle, all required, and that every container mounting it sees the whole
+// directory (a subPath mount would never be updated by the kubelet).
+func checkIdentityVolume(t *testing.T, pod *corev1.Pod, sa string) {
+	t.Helper()
+	i := slices.IndexFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == IdentityVolumeName })
+	if i < 0 {
+		t.Fatal("no identity volume")
+	}
+	v := pod.Spec.Volumes[i]
+	p := v.Projected
+	if p == nil || v.Secret != nil || v.ConfigMap != nil {
+		t.Fatalf("identity volume %+v, want a projected volume", v.VolumeSource)
+	}
+	if p.DefaultMode == nil || *p.DefaultMode != 0o444 {
+		t.Errorf("identity volume mode %v, want 0444 so the proxy's uid can read it", p.DefaultMode)
+	}
+	if len(p.Sources) != 2 {
+		t.Fatalf("identity volume sources %+v, want the Secret and the trust bundle", p.Sources)
+	}
+	files := map[string]string{}
+	for _, src := range p.Sources {
+		switch {
+		case src.Secret != nil:
+			if want := identity.CertificateName(sa); src.Secret.Name != want {
+				t.Errorf("identity secret %q, want %q", src.Secret.Name, want)
+			}
+			if src.Secret.Optional != nil && *src.Secret.Optional {
+				t.Error("identity secret is optional; a pod without it would start unable to authenticate")
+			}
+			for _, it := range src.Secret.Items {
+				files[it.Path] = "secret:" + it.Key
+			}
+		case src.ConfigMap != nil:
+			if src.ConfigMap.Name != identity.TrustBundleName {
+				t.Errorf("trust bundle configmap %q, want %q", src.ConfigMap.Name, identity.TrustBundleName)
+			}
+			if src.ConfigMap.Optional != nil && *src.ConfigMap.Optional {
+				t.Error("trust bundle is optional; a pod without it would start trusting no one")
+			}
+			for _, it := range src.ConfigMap.Items {
+				files[it.Path] = "configmap:" + it.Key
+			}
+		default:
+			t.Errorf("unexpected identity volume source %+v", src)
+		}
+	}
+	want := map[string]string{
+		CertificateFile: "secret:" + corev1.TLSCertKey,
+		PrivateKeyFile:  "secret:" + corev1.TLSPrivateKeyKey,
+		CAFile:          "configmap:" + identity.TrustBundleKey,
+	}
+	if !reflect.DeepEqual(files, want) {
+		t.Errorf("identity volume files %v, want %v (ca.crt from the trust bundle, never the Secret)", files, want)
+	}
+	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
+		for _, m := range c.VolumeMounts {
+			if m.Name == IdentityVolumeName && (m.MountPath != IdentityDir || m.SubPath != "" || m.SubPathExpr != "" || !m.ReadOnly) {
+				t.Errorf("container %s mounts the identity as %+v, want the whole volume read-only at %s", c.Name, m, IdentityDir)
+			}
+		}
+	}
+}
+
+// identitySecretName is the Secret the identity volume projects.
+func identitySecretName(t *testing.T, pod *corev1.Pod) string {
+	t.Helper()
+	for _, v := range pod.Spec.Volumes {
+		if v.Name != IdentityVolumeName || v.Projected == nil {
+			continue
+		}
+		for _, src := range v.Projected.Sources {
+			if src.Secret != nil {
+				return src.Secret.Name
+			}
+		}
+	}
+	t.Fatal("no identity Secret in the pod's volumes")
+	return ""
 }
