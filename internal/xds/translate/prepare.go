@@ -301,7 +301,7 @@ func (p *Prepared) preparePort(e *portEntry, seen map[netip.AddrPort]bool) error
 			return err
 		}
 		for _, cr := range port.ConsumerRoutes {
-			if cr == nil || cr.Namespace == "" {
+			if cr == nil || !dnsLabel(cr.Namespace) {
 				continue
 			}
 			rc, err := b.routeConfig(ConsumerRouteConfigName(svc.Hostname, port.Port, cr.Namespace), svc, port, cr.Routes)
