@@ -25,15 +25,19 @@ func FuzzTranslate(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		checkMesh(t, genMesh(data))
+		opts := Options{}
+		if len(data) > 0 && data[len(data)-1]&1 == 1 {
+			opts = Options{BlockUnknown: true, DisableAccessLog: true, Tracing: &Tracing{Address: "10.1.2.3", Port: 4317, SamplingPercent: 150}}
+		}
+		checkMesh(t, genMesh(data), opts)
 	})
 }
 
 // checkMesh translates every group of the mesh every way and checks the
 // results.
-func checkMesh(t *testing.T, m *ir.Mesh) {
+func checkMesh(t *testing.T, m *ir.Mesh, options ...Options) {
 	t.Helper()
-	for _, opts := range []Options{{}, {BlockUnknown: true, Tracing: &Tracing{Address: "10.1.2.3", Port: 4317, SamplingPercent: 150}}} {
+	for _, opts := range options {
 		p, err := Prepare(m, opts)
 		if err != nil {
 			t.Fatalf("Prepare: %v", err)
