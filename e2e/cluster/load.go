@@ -1,0 +1,111 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Tally counts what a client saw.
+type Tally struct {
+	Calls int
+	// ByPod counts successful calls by the pod that answered.
+	ByPod map[string]int
+	// ByCode counts calls by status code (OK included).
+	ByCode map[codes.Code]int
+	// Elapsed is how long the calls took together.
+	Elapsed time.Duration
+}
+
+func newTally() Tally { return Tally{ByPod: map[string]int{}, ByCode: map[codes.Code]int{}} }
+
+// Add records one call.
+func (t *Tally) Add(pod string, err error) {
+	t.Calls++
+	code := status.Code(err)
+	t.ByCode[code]++
+	if err == nil {
+		t.ByPod[pod]++
+	}
+}
+
+// Failed is the number of calls that did not succeed.
+func (t Tally) Failed() int { return t.Calls - t.ByCode[codes.OK] }
+
+// FailureRate is the share of failed calls, 0 to 1.
+func (t Tally) FailureRate() float64 {
+	if t.Calls == 0 {
+		return 0
+	}
+	return float64(t.Failed()) / float64(t.Calls)
+}
+
+// Share is the share of all calls answered by pods whose names start
+// with prefix, 0 to 1.
+func (t Tally) Share(prefix string) float64 {
+	if t.Calls == 0 {
+		return 0
+	}
+	n := 0
+	for pod, c := range t.ByPod {
+		if strings.HasPrefix(pod, prefix) {
+			n += c
+		}
+	}
+	return float64(n) / float64(t.Calls)
+}
+
+// String is a one-line summary.
+func (t Tally) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d calls in %s:", t.Calls, t.Elapsed.Round(time.Millisecond))
+	for _, pod := range slices.Sorted(maps.Keys(t.ByPod)) {
+		fmt.Fprintf(&b, " %s=%d", pod, t.ByPod[pod])
+	}
+	for _, code := range slices.Sorted(maps.Keys(t.ByCode)) {
+		if code != codes.OK {
+			fmt.Fprintf(&b, " %s=%d", code, t.ByCode[code])
+		}
+	}
+	return b.String()
+}
+
+// Load makes n calls over conn, at most concurrency at a time, each
+// bounded by perCall, and stops early when ctx ends.
+func Load(ctx context.Context, conn grpc.ClientConnInterface, n, concurrency int, perCall time.Duration, opts ...grpc.CallOption) Tally {
+	t := newTally()
+	start := time.Now()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	next := make(chan struct{})
+	for range max(concurrency, 1) {
+		wg.Go(func() {
+			for range next {
+				cctx, cancel := context.WithTimeout(ctx, perCall)
+				pod, err := Echo(cctx, conn, opts...)
+				cancel()
+				mu.Lock()
+				t.Add(pod, err)
+				mu.Unlock()
+			}
+		})
+	}
+	for range n {
+		if ctx.Err() != nil {
+			break
+		}
+		next <- struct{}{}
+	}
+	close(next)
+	wg.Wait()
+	t.Elapsed = time.Since(start)
+	return t
+}
