@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/url"
 	"os"
@@ -53,7 +54,17 @@ func init() {
 	}
 }
 
-func startHarness(t *testing.T) *harness {
+type harnessOptions struct {
+	// insecure serves xDS without TLS (the benchmark's thousands of
+	// simulated proxies share one connection).
+	insecure bool
+}
+
+func startHarness(t testing.TB, opts ...harnessOptions) *harness {
+	var o harnessOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
 	t.Helper()
 	env := testenv.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -91,7 +102,11 @@ func startHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	stats := server.NewMetrics(reg)
-	xds, err := server.New(server.Options{Address: "127.0.0.1:0", TLS: ft.Config(), Authorizer: mesh, Metrics: stats, Log: ctrl.Log.WithName("xds")})
+	xopts := server.Options{Address: "127.0.0.1:0", TLS: ft.Config(), Authorizer: mesh, Metrics: stats, Log: ctrl.Log.WithName("xds")}
+	if o.insecure {
+		xopts.TLS, xopts.Insecure = nil, true
+	}
+	xds, err := server.New(xopts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +160,7 @@ func (h *harness) proxy(t *testing.T, node, spiffeID string, subs map[string][]s
 	return c
 }
 
-func (h *harness) create(t *testing.T, objs ...client.Object) {
+func (h *harness) create(t testing.TB, objs ...client.Object) {
 	t.Helper()
 	for _, o := range objs {
 		if err := h.c.Create(t.Context(), o); err != nil {
@@ -155,30 +170,55 @@ func (h *harness) create(t *testing.T, objs ...client.Object) {
 }
 
 // pod creates a running pod with an IP.
-func (h *harness) pod(t *testing.T, ns, name, sa, ip string, labels map[string]string) *corev1.Pod {
+func (h *harness) pod(t testing.TB, ns, name, sa, ip string, labels map[string]string) *corev1.Pod {
 	t.Helper()
+	p, err := h.tryPod(t.Context(), ns, name, sa, ip, labels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// tryPod is pod for use off the test goroutine.
+func (h *harness) tryPod(ctx context.Context, ns, name, sa, ip string, labels map[string]string) (*corev1.Pod, error) {
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
 		Spec: corev1.PodSpec{ServiceAccountName: sa, Containers: []corev1.Container{{
 			Name: "app", Image: "example/app", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
 		}}},
 	}
-	h.create(t, p)
-	p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}}
-	if err := h.c.Status().Update(t.Context(), p); err != nil {
-		t.Fatal(err)
+	if err := h.c.Create(ctx, p); err != nil {
+		return nil, fmt.Errorf("creating pod %s: %w", name, err)
 	}
-	return p
+	p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}}
+	if err := h.c.Status().Update(ctx, p); err != nil {
+		return nil, fmt.Errorf("setting pod %s running: %w", name, err)
+	}
+	return p, nil
 }
 
 // service creates an HTTP Service on port 80 with an EndpointSlice of pods.
-func (h *harness) service(t *testing.T, ns, name, ip string, selector map[string]string, pods ...*corev1.Pod) {
+func (h *harness) service(t testing.TB, ns, name, ip string, selector map[string]string, pods ...*corev1.Pod) {
 	t.Helper()
-	h.create(t, &corev1.Service{
+	if err := h.tryService(t.Context(), ns, name, ip, selector, pods...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tryService is service for use off the test goroutine; an empty ip lets
+// the API server allocate one.
+func (h *harness) tryService(ctx context.Context, ns, name, ip string, selector map[string]string, pods ...*corev1.Pod) error {
+	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: corev1.ServiceSpec{ClusterIP: ip, ClusterIPs: []string{ip}, Selector: selector,
+		Spec: corev1.ServiceSpec{Selector: selector,
 			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}},
-	})
+	}
+	if ip != "" {
+		svc.Spec.ClusterIP, svc.Spec.ClusterIPs = ip, []string{ip}
+	}
+	if err := h.c.Create(ctx, svc); err != nil {
+		return fmt.Errorf("creating service %s: %w", name, err)
+	}
 	es := &discoveryv1.EndpointSlice{
 		ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: name + "-1", Labels: map[string]string{discoveryv1.LabelServiceName: name}},
 		AddressType: discoveryv1.AddressTypeIPv4,
@@ -191,7 +231,10 @@ func (h *harness) service(t *testing.T, ns, name, ip string, selector map[string
 			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: p.Name},
 		})
 	}
-	h.create(t, es)
+	if err := h.c.Create(ctx, es); err != nil {
+		return fmt.Errorf("creating endpoints of %s: %w", name, err)
+	}
+	return nil
 }
 
 // routeWeights returns the traffic share in percent of each cluster of the

@@ -3,17 +3,12 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"hash/fnv"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	ktypes "k8s.io/apimachinery/pkg/types"
@@ -199,7 +194,7 @@ func (r *MeshReconciler) apply(ctx context.Context, b *ingest.Bundle, res *inges
 	for _, e := range translate.Endpoints(res.Mesh) {
 		endpoints[cachev3.GetResourceName(e)] = e
 	}
-	h := newHasher()
+	asm := newAssembler(newHasher(), endpoints)
 	out := &applied{built: &built{
 		result:  res,
 		nodes:   map[string]*ir.ProxyGroup{},
@@ -216,7 +211,7 @@ func (r *MeshReconciler) apply(ctx context.Context, b *ingest.Bundle, res *inges
 					if err != nil {
 						return nil, fmt.Errorf("proxy group %s (gRPC): %w", g.Key, err)
 					}
-					if grpcSnap, err = snapshot(cfg.Resources(), endpoints, h); err != nil {
+					if grpcSnap, err = asm.snapshot(cfg); err != nil {
 						return nil, fmt.Errorf("proxy group %s (gRPC): %w", g.Key, err)
 					}
 				}
@@ -227,7 +222,7 @@ func (r *MeshReconciler) apply(ctx context.Context, b *ingest.Bundle, res *inges
 					if err != nil {
 						return nil, fmt.Errorf("proxy group %s: %w", g.Key, err)
 					}
-					if envoySnap, err = snapshot(cfg.Resources(), endpoints, h); err != nil {
+					if envoySnap, err = asm.snapshot(cfg); err != nil {
 						return nil, fmt.Errorf("proxy group %s: %w", g.Key, err)
 					}
 				}
@@ -253,41 +248,6 @@ func (r *MeshReconciler) apply(ctx context.Context, b *ingest.Bundle, res *inges
 	return out, nil
 }
 
-// snapshot builds a consistent snapshot whose per-type versions are digests
-// of the content, so that proxies whose configuration did not change are
-// not pushed.
-func snapshot(res *translate.Resources, endpoints map[string]cachetypes.Resource, h *hasher) (*cachev3.Snapshot, error) {
-	byType := res.ByType()
-	refs := cachev3.GetAllResourceReferences([cachetypes.UnknownType]cachev3.Resources{
-		cachetypes.Cluster:  cachev3.NewResources("", byType[resourcev3.ClusterType]),
-		cachetypes.Listener: cachev3.NewResources("", byType[resourcev3.ListenerType]),
-	})
-	var eds []cachetypes.Resource
-	for name := range refs[resourcev3.EndpointType] {
-		if e, ok := endpoints[name]; ok {
-			eds = append(eds, e)
-		}
-	}
-	slices.SortFunc(eds, func(a, b cachetypes.Resource) int {
-		return strings.Compare(cachev3.GetResourceName(a), cachev3.GetResourceName(b))
-	})
-	byType[resourcev3.EndpointType] = eds
-	snap := &cachev3.Snapshot{}
-	for typ, items := range byType {
-		rt := cachev3.GetResponseType(typ)
-		snap.Resources[rt] = cachev3.NewResources(h.version(items), items)
-	}
-	for rt := cachetypes.ResponseType(0); rt < cachetypes.UnknownType; rt++ {
-		if snap.Resources[rt].Items == nil {
-			snap.Resources[rt] = cachev3.NewResources("empty", nil)
-		}
-	}
-	if err := snap.Consistent(); err != nil {
-		return nil, fmt.Errorf("inconsistent snapshot: %w", err)
-	}
-	return snap, nil
-}
-
 func sameVersions(a, b *cachev3.Snapshot) bool {
 	for rt := range a.Resources {
 		if a.Resources[rt].Version != b.Resources[rt].Version {
@@ -295,42 +255,6 @@ func sameVersions(a, b *cachev3.Snapshot) bool {
 		}
 	}
 	return true
-}
-
-// hasher digests resources once per rebuild even when many groups share them.
-type hasher struct {
-	mu   sync.Mutex
-	seen map[cachetypes.Resource]uint64
-}
-
-func newHasher() *hasher { return &hasher{seen: map[cachetypes.Resource]uint64{}} }
-
-func (h *hasher) version(items []cachetypes.Resource) string {
-	d := fnv.New64a()
-	for _, it := range items {
-		_, _ = d.Write([]byte(cachev3.GetResourceName(it)))
-		_, _ = d.Write([]byte(strconv.FormatUint(h.hash(it), 16)))
-	}
-	return strconv.FormatUint(d.Sum64(), 36)
-}
-
-func (h *hasher) hash(r cachetypes.Resource) uint64 {
-	h.mu.Lock()
-	v, ok := h.seen[r]
-	h.mu.Unlock()
-	if ok {
-		return v
-	}
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
-	d := fnv.New64a()
-	if err == nil {
-		_, _ = d.Write(b)
-	}
-	v = d.Sum64()
-	h.mu.Lock()
-	h.seen[r] = v
-	h.mu.Unlock()
-	return v
 }
 
 // resourceSources maps xDS resource names to the objects behind them.

@@ -46,9 +46,9 @@ func TestMeshControlPlane(t *testing.T) {
 	v1 := h.pod(t, "shop", "checkout-v1-0", "checkout", "10.244.0.1", map[string]string{"app": "checkout", "version": "v1"})
 	v2 := h.pod(t, "shop", "checkout-v2-0", "checkout", "10.244.0.2", map[string]string{"app": "checkout", "version": "v2"})
 	h.pod(t, "shop", "web-0", "web", "10.244.1.1", map[string]string{"app": "web"})
-	h.service(t, "shop", "checkout", "10.0.0.10", map[string]string{"app": "checkout"}, v1, v2)
-	h.service(t, "shop", "checkout-v1", "10.0.0.11", map[string]string{"app": "checkout", "version": "v1"}, v1)
-	h.service(t, "shop", "checkout-v2", "10.0.0.12", map[string]string{"app": "checkout", "version": "v2"}, v2)
+	h.service(t, "shop", "checkout", "10.96.0.10", map[string]string{"app": "checkout"}, v1, v2)
+	h.service(t, "shop", "checkout-v1", "10.96.0.11", map[string]string{"app": "checkout", "version": "v1"}, v1)
+	h.service(t, "shop", "checkout-v2", "10.96.0.12", map[string]string{"app": "checkout", "version": "v2"}, v2)
 	split := &meshv1alpha1.TrafficSplit{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "checkout-canary"},
 		Spec: meshv1alpha1.TrafficSplitSpec{Service: "checkout", Backends: []meshv1alpha1.TrafficSplitBackend{

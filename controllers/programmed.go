@@ -35,6 +35,13 @@ func (w *programmedWatcher) Start(ctx context.Context) error {
 		case <-r.wake:
 		case <-tick.C:
 		}
+		// ACKs arrive in bursts (every proxy answers a push): look again
+		// after a short pause rather than once per ACK.
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
 }
 
@@ -79,10 +86,9 @@ func (w *programmedWatcher) check(ctx context.Context) {
 // True once every connected proxy that needs it has acknowledged its
 // current configuration, False with the proxy's error when one rejected it.
 func programmed(b *built, connected map[string]bool, r *MeshReconciler) map[ir.ObjectRef]metav1.Condition {
-	nodes := r.XDS.Nodes()
+	nackByNode := r.XDS.Nacks()
 	upToDate := map[string]bool{}
 	pending := 0
-	var nacks []string
 	nackedSources := map[ir.ObjectRef]string{}
 	for node := range b.nodes {
 		if !connected[node] {
@@ -93,22 +99,21 @@ func programmed(b *built, connected map[string]bool, r *MeshReconciler) map[ir.O
 		if !ok {
 			pending++
 		}
-		st := nodes[node]
-		if st.Nack == nil {
+		nack, ok := nackByNode[node]
+		if !ok {
 			continue
 		}
-		nacks = append(nacks, node)
 		matched := false
 		for name, refs := range b.sources {
-			if strings.Contains(st.Nack.Message, name) {
+			if strings.Contains(nack.Message, name) {
 				for _, ref := range refs {
-					nackedSources[ref] = fmt.Sprintf("proxy %s rejected its configuration: %s", node, st.Nack.Message)
+					nackedSources[ref] = fmt.Sprintf("proxy %s rejected its configuration: %s", node, nack.Message)
 				}
 				matched = true
 			}
 		}
 		if !matched {
-			nackedSources[ir.ObjectRef{}] = fmt.Sprintf("proxy %s rejected its configuration: %s", node, st.Nack.Message)
+			nackedSources[ir.ObjectRef{}] = fmt.Sprintf("proxy %s rejected its configuration: %s", node, nack.Message)
 		}
 	}
 	out := map[ir.ObjectRef]metav1.Condition{}

@@ -20,7 +20,7 @@ type apiProxy struct {
 	conns map[net.Conn]bool
 }
 
-func newAPIProxy(t *testing.T, target string) *apiProxy {
+func newAPIProxy(t testing.TB, target string) *apiProxy {
 	t.Helper()
 	p := &apiProxy{target: target, conns: map[net.Conn]bool{}}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

@@ -100,6 +100,9 @@ func Start(t testing.TB, opts ...func(*envtest.Environment)) *Env {
 		ErrorIfCRDPathMissing: true,
 		Scheme:                s,
 	}
+	// A Service range the size of a real cluster's, so tests can create
+	// thousands of Services.
+	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.96.0.0/16")
 	for _, o := range opts {
 		o(env)
 	}
@@ -112,6 +115,9 @@ func Start(t testing.TB, opts ...func(*envtest.Environment)) *Env {
 			t.Logf("stopping envtest: %v", err)
 		}
 	})
+	// Tests create objects in bulk; the default client-side rate limit
+	// would make them crawl.
+	cfg.QPS, cfg.Burst = 2000, 4000
 	c, err := client.New(cfg, client.Options{Scheme: s})
 	if err != nil {
 		t.Fatalf("client: %v", err)

@@ -189,6 +189,19 @@ func (s *Server) SnapshotNodes() []string { return s.cache.GetStatusKeys() }
 // Nodes returns what the server knows of every proxy it has seen.
 func (s *Server) Nodes() map[string]NodeStatus { return s.tracker.snapshot() }
 
+// Nacks returns the last rejection of every node that has one.
+func (s *Server) Nacks() map[string]Nack {
+	s.tracker.mu.Lock()
+	defer s.tracker.mu.Unlock()
+	out := map[string]Nack{}
+	for id, n := range s.tracker.nodes {
+		if n.Nack != nil {
+			out[id] = *n.Nack
+		}
+	}
+	return out
+}
+
 // ConnectedNodes lists the proxies with an open stream.
 func (s *Server) ConnectedNodes() []string { return s.tracker.connectedNodes() }
 
@@ -209,11 +222,14 @@ func (s *Server) UpToDate(nodeID string) bool {
 		return false
 	}
 	for rt := types.ResponseType(0); rt < types.UnknownType; rt++ {
-		typ, err := cachev3.GetResponseTypeURL(rt)
-		if err != nil || len(snap.GetResources(typ)) == 0 || !n.Subscribed[typ] {
+		if len(snap.Resources[rt].Items) == 0 {
 			continue
 		}
-		if n.Acked[typ] != snap.GetVersion(typ) {
+		typ, err := cachev3.GetResponseTypeURL(rt)
+		if err != nil || !n.Subscribed[typ] {
+			continue
+		}
+		if n.Acked[typ] != snap.Resources[rt].Version {
 			return false
 		}
 	}

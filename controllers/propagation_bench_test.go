@@ -1,0 +1,217 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
+	"github.com/weft-mesh/weft/internal/xds/xdstest"
+)
+
+// BenchmarkPropagation measures the time from the API write of a
+// TrafficSplit weight change to the acknowledgement of the new route by
+// every proxy, with the controller in-process against a real API server
+// and simulated proxies on delta ADS streams that acknowledge every
+// response. Run it with a fixed count, e.g. -benchtime=20x.
+func BenchmarkPropagation(b *testing.B) {
+	for _, size := range []struct{ services, proxies int }{{100, 200}, {1000, 2000}} {
+		b.Run(fmt.Sprintf("services=%d,proxies=%d", size.services, size.proxies), func(b *testing.B) {
+			benchPropagation(b, size.services, size.proxies)
+		})
+	}
+}
+
+func benchPropagation(b *testing.B, services, proxies int) {
+	h := startHarness(b, harnessOptions{insecure: true})
+	ctx := b.Context()
+	cfgClient := h.c
+	h.create(b, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench", Labels: map[string]string{"weft.dev/inject": "enabled"}}})
+
+	// Services, each with proxies/services pods behind it; one in five
+	// services is the apex of a TrafficSplit onto itself and the next one.
+	perService := proxies / services
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for i := range services {
+		g.Go(func() error {
+			var pods []*corev1.Pod
+			for j := range perService {
+				n := i*perService + j
+				ip := fmt.Sprintf("10.%d.%d.%d", 100+n/65536, (n/256)%256, n%256)
+				p, err := h.tryPod(gctx, "bench", fmt.Sprintf("p%d", n), fmt.Sprintf("sa%d", i), ip, map[string]string{"app": fmt.Sprintf("s%d", i)})
+				if err != nil {
+					return err
+				}
+				pods = append(pods, p)
+			}
+			return h.tryService(gctx, "bench", fmt.Sprintf("s%d", i), "", map[string]string{"app": fmt.Sprintf("s%d", i)}, pods...)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		b.Fatal(err)
+	}
+	var splits []*meshv1alpha1.TrafficSplit
+	for i := 0; i+1 < services; i += 5 {
+		ts := &meshv1alpha1.TrafficSplit{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: fmt.Sprintf("ts%d", i)},
+			Spec: meshv1alpha1.TrafficSplitSpec{Service: fmt.Sprintf("s%d", i), Backends: []meshv1alpha1.TrafficSplitBackend{
+				{Service: fmt.Sprintf("s%d", i), Weight: 90}, {Service: fmt.Sprintf("s%d", i+1), Weight: 10},
+			}},
+		}
+		h.create(b, ts)
+		splits = append(splits, ts)
+	}
+
+	conn, err := grpc.NewClient(h.xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = conn.Close() })
+	acks := newAckBoard()
+	for n := range proxies {
+		if err := startDeltaProxy(ctx, conn, fmt.Sprintf("p%d.bench", n), acks); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// Wait until every proxy holds the route of the first split.
+	route := func(ts *meshv1alpha1.TrafficSplit) string {
+		return ts.Spec.Service + ".bench.svc.cluster.local:80"
+	}
+	first := route(splits[0])
+	if err := acks.waitAll(ctx, proxies, first, time.Time{}, 10*time.Minute); err != nil {
+		b.Fatal(err)
+	}
+
+	var lat []time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		ts := splits[i%len(splits)]
+		var cur meshv1alpha1.TrafficSplit
+		if err := cfgClient.Get(ctx, client.ObjectKeyFromObject(ts), &cur); err != nil {
+			b.Fatal(err)
+		}
+		orig := cur.DeepCopy()
+		cur.Spec.Backends[0].Weight, cur.Spec.Backends[1].Weight = int32(50+i%40), int32(50-i%40)
+		start := time.Now()
+		// A merge patch of the spec, as kubectl or a canary controller
+		// would send; it does not race the status writer.
+		if err := cfgClient.Patch(ctx, &cur, client.MergeFrom(orig)); err != nil {
+			b.Fatal(err)
+		}
+		if err := acks.waitAll(ctx, proxies, route(ts), start, 2*time.Minute); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
+	}
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+	b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heap-MiB")
+}
+
+// ackBoard records, per resource name, when each proxy acknowledged it.
+type ackBoard struct {
+	mu      sync.Mutex
+	seen    map[string]map[string]time.Time // resource -> node -> last ack
+	changed chan struct{}
+}
+
+func newAckBoard() *ackBoard {
+	return &ackBoard{seen: map[string]map[string]time.Time{}, changed: make(chan struct{})}
+}
+
+func (a *ackBoard) record(node string, names []string) {
+	now := time.Now()
+	a.mu.Lock()
+	for _, n := range names {
+		m := a.seen[n]
+		if m == nil {
+			m = map[string]time.Time{}
+			a.seen[n] = m
+		}
+		m[node] = now
+	}
+	close(a.changed)
+	a.changed = make(chan struct{})
+	a.mu.Unlock()
+}
+
+// waitAll waits until count proxies acknowledged resource after since.
+func (a *ackBoard) waitAll(ctx context.Context, count int, resource string, since time.Time, timeout time.Duration) error {
+	deadline := time.After(timeout)
+	for {
+		a.mu.Lock()
+		n := 0
+		for _, t := range a.seen[resource] {
+			if t.After(since) {
+				n++
+			}
+		}
+		ch := a.changed
+		a.mu.Unlock()
+		if n >= count {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline:
+			return fmt.Errorf("only %d of %d proxies acknowledged %s", n, count, resource)
+		}
+	}
+}
+
+// startDeltaProxy opens a delta ADS stream that subscribes to everything
+// and acknowledges every response without decoding it, like a proxy that
+// applies configuration instantly.
+func startDeltaProxy(ctx context.Context, conn grpc.ClientConnInterface, node string, acks *ackBoard) error {
+	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		return fmt.Errorf("opening delta stream: %w", err)
+	}
+	for _, typ := range []string{xdstest.ClusterType, xdstest.EndpointType, xdstest.ListenerType, xdstest.RouteType, xdstest.SecretType} {
+		if err := stream.Send(&discoverygrpc.DeltaDiscoveryRequest{Node: &corev3.Node{Id: node}, TypeUrl: typ, ResourceNamesSubscribe: []string{"*"}}); err != nil {
+			return fmt.Errorf("subscribing: %w", err)
+		}
+	}
+	go func() {
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			names := make([]string, 0, len(resp.GetResources()))
+			for _, r := range resp.GetResources() {
+				names = append(names, r.GetName())
+			}
+			if err := stream.Send(&discoverygrpc.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}); err != nil {
+				return
+			}
+			acks.record(node, names)
+		}
+	}()
+	return nil
+}

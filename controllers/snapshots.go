@@ -1,0 +1,234 @@
+package controllers
+
+import (
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"strconv"
+	"sync"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/weft-mesh/weft/internal/xds/translate"
+)
+
+// assembler turns translated configurations into snapshots. Most of a
+// group's configuration is the Shared layer of its namespace's view, the
+// same pointers for every group; the assembler digests and indexes each
+// shared layer once per rebuild and reuses its maps, so the per-group cost
+// follows the group's own resources rather than the size of the mesh.
+type assembler struct {
+	h         *hasher
+	endpoints map[string]cachetypes.Resource
+	layers    map[*translate.Resources]*layer
+	// checked memoises the listener/route consistency of a pair of
+	// outbound listener and shared layer.
+	checked map[checkKey]error
+	refs    map[cachetypes.Resource][]string
+}
+
+type checkKey struct {
+	listeners string
+	layer     *layer
+}
+
+// layer is one indexed set of resources.
+type layer struct {
+	items  [cachetypes.UnknownType]map[string]cachetypes.ResourceWithTTL
+	digest [cachetypes.UnknownType]uint64
+	vmap   [cachetypes.UnknownType]map[string]string
+}
+
+func newAssembler(h *hasher, endpoints map[string]cachetypes.Resource) *assembler {
+	return &assembler{h: h, endpoints: endpoints, layers: map[*translate.Resources]*layer{}, checked: map[checkKey]error{}, refs: map[cachetypes.Resource][]string{}}
+}
+
+var responseTypes = func() [cachetypes.UnknownType]string {
+	var out [cachetypes.UnknownType]string
+	for rt := cachetypes.ResponseType(0); rt < cachetypes.UnknownType; rt++ {
+		out[rt], _ = cachev3.GetResponseTypeURL(rt)
+	}
+	return out
+}()
+
+func (a *assembler) index(res *translate.Resources) *layer {
+	if l, ok := a.layers[res]; ok {
+		return l
+	}
+	l := &layer{}
+	byType := res.ByType()
+	byType[resourcev3.EndpointType] = append(slices.Clone(byType[resourcev3.EndpointType]), a.edsFor(byType[resourcev3.ClusterType])...)
+	for rt := range cachetypes.UnknownType {
+		items := byType[responseTypes[rt]]
+		l.items[rt] = make(map[string]cachetypes.ResourceWithTTL, len(items))
+		l.vmap[rt] = make(map[string]string, len(items))
+		d := fnv.New64a()
+		sortByName(items)
+		for _, it := range items {
+			name := cachev3.GetResourceName(it)
+			hv := a.h.hash(it)
+			l.items[rt][name] = cachetypes.ResourceWithTTL{Resource: it}
+			l.vmap[rt][name] = strconv.FormatUint(hv, 36)
+			_, _ = d.Write([]byte(name))
+			_, _ = d.Write([]byte(l.vmap[rt][name]))
+		}
+		l.digest[rt] = d.Sum64()
+	}
+	a.layers[res] = l
+	return l
+}
+
+// edsFor returns the endpoint assignments that EDS clusters name.
+func (a *assembler) edsFor(clusters []cachetypes.Resource) []cachetypes.Resource {
+	var out []cachetypes.Resource
+	for _, c := range clusters {
+		cl, ok := c.(*clusterv3.Cluster)
+		if !ok || cl.GetType() != clusterv3.Cluster_EDS {
+			continue
+		}
+		name := cl.GetEdsClusterConfig().GetServiceName()
+		if name == "" {
+			name = cl.GetName()
+		}
+		if e, ok := a.endpoints[name]; ok {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// snapshot assembles a group's snapshot from its shared and own layers.
+func (a *assembler) snapshot(cfg *translate.Config) (*cachev3.Snapshot, error) {
+	shared := a.index(cfg.Shared)
+	own := a.index(cfg.Own)
+	snap := &cachev3.Snapshot{VersionMap: make(map[string]map[string]string, cachetypes.UnknownType)}
+	for rt := range cachetypes.UnknownType {
+		typ := responseTypes[rt]
+		var items map[string]cachetypes.ResourceWithTTL
+		var vmap map[string]string
+		switch {
+		case len(own.items[rt]) == 0:
+			items, vmap = shared.items[rt], shared.vmap[rt]
+		case len(shared.items[rt]) == 0:
+			items, vmap = own.items[rt], own.vmap[rt]
+		default:
+			items = make(map[string]cachetypes.ResourceWithTTL, len(shared.items[rt])+len(own.items[rt]))
+			vmap = make(map[string]string, len(items))
+			for k, v := range shared.items[rt] {
+				items[k] = v
+			}
+			for k, v := range shared.vmap[rt] {
+				vmap[k] = v
+			}
+			for k, v := range own.items[rt] {
+				if _, dup := items[k]; dup {
+					return nil, fmt.Errorf("resource %s %q is both shared and the group's own", typ, k)
+				}
+				items[k] = v
+			}
+			for k, v := range own.vmap[rt] {
+				vmap[k] = v
+			}
+		}
+		version := "empty"
+		if len(items) > 0 {
+			version = strconv.FormatUint(shared.digest[rt], 36) + "." + strconv.FormatUint(own.digest[rt], 36)
+		}
+		snap.Resources[rt] = cachev3.Resources{Version: version, Items: items}
+		snap.VersionMap[typ] = vmap
+	}
+	if err := a.consistent(cfg, snap, shared); err != nil {
+		return nil, err
+	}
+	return snap, nil
+}
+
+// consistent checks what go-control-plane's Snapshot.Consistent checks:
+// the route configurations listeners name are exactly those in the
+// snapshot (endpoints are chosen from the clusters, so they match by
+// construction). The listener references are read once per listener.
+func (a *assembler) consistent(cfg *translate.Config, snap *cachev3.Snapshot, shared *layer) error {
+	var names []string
+	key := ""
+	for _, l := range cfg.Own.Listeners {
+		key += fmt.Sprintf("%p,", l)
+		refs, ok := a.refs[l]
+		if !ok {
+			all := cachev3.GetAllResourceReferences([cachetypes.UnknownType]cachev3.Resources{
+				cachetypes.Listener: cachev3.NewResources("", []cachetypes.Resource{l}),
+			})
+			for n := range all[resourcev3.RouteType] {
+				refs = append(refs, n)
+			}
+			a.refs[l] = refs
+		}
+		names = append(names, refs...)
+	}
+	ck := checkKey{listeners: key, layer: shared}
+	if len(cfg.Own.Routes) == 0 {
+		if err, ok := a.checked[ck]; ok {
+			return err
+		}
+	}
+	routes := snap.Resources[cachetypes.Route].Items
+	var err error
+	seen := map[string]bool{}
+	for _, n := range names {
+		seen[n] = true
+		if _, ok := routes[n]; !ok {
+			err = fmt.Errorf("inconsistent snapshot: listener names route configuration %q, which is missing", n)
+			break
+		}
+	}
+	if err == nil && len(seen) != len(routes) {
+		err = fmt.Errorf("inconsistent snapshot: %d route configurations, but listeners name %d", len(routes), len(seen))
+	}
+	if len(cfg.Own.Routes) == 0 {
+		a.checked[ck] = err
+	}
+	return err
+}
+
+func sortByName(items []cachetypes.Resource) {
+	slices.SortFunc(items, func(x, y cachetypes.Resource) int {
+		a, b := cachev3.GetResourceName(x), cachev3.GetResourceName(y)
+		switch {
+		case a < b:
+			return -1
+		case a > b:
+			return 1
+		}
+		return 0
+	})
+}
+
+// hasher digests resources once per rebuild even when many groups share them.
+type hasher struct {
+	mu   sync.Mutex
+	seen map[cachetypes.Resource]uint64
+}
+
+func newHasher() *hasher { return &hasher{seen: map[cachetypes.Resource]uint64{}} }
+
+func (h *hasher) hash(r cachetypes.Resource) uint64 {
+	h.mu.Lock()
+	v, ok := h.seen[r]
+	h.mu.Unlock()
+	if ok {
+		return v
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+	d := fnv.New64a()
+	if err == nil {
+		_, _ = d.Write(b)
+	}
+	v = d.Sum64()
+	h.mu.Lock()
+	h.seen[r] = v
+	h.mu.Unlock()
+	return v
+}
