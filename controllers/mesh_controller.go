@@ -231,7 +231,7 @@ func (r *MeshReconciler) apply(ctx context.Context, b *ingest.Bundle, res *inges
 			if old, ok := r.XDS.Snapshot(node); ok && sameVersions(old, snap) {
 				continue
 			}
-			if err := r.XDS.SetSnapshot(ctx, node, snap); err != nil {
+			if err := r.XDS.SetSnapshot(ctx, node, snap, proxyless[node]); err != nil {
 				return nil, err
 			}
 			out.changed = append(out.changed, node)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -70,8 +71,18 @@ type Options struct {
 
 // Server is an authenticated ADS server over a snapshot cache.
 type Server struct {
-	opts    Options
-	cache   cachev3.SnapshotCache
+	opts Options
+	// cache serves Envoy in ADS mode (responses wait until every resource
+	// a proxy asked for exists, and go out in a safe order). grpcCache
+	// serves proxyless gRPC clients, which ask for listeners and clusters
+	// by name, in plain mode.
+	cache     cachev3.SnapshotCache
+	grpcCache cachev3.SnapshotCache
+
+	kindMu    sync.Mutex
+	proxyless map[string]bool
+	withSnap  map[string]bool
+
 	tracker *tracker
 	metrics *Metrics
 	log     logr.Logger
@@ -97,6 +108,8 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{opts: opts, tracker: newTracker(), metrics: opts.Metrics, log: opts.Log}
 	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{opts.Log.WithName("cache")})
+	s.grpcCache = cachev3.NewSnapshotCache(false, cachev3.IDHash{}, cacheLogger{opts.Log.WithName("grpc-cache")})
+	s.proxyless, s.withSnap = map[string]bool{}, map[string]bool{}
 	return s, nil
 }
 
@@ -134,7 +147,7 @@ func (s *Server) Start(ctx context.Context) error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
-	xs := serverv3.NewServer(ctx, &nackAwareCache{SnapshotCache: s.cache, tracker: s.tracker}, &callbacks{s: s})
+	xs := serverv3.NewServer(ctx, &dispatchCache{s: s}, &callbacks{s: s})
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, xs)
 	endpointservice.RegisterEndpointDiscoveryServiceServer(gs, xs)
 	clusterservice.RegisterClusterDiscoveryServiceServer(gs, xs)
@@ -162,17 +175,36 @@ func (s *Server) Start(ctx context.Context) error {
 
 // SetSnapshot replaces a node's configuration. The snapshot must be
 // consistent; versions should change only when content does, so that
-// unchanged proxies are not pushed.
-func (s *Server) SetSnapshot(ctx context.Context, nodeID string, snap *cachev3.Snapshot) error {
-	if err := s.cache.SetSnapshot(ctx, nodeID, snap); err != nil {
+// unchanged proxies are not pushed. proxyless says the node is a gRPC
+// client rather than Envoy.
+func (s *Server) SetSnapshot(ctx context.Context, nodeID string, snap *cachev3.Snapshot, proxyless bool) error {
+	s.kindMu.Lock()
+	was, known := s.proxyless[nodeID]
+	s.proxyless[nodeID] = proxyless
+	s.withSnap[nodeID] = true
+	s.kindMu.Unlock()
+	if known && was != proxyless {
+		s.cacheFor(was).ClearSnapshot(nodeID)
+	}
+	if err := s.cacheFor(proxyless).SetSnapshot(ctx, nodeID, snap); err != nil {
 		return fmt.Errorf("setting snapshot of %s: %w", nodeID, err)
 	}
 	return nil
 }
 
+func (s *Server) cacheFor(proxyless bool) cachev3.SnapshotCache {
+	if proxyless {
+		return s.grpcCache
+	}
+	return s.cache
+}
+
 // Snapshot returns a node's current configuration.
 func (s *Server) Snapshot(nodeID string) (*cachev3.Snapshot, bool) {
-	snap, err := s.cache.GetSnapshot(nodeID)
+	s.kindMu.Lock()
+	proxyless := s.proxyless[nodeID]
+	s.kindMu.Unlock()
+	snap, err := s.cacheFor(proxyless).GetSnapshot(nodeID)
 	if err != nil {
 		return nil, false
 	}
@@ -181,10 +213,25 @@ func (s *Server) Snapshot(nodeID string) (*cachev3.Snapshot, bool) {
 }
 
 // ClearSnapshot forgets a node's configuration (its pod is gone).
-func (s *Server) ClearSnapshot(nodeID string) { s.cache.ClearSnapshot(nodeID) }
+func (s *Server) ClearSnapshot(nodeID string) {
+	s.kindMu.Lock()
+	delete(s.withSnap, nodeID)
+	delete(s.proxyless, nodeID)
+	s.kindMu.Unlock()
+	s.cache.ClearSnapshot(nodeID)
+	s.grpcCache.ClearSnapshot(nodeID)
+}
 
 // SnapshotNodes lists the nodes that have a snapshot.
-func (s *Server) SnapshotNodes() []string { return s.cache.GetStatusKeys() }
+func (s *Server) SnapshotNodes() []string {
+	s.kindMu.Lock()
+	defer s.kindMu.Unlock()
+	out := make([]string, 0, len(s.withSnap))
+	for n := range s.withSnap {
+		out = append(out, n)
+	}
+	return out
+}
 
 // Nodes returns what the server knows of every proxy it has seen.
 func (s *Server) Nodes() map[string]NodeStatus { return s.tracker.snapshot() }
@@ -402,36 +449,56 @@ func (c *callbacks) OnFetchRequest(context.Context, *discoverygrpc.DiscoveryRequ
 func (c *callbacks) OnFetchResponse(*discoverygrpc.DiscoveryRequest, *discoverygrpc.DiscoveryResponse) {
 }
 
-// nackAwareCache stops a state-of-the-world NACK from bouncing: go-control-
-// plane answers a request whose version differs from the snapshot's at
-// once, and a NACK carries the last good version, so the rejected version
-// would be re-sent forever. After a NACK of the current version, the watch
-// waits for the next snapshot instead.
-type nackAwareCache struct {
-	cachev3.SnapshotCache
-	tracker *tracker
+// dispatchCache sends each node's watches to the cache of its kind, and
+// stops a state-of-the-world NACK from bouncing: go-control-plane answers a
+// request whose version differs from the snapshot's at once, and a NACK
+// carries the last good version, so the rejected version would be re-sent
+// forever. After a NACK of the current version, the watch waits for the
+// next snapshot instead.
+type dispatchCache struct{ s *Server }
+
+// pick chooses the cache of a node: the kind its snapshot was set with,
+// or, before that, what its user agent says.
+func (c *dispatchCache) pick(node *corev3.Node) cachev3.SnapshotCache {
+	c.s.kindMu.Lock()
+	proxyless, known := c.s.proxyless[node.GetId()]
+	c.s.kindMu.Unlock()
+	if !known {
+		proxyless = strings.HasPrefix(strings.ToLower(node.GetUserAgentName()), "grpc")
+	}
+	return c.s.cacheFor(proxyless)
 }
 
-func (c *nackAwareCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, out chan cachev3.Response) (func(), error) {
+func (c *dispatchCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, out chan cachev3.Response) (func(), error) {
+	cache := c.pick(req.GetNode())
 	if req.GetErrorDetail() != nil {
-		if snap, err := c.SnapshotCache.GetSnapshot(req.GetNode().GetId()); err == nil {
+		if snap, err := cache.GetSnapshot(req.GetNode().GetId()); err == nil {
 			current := snap.GetVersion(req.GetTypeUrl())
 			if rejected, ok := c.rejectedVersion(req); ok && rejected == current {
 				held := cloneRequest(req)
 				held.VersionInfo = current
-				return c.SnapshotCache.CreateWatch(held, sub, out)
+				return cache.CreateWatch(held, sub, out)
 			}
 		}
 	}
-	return c.SnapshotCache.CreateWatch(req, sub, out)
+	return cache.CreateWatch(req, sub, out)
+}
+
+func (c *dispatchCache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscription, out chan cachev3.DeltaResponse) (func(), error) {
+	return c.pick(req.GetNode()).CreateDeltaWatch(req, sub, out)
+}
+
+func (c *dispatchCache) Fetch(context.Context, *cachev3.Request) (cachev3.Response, error) {
+	return nil, errors.New("xds: fetch is not served")
 }
 
 // rejectedVersion is the version of the response the NACK answers; the
 // callbacks saw the request first and recorded it.
-func (c *nackAwareCache) rejectedVersion(req *cachev3.Request) (string, bool) {
-	c.tracker.mu.Lock()
-	defer c.tracker.mu.Unlock()
-	n := c.tracker.nodes[req.GetNode().GetId()]
+func (c *dispatchCache) rejectedVersion(req *cachev3.Request) (string, bool) {
+	t := c.s.tracker
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := t.nodes[req.GetNode().GetId()]
 	if n == nil || n.Nack == nil || n.Nack.TypeURL != req.GetTypeUrl() {
 		return "", false
 	}
