@@ -82,11 +82,9 @@ bench: envtest ## Benchmarks recorded in docs/benchmarks.md.
 ##@ Run
 
 .PHONY: run
-run: envtest ## The local control plane: API server, CRDs, samples, controller (no cluster needed).
-	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go run ./hack/localcp
+run: ## Run the controller against the cluster in $$KUBECONFIG (RUN_ARGS=... adds flags; see --help).
+	go run ./cmd/weft-controller $(RUN_ARGS)
 
-.PHONY: demo
-demo: run
 
 ##@ Deploy
 
