@@ -24,7 +24,10 @@ type state struct {
 	// routeTables collect route entries per Service port before ordering.
 	tables map[tableKey]*routeTable
 
-	statuses map[ir.ObjectRef]*verdict
+	statuses   map[ir.ObjectRef]*verdict
+	routeIndex map[ir.ObjectRef]bool
+	// defaultTD is the first trust domain in the mesh, computed once.
+	defaultTD *string
 	routes   []RouteStatus
 	warnings []Warning
 }
@@ -130,12 +133,17 @@ func (s *state) trustDomain(ns string) string {
 	if m := s.meshNS[ns]; m != nil && m.TrustDomain != "" {
 		return m.TrustDomain
 	}
-	for _, name := range sortedKeys(s.meshNS) {
-		if td := s.meshNS[name].TrustDomain; td != "" {
-			return td
+	if s.defaultTD == nil {
+		td := DefaultClusterDomain
+		for _, name := range sortedKeys(s.meshNS) {
+			if t := s.meshNS[name].TrustDomain; t != "" {
+				td = t
+				break
+			}
 		}
+		s.defaultTD = &td
 	}
-	return DefaultClusterDomain
+	return *s.defaultTD
 }
 
 func (s *state) mtls(ns string) ir.MTLSMode {

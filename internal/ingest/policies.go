@@ -69,14 +69,18 @@ func (s *state) buildTrafficSplits() {
 
 // producerRouteOn returns a route in the Service's namespace attached to it.
 func (s *state) producerRouteOn(st *service) *ir.ObjectRef {
-	for _, key := range sortedTableKeys(s.tables) {
-		if key.service != st.ir.Key() || key.consumer != "" || len(s.tables[key].entries) == 0 {
+	var best *ir.ObjectRef
+	for _, p := range st.ir.Ports {
+		t := s.tables[tableKey{service: st.ir.Key(), port: p.Port}]
+		if t == nil || len(t.entries) == 0 {
 			continue
 		}
-		ref := s.tables[key].entries[0].route.Source
-		return &ref
+		ref := t.entries[0].route.Source
+		if best == nil || compareRefs(ref, *best) < 0 {
+			best = &ref
+		}
 	}
-	return nil
+	return best
 }
 
 // defaultRetryOn is what a RetryPolicy retries when retryOn is empty: the
@@ -144,6 +148,16 @@ func (s *state) buildRetryPolicies() {
 			}
 		}
 	}
+	bySvc := map[string][]applied{}
+	for _, a := range serviceLevel {
+		key := a.ref.Namespace + "/" + a.ref.Name
+		bySvc[key] = append(bySvc[key], a)
+	}
+	byRoute := map[ir.ObjectRef][]applied{}
+	for _, a := range routeLevel {
+		key := ir.ObjectRef{Kind: a.ref.Kind, Namespace: a.ref.Namespace, Name: a.ref.Name}
+		byRoute[key] = append(byRoute[key], a)
+	}
 	for _, st := range s.services {
 		for _, p := range st.ir.Ports {
 			if !p.Protocol.IsHTTP() {
@@ -153,24 +167,22 @@ func (s *state) buildRetryPolicies() {
 			for _, c := range p.ConsumerRoutes {
 				lists = append(lists, c.Routes)
 			}
-			for _, a := range serviceLevel {
-				if a.ref.Namespace != st.ir.Namespace || a.ref.Name != st.ir.Name {
-					continue
-				}
+			for _, a := range bySvc[st.ir.Key()] {
 				for _, routes := range lists {
 					for _, r := range routes {
 						applyRetry(r, a.retry, a.policy, own[r])
 					}
 				}
 			}
-			for _, a := range routeLevel {
-				for _, routes := range lists {
-					for _, r := range routes {
-						if r.Source.Kind == a.ref.Kind && r.Source.Namespace == a.ref.Namespace && r.Source.Name == a.ref.Name {
-							applyRetry(r, a.retry, a.policy, own[r])
-							if a.policy.Spec.Budget != nil {
-								s.setBudgetOnBackends(r, retryBudget(a.retry.Source, a.policy.Spec.Budget))
-							}
+			if len(byRoute) == 0 {
+				continue
+			}
+			for _, routes := range lists {
+				for _, r := range routes {
+					for _, a := range byRoute[ir.ObjectRef{Kind: r.Source.Kind, Namespace: r.Source.Namespace, Name: r.Source.Name}] {
+						applyRetry(r, a.retry, a.policy, own[r])
+						if a.policy.Spec.Budget != nil {
+							s.setBudgetOnBackends(r, retryBudget(a.retry.Source, a.policy.Spec.Budget))
 						}
 					}
 				}
@@ -244,12 +256,13 @@ func retryBudget(source ir.ObjectRef, b *meshv1alpha1.RetryBudget) *ir.RetryBudg
 }
 
 func (s *state) routeExists(ref ir.ObjectRef) bool {
-	for _, r := range s.routes {
-		if r.Ref.Kind == ref.Kind && r.Ref.Namespace == ref.Namespace && r.Ref.Name == ref.Name {
-			return true
+	if s.routeIndex == nil {
+		s.routeIndex = map[ir.ObjectRef]bool{}
+		for _, r := range s.routes {
+			s.routeIndex[ir.ObjectRef{Kind: r.Ref.Kind, Namespace: r.Ref.Namespace, Name: r.Ref.Name}] = true
 		}
 	}
-	return false
+	return s.routeIndex[ir.ObjectRef{Kind: ref.Kind, Namespace: ref.Namespace, Name: ref.Name}]
 }
 
 // buildCircuitBreakers sets connection limits and outlier detection on

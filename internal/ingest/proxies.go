@@ -42,13 +42,21 @@ func NodeID(pod *corev1.Pod) string { return pod.Name + "." + pod.Namespace }
 // on: namespace, service account, and the inbound ports with their
 // Services and policies. Pods of one Deployment land in one group.
 func (s *state) buildProxyGroups() []*ir.ProxyGroup {
-	selectors := map[string][]*service{}
+	// Index Services by one pair of their selector, so a pod is matched
+	// only against Services that share a label with it.
+	type candidate struct {
+		st  *service
+		sel labels.Selector
+	}
+	index := map[string][]candidate{} // namespace + "\x00" + k=v
 	for _, key := range sortedKeys(s.services) {
 		st := s.services[key]
 		if len(st.obj.Spec.Selector) == 0 {
 			continue
 		}
-		selectors[st.obj.Namespace] = append(selectors[st.obj.Namespace], st)
+		first := sortedKeys(st.obj.Spec.Selector)[0]
+		k := st.obj.Namespace + "\x00" + first + "=" + st.obj.Spec.Selector[first]
+		index[k] = append(index[k], candidate{st: st, sel: labels.SelectorFromSet(st.obj.Spec.Selector)})
 	}
 	groups := map[string]*ir.ProxyGroup{}
 	for _, pod := range s.b.Pods {
@@ -56,7 +64,16 @@ func (s *state) buildProxyGroups() []*ir.ProxyGroup {
 			continue
 		}
 		sa := cmp.Or(pod.Spec.ServiceAccountName, "default")
-		inbound := s.inboundPorts(pod, selectors[pod.Namespace])
+		var matched []*service
+		podLabels := labels.Set(pod.Labels)
+		for _, k := range sortedKeys(pod.Labels) {
+			for _, c := range index[pod.Namespace+"\x00"+k+"="+pod.Labels[k]] {
+				if c.sel.Matches(podLabels) {
+					matched = append(matched, c.st)
+				}
+			}
+		}
+		inbound := s.inboundPorts(pod, matched)
 		key := groupKey(pod.Namespace, sa, inbound)
 		g := groups[key]
 		if g == nil {
@@ -80,11 +97,8 @@ func (s *state) buildProxyGroups() []*ir.ProxyGroup {
 
 func (s *state) inboundPorts(pod *corev1.Pod, candidates []*service) []*ir.InboundPort {
 	byPort := map[int32]*ir.InboundPort{}
-	podLabels := labels.Set(pod.Labels)
+	slices.SortFunc(candidates, func(a, b *service) int { return strings.Compare(a.ir.Key(), b.ir.Key()) })
 	for _, st := range candidates {
-		if !labels.SelectorFromSet(st.obj.Spec.Selector).Matches(podLabels) {
-			continue
-		}
 		for _, p := range st.ir.Ports {
 			target := containerPort(pod, st.spec[p.Port])
 			if target == 0 {
