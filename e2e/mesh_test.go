@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -42,7 +44,7 @@ func startBox(t *testing.T) *cluster.Cluster {
 	t.Cleanup(func() {
 		if t.Failed() {
 			if b, err := os.ReadFile(c.ControllerLog()); err == nil {
-				t.Logf("weft-controller log (last 8 KiB):\n%s", tail(b, 8<<10))
+				t.Logf("weft-controller log (last 16 KiB):\n%s", tail(b, 16<<10))
 			}
 		}
 		c.Stop()
@@ -58,28 +60,130 @@ func tail(b []byte, n int) []byte {
 	return b
 }
 
-func TestSmoke(t *testing.T) {
-	c := startBox(t)
-	ctx := t.Context()
-	must(t, c.CreateNamespace(ctx, "shop"))
-	must(t, c.CreateService(ctx, "shop", "checkout", 8080, map[string]string{"app": "checkout"}))
-	srv, err := c.RunPod(ctx, cluster.PodSpec{Namespace: "shop", Name: "checkout-v1-0", ServiceAccount: "checkout", IP: "10.244.1.1", Port: 8080, Labels: map[string]string{"app": "checkout", "version": "v1"}})
-	must(t, err)
-	web, err := c.RunPod(ctx, cluster.PodSpec{Namespace: "shop", Name: "web-0", ServiceAccount: "web", IP: "10.244.9.1"})
-	must(t, err)
-	t.Logf("bootstrap: %s", web.Bootstrap)
-	must(t, srv.WaitServing(ctx, 30*time.Second))
-	conn, err := web.Conn("checkout.shop.svc.cluster.local:8080")
-	must(t, err)
-	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	pod, err := cluster.Echo(cctx, conn)
-	t.Logf("answer %q err %v", pod, err)
+// box is the shared state of the scenarios: the cluster and the two
+// client pods, web-0 (service account web) and batch-0 (batch), in
+// namespace front. Each scenario has Services of its own in namespace
+// shop, so scenarios do not see each other's policies.
+type box struct {
+	*cluster.Cluster
+	web, batch *cluster.Pod
+
+	mu     sync.Mutex
+	nextIP int
 }
 
-func must(t *testing.T, err error) {
+const (
+	appNS   = "shop"
+	frontNS = "front"
+	port    = 8080
+)
+
+// TestMesh runs every end-to-end scenario against one cluster in a box.
+func TestMesh(t *testing.T) {
+	start := time.Now()
+	b := &box{Cluster: startBox(t), nextIP: 10}
+	ctx := t.Context()
+	must(t, b.CreateNamespace(ctx, appNS))
+	must(t, b.CreateNamespace(ctx, frontNS))
+	var err error
+	b.web, err = b.RunPod(ctx, cluster.PodSpec{Namespace: frontNS, Name: "web-0", ServiceAccount: "web", IP: "10.244.0.2"})
+	must(t, err)
+	b.batch, err = b.RunPod(ctx, cluster.PodSpec{Namespace: frontNS, Name: "batch-0", ServiceAccount: "batch", IP: "10.244.0.3"})
+	must(t, err)
+
+	t.Run("canary", b.testCanary)
+	t.Run("controller restart", b.testControllerRestart)
+	t.Run("header route", b.testHeaderRoute)
+	t.Run("retries", b.testRetries)
+	t.Run("timeout", b.testTimeout)
+	t.Run("circuit breaker", b.testCircuitBreaker)
+	t.Run("outlier detection", b.testOutlierDetection)
+	t.Run("mtls and access policy", b.testAccess)
+	t.Run("endpoint churn", b.testEndpointChurn)
+	t.Logf("all scenarios took %s", time.Since(start).Round(time.Millisecond))
+}
+
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// ip hands out pod addresses in 10.244.1.0/24.
+func (b *box) ip() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.nextIP++
+	return fmt.Sprintf("10.244.1.%d", b.nextIP)
+}
+
+// service creates a Service in the app namespace selecting app=name.
+func (b *box) service(t *testing.T, name string, selector map[string]string) {
+	t.Helper()
+	must(t, b.CreateService(t.Context(), appNS, name, port, selector))
+}
+
+// backend runs a serving pod in the app namespace and waits until it is
+// ready and listed as a ready endpoint of its Services.
+func (b *box) backend(t *testing.T, name, sa string, labels map[string]string) *cluster.Pod {
+	t.Helper()
+	p, err := b.RunPod(t.Context(), cluster.PodSpec{Namespace: appNS, Name: name, ServiceAccount: sa, IP: b.ip(), Port: port, Labels: labels})
+	must(t, err)
+	must(t, p.WaitReady(t.Context(), 30*time.Second))
+	return p
+}
+
+// reachable waits until a new Service answers each client: its endpoints
+// are ready in the API server, but the mesh takes a moment to push them.
+func (b *box) reachable(t *testing.T, svc string, clients ...*cluster.Pod) {
+	t.Helper()
+	for _, c := range clients {
+		start := time.Now()
+		eventually(t, 15*time.Second, c.Spec.Name+" reaches "+svc, func() (bool, string) {
+			_, err := echo(t.Context(), c, host(svc), 5*time.Second)
+			return err == nil, fmt.Sprint(err)
+		})
+		t.Logf("%s reached %s %s after its endpoints were ready", c.Spec.Name, svc, time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// host is the name a client dials for a Service of the app namespace.
+func host(svc string) string { return fmt.Sprintf("%s.%s.svc.cluster.local:%d", svc, appNS, port) }
+
+// eventually retries cond every 50ms until it holds or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for {
+		ok, msg := cond()
+		if ok {
+			return
+		}
+		last = msg
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s; last: %s", what, timeout, last)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// echo makes one call bounded by timeout.
+func echo(ctx context.Context, p *cluster.Pod, target string, timeout time.Duration) (string, error) {
+	conn, err := p.Conn(target)
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return cluster.Echo(ctx, conn)
+}
+
+// load makes n calls from p to target, concurrency at a time.
+func load(t *testing.T, ctx context.Context, p *cluster.Pod, target string, n, concurrency int) cluster.Tally {
+	t.Helper()
+	conn, err := p.Conn(target)
+	must(t, err)
+	return cluster.Load(ctx, conn, n, concurrency, 5*time.Second)
 }

@@ -23,17 +23,47 @@ type Tally struct {
 	ByCode map[codes.Code]int
 	// Elapsed is how long the calls took together.
 	Elapsed time.Duration
+	// Errors are the first few distinct error messages.
+	Errors []string
 }
 
-func newTally() Tally { return Tally{ByPod: map[string]int{}, ByCode: map[codes.Code]int{}} }
+// NewTally returns an empty Tally.
+func NewTally() Tally { return Tally{ByPod: map[string]int{}, ByCode: map[codes.Code]int{}} }
 
 // Add records one call.
 func (t *Tally) Add(pod string, err error) {
+	if t.ByPod == nil {
+		t.ByPod, t.ByCode = map[string]int{}, map[codes.Code]int{}
+	}
 	t.Calls++
 	code := status.Code(err)
 	t.ByCode[code]++
 	if err == nil {
 		t.ByPod[pod]++
+		return
+	}
+	if msg := err.Error(); len(t.Errors) < 3 && !slices.Contains(t.Errors, msg) {
+		t.Errors = append(t.Errors, msg)
+	}
+}
+
+// Merge adds u's counts to t.
+func (t *Tally) Merge(u Tally) {
+	if t.ByPod == nil {
+		t.ByPod, t.ByCode = map[string]int{}, map[codes.Code]int{}
+	}
+	t.Calls += u.Calls
+	t.Elapsed += u.Elapsed
+	for k, v := range u.ByPod {
+		t.ByPod[k] += v
+	}
+	for k, v := range u.ByCode {
+		t.ByCode[k] += v
+	}
+	for _, e := range u.Errors {
+		if len(t.Errors) < 3 && !slices.Contains(t.Errors, e) {
+			t.Errors = append(t.Errors, e)
+		}
 	}
 }
 
@@ -75,13 +105,16 @@ func (t Tally) String() string {
 			fmt.Fprintf(&b, " %s=%d", code, t.ByCode[code])
 		}
 	}
+	if len(t.Errors) > 0 {
+		fmt.Fprintf(&b, " (errors: %s)", strings.Join(t.Errors, " | "))
+	}
 	return b.String()
 }
 
 // Load makes n calls over conn, at most concurrency at a time, each
 // bounded by perCall, and stops early when ctx ends.
 func Load(ctx context.Context, conn grpc.ClientConnInterface, n, concurrency int, perCall time.Duration, opts ...grpc.CallOption) Tally {
-	t := newTally()
+	t := NewTally()
 	start := time.Now()
 	var mu sync.Mutex
 	var wg sync.WaitGroup

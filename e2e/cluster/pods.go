@@ -21,8 +21,10 @@ import (
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/xds"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -433,4 +435,56 @@ func (p *Pod) stopWorkload() {
 		}
 	}
 	p.cancel()
+}
+
+// WaitReady waits until the pod is what `kubectl rollout status` would
+// call available: its workload serves, its Ready condition is True, and
+// every Service that selects it lists it as a ready endpoint. Clients may
+// still be a push behind.
+func (p *Pod) WaitReady(ctx context.Context, timeout time.Duration) error {
+	if p.Spec.Port > 0 {
+		if err := p.WaitServing(ctx, timeout); err != nil {
+			return err
+		}
+	}
+	err := poll(ctx, timeout, func() (bool, error) {
+		var pod corev1.Pod
+		if err := p.c.Client.Get(ctx, client.ObjectKey{Namespace: p.Spec.Namespace, Name: p.Spec.Name}, &pod); err != nil {
+			return false, err
+		}
+		if !podReady(&pod) {
+			return false, nil
+		}
+		var svcs corev1.ServiceList
+		if err := p.c.Client.List(ctx, &svcs, client.InNamespace(p.Spec.Namespace)); err != nil {
+			return false, err
+		}
+		for _, svc := range svcs.Items {
+			if len(svc.Spec.Selector) == 0 || !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(pod.Labels)) {
+				continue
+			}
+			var es discoveryv1.EndpointSlice
+			err := p.c.Client.Get(ctx, client.ObjectKey{Namespace: svc.Namespace, Name: sliceName(svc.Name)}, &es)
+			if apierrors.IsNotFound(err) {
+				return false, nil
+			}
+			if err != nil {
+				return false, err
+			}
+			listed := false
+			for _, ep := range es.Endpoints {
+				if ep.TargetRef != nil && ep.TargetRef.Name == p.Spec.Name && ptr.Deref(ep.Conditions.Ready, false) {
+					listed = true
+				}
+			}
+			if !listed {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("pod %s/%s not ready: %w", p.Spec.Namespace, p.Spec.Name, err)
+	}
+	return nil
 }
