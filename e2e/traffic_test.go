@@ -274,4 +274,3 @@ func (b *box) testTimeout(t *testing.T) {
 		t.Errorf("calls ended after %s to %s, want at the %s timeout", best, worst, timeout)
 	}
 }
-
