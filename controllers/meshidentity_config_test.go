@@ -70,7 +70,8 @@ func (h *identityHarness) testCertManagerManifests(t *testing.T) {
 	for _, u := range readManifests(t) {
 		// A server-side apply dry run validates whether or not the object
 		// exists (the harness has made a mesh-ca ClusterIssuer already).
-		if err := h.c.Patch(t.Context(), u, client.Apply, client.DryRunAll, client.FieldOwner("weft-manifest-test"), client.ForceOwnership); err != nil {
+		if err := h.c.Patch(t.Context(), u, client.Apply, //nolint:staticcheck // unstructured manifests have no apply configuration types
+			client.DryRunAll, client.FieldOwner("weft-manifest-test"), client.ForceOwnership); err != nil {
 			t.Errorf("%s %s/%s: %v", u.GetKind(), u.GetNamespace(), u.GetName(), err)
 		}
 		if u.GetKind() == cmapi.CertificateKind && u.GetName() == "weft-xds" {

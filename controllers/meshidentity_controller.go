@@ -320,7 +320,7 @@ func (r *MeshIdentityReconciler) applyCertificates(ctx context.Context, mi *mesh
 			desired[key] = cert
 		}
 	}
-	rep.identities = int32(len(desired)) //nolint:gosec // bounded by the number of service accounts
+	rep.identities = int32(len(desired))
 
 	var (
 		errs  []error

@@ -154,5 +154,5 @@ type AccessPolicyList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&AccessPolicy{}, &AccessPolicyList{})
+	register(&AccessPolicy{}, &AccessPolicyList{})
 }

@@ -170,5 +170,5 @@ type CircuitBreakerList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&CircuitBreaker{}, &CircuitBreakerList{})
+	register(&CircuitBreaker{}, &CircuitBreakerList{})
 }

@@ -114,6 +114,52 @@ type MeshIdentityStatus struct {
 	// SoonestExpiry is the earliest expiry among the issued certificates.
 	// +optional
 	SoonestExpiry *metav1.Time `json:"soonestExpiry,omitempty"`
+
+	// TrustRoots are the roots the controller publishes in every
+	// weft-trust-bundle ConfigMap: the CAs of the issued certificates and
+	// the retired roots still in their overlap. It is the controller's
+	// record of which roots it trusted before, kept here because only the
+	// controller and cluster administrators may write a cluster-scoped
+	// object's status; the published ConfigMaps are never read back as a
+	// source of roots. Removing the list makes the controller start over
+	// from the issued certificates alone.
+	// +optional
+	// +listType=map
+	// +listMapKey=fingerprint
+	// +kubebuilder:validation:MaxItems=8
+	TrustRoots []TrustRoot `json:"trustRoots,omitempty"`
+}
+
+// Bounds of status.trustRoots, as the schema enforces them.
+const (
+	// MaxTrustRoots is how many roots status.trustRoots holds.
+	MaxTrustRoots = 8
+	// MaxTrustRootPEMLength bounds the PEM of one TrustRoot, far above any
+	// real root certificate.
+	MaxTrustRootPEMLength = 16384
+)
+
+// TrustRoot is one root in a MeshIdentity's trust bundle.
+type TrustRoot struct {
+	// Fingerprint is the lowercase hex SHA-256 of the root's DER encoding.
+	// +kubebuilder:validation:Pattern=`^[0-9a-f]{64}$`
+	Fingerprint string `json:"fingerprint"`
+
+	// NotAfter is when the root expires; it leaves the bundle then at the
+	// latest.
+	NotAfter metav1.Time `json:"notAfter"`
+
+	// RetiredAt is when the controller first found that no issued
+	// certificate names this root any more; unset while one does. A
+	// retired root stays trusted for spec.duration after this time, so
+	// that every certificate it signed expires first.
+	// +optional
+	RetiredAt *metav1.Time `json:"retiredAt,omitempty"`
+
+	// Certificate is the root as one PEM CERTIFICATE block.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=16384
+	Certificate string `json:"certificate"`
 }
 
 // +kubebuilder:object:root=true
@@ -147,5 +193,5 @@ type MeshIdentityList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&MeshIdentity{}, &MeshIdentityList{})
+	register(&MeshIdentity{}, &MeshIdentityList{})
 }

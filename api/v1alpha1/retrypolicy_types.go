@@ -139,5 +139,5 @@ type RetryPolicyList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&RetryPolicy{}, &RetryPolicyList{})
+	register(&RetryPolicy{}, &RetryPolicyList{})
 }

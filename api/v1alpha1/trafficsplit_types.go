@@ -71,5 +71,5 @@ type TrafficSplitList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&TrafficSplit{}, &TrafficSplitList{})
+	register(&TrafficSplit{}, &TrafficSplitList{})
 }

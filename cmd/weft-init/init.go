@@ -95,7 +95,7 @@ func copyExecutable(dst string) error {
 	if err != nil {
 		return fmt.Errorf("find own executable: %w", err)
 	}
-	src, err := os.Open(self)
+	src, err := os.Open(self) //nolint:gosec // our own executable, from os.Executable
 	if err != nil {
 		return fmt.Errorf("open own executable: %w", err)
 	}

@@ -21,15 +21,15 @@ var Update = flag.Bool("update", false, "rewrite golden files under testdata")
 func Check(t testing.TB, path string, got []byte) {
 	t.Helper()
 	if *Update {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
+		if err := os.WriteFile(path, got, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		return
 	}
-	want, err := os.ReadFile(path)
+	want, err := os.ReadFile(path) //nolint:gosec // a test file path
 	if err != nil {
 		t.Fatalf("reading golden file %s: %v (run go test -update to create it)", path, err)
 	}

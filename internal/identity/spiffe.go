@@ -46,7 +46,8 @@ func ValidateTrustDomain(td string) error {
 	}
 	for i := range len(td) {
 		c := td[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+		allowed := c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_'
+		if !allowed {
 			return fmt.Errorf("trust domain %q has the character %q: only lowercase letters, digits, '.', '-' and '_' are allowed", td, c)
 		}
 	}

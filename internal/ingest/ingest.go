@@ -28,8 +28,8 @@ type state struct {
 	routeIndex map[ir.ObjectRef]bool
 	// defaultTD is the first trust domain in the mesh, computed once.
 	defaultTD *string
-	routes   []RouteStatus
-	warnings []Warning
+	routes    []RouteStatus
+	warnings  []Warning
 }
 
 // Build turns a bundle into the mesh model and the status of every policy

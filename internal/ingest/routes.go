@@ -125,7 +125,7 @@ func (s *state) attachRoute(obj routeObject, rules []builtRule, refs *refProblem
 		case parent.SectionName != nil:
 			accepted, reason, msg = false, string(gwapiv1.RouteReasonUnsupportedValue), "parentRef sectionName is not supported for Service parents: use port"
 		case parent.Port != nil:
-			p := st.ports[int32(*parent.Port)]
+			p := st.ports[*parent.Port]
 			if p == nil {
 				accepted, reason, msg = false, string(gwapiv1.RouteReasonNoMatchingParent), fmt.Sprintf("Service %s/%s has no TCP port %d", parentNS, parent.Name, *parent.Port)
 			} else {
@@ -391,7 +391,7 @@ func (s *state) applyHTTPFilter(obj routeObject, r *ir.Route, f gwapiv1.HTTPRout
 			red.Hostname = string(*rr.Hostname)
 		}
 		if rr.Port != nil {
-			red.Port = int32(*rr.Port)
+			red.Port = *rr.Port
 		}
 		red.Path = pathModifier(rr.Path)
 		r.Redirect = red
@@ -526,7 +526,7 @@ func (s *state) resolveBackend(obj routeObject, field string, b gwapiv1.BackendO
 		problems.add(string(gwapiv1.RouteReasonUnsupportedValue), fmt.Sprintf("%s: port is required for a Service backend", field))
 		return ir.Backend{}, false
 	}
-	p := st.ports[int32(*b.Port)]
+	p := st.ports[*b.Port]
 	if p == nil {
 		problems.add(string(gwapiv1.RouteReasonBackendNotFound), fmt.Sprintf("%s: Service %s/%s has no TCP port %d", field, ns, b.Name, *b.Port))
 		return ir.Backend{}, false

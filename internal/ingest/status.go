@@ -17,7 +17,7 @@ type verdict struct {
 	generation int64
 
 	acceptedReason, acceptedMsg string // empty reason: accepted
-	resolvedReason, resolvedMsg string // empty reason: all refs resolve
+	resolvedReason              string // empty reason: all refs resolve
 	// notReady holds a reason the object is accepted and resolved but still
 	// not fully in force (e.g. an AccessPolicy without mTLS).
 	notReadyReason, notReadyMsg string

@@ -44,7 +44,7 @@ func ModuleDir(t testing.TB, module string) string {
 	if d, ok := moduleDirs.Load(module); ok {
 		return d.(string)
 	}
-	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", module)
+	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", module) //nolint:gosec // module names are constants of the tests
 	cmd.Dir = RepoRoot()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -21,7 +21,6 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -262,7 +261,7 @@ func acceptanceMesh(port int32, serverID, webID string) *ir.Mesh {
 
 func setSnapshot(t *testing.T, cache cachev3.SnapshotCache, node string, r *Resources) {
 	t.Helper()
-	snap, err := cachev3.NewSnapshot("1", map[resourcev3.Type][]types.Resource(r.ByType()))
+	snap, err := cachev3.NewSnapshot("1", r.ByType())
 	if err != nil {
 		t.Fatal(err)
 	}

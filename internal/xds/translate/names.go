@@ -28,7 +28,7 @@ const (
 	BlackholeCluster = "blackhole"
 	// InboundPassthroughCluster forwards inbound connections for ports no
 	// Service names to the application, at their original destination.
-	InboundPassthroughCluster = "inbound-passthrough"
+	InboundPassthroughCluster = "inbound-passthrough" //nolint:gosec // a cluster name, not a credential
 	// TracingCluster reaches the OpenTelemetry collector.
 	TracingCluster = "weft-tracing"
 

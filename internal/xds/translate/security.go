@@ -47,7 +47,7 @@ func (b *builder) upstreamTLS(svc *ir.Service, proto ir.Protocol, fl flavor) (*c
 		common.TlsCertificateProviderInstance = providerInstance(GRPCCertificateProvider)
 		vc := &tlsv3.CertificateValidationContext{CaCertificateProviderInstance: providerInstance(GRPCCertificateProvider)}
 		for _, id := range svc.Identities {
-			vc.MatchSubjectAltNames = append(vc.MatchSubjectAltNames, exactString(id))
+			vc.MatchSubjectAltNames = append(vc.MatchSubjectAltNames, exactString(id)) //nolint:staticcheck // grpc-go reads only the untyped matchers
 		}
 		common.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: vc}
 	default:
