@@ -164,8 +164,11 @@ func envoyStatic(cfg Config) (*bootstrapv3.Bootstrap, error) {
 			Clusters:  []*clusterv3.Cluster{xdsCluster, adminCluster},
 		},
 		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{
+			// Incremental (delta) ADS: after a change the proxy receives only
+			// the resources that changed, not every route and cluster of the
+			// mesh again, which keeps pushes small as the mesh grows.
 			AdsConfig: &corev3.ApiConfigSource{
-				ApiType:             corev3.ApiConfigSource_GRPC,
+				ApiType:             corev3.ApiConfigSource_DELTA_GRPC,
 				TransportApiVersion: corev3.ApiVersion_V3,
 				GrpcServices: []*corev3.GrpcService{{
 					TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: XDSClusterName}},
