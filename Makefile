@@ -75,11 +75,28 @@ lint: $(GOLANGCI_LINT) ## golangci-lint with .golangci.yml.
 test: verify-generated vet envtest ## Everything CI runs: generated-file check, vet, unit, envtest and e2e tests.
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test $(GO_TEST_FLAGS) $(PKGS)
 
+.PHONY: test-e2e
+test-e2e: envtest ## Only the end-to-end suite: real gRPC xDS traffic through the weft-controller binary (about a minute).
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test $(GO_TEST_FLAGS) -v ./e2e/...
+
 .PHONY: bench
 bench: envtest ## Benchmarks recorded in docs/benchmarks.md.
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test -run '^$$' -bench . -benchmem ./...
 
 ##@ Run
+
+# Flags for the demo, e.g. DEMO_ARGS="--duration=2m --steps=95/5,75/25,0/100".
+DEMO_ARGS ?=
+
+.PHONY: demo
+demo: ## Weft on this machine without a cluster: API server, controller, gRPC workloads and a live canary (Ctrl-C stops it).
+	@echo "==> kube-apiserver, etcd and kubectl (built from the Go module proxy the first time: about 10 minutes)"
+	@hack/envtest/build.sh >/dev/null
+	@echo "==> building weft-controller and weft-demo"
+	@go build -o $(BIN)/weft-controller ./cmd/weft-controller
+	@go build -o $(BIN)/weft-demo ./hack/demo
+	@echo "==> starting the demo"
+	@KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" $(BIN)/weft-demo --repo-root=$(ROOT) --controller-binary=$(BIN)/weft-controller $(DEMO_ARGS)
 
 .PHONY: run
 run: ## Run the controller against the cluster in $$KUBECONFIG (RUN_ARGS=... adds flags; see --help).
