@@ -233,7 +233,7 @@ func foreignTLS(t *testing.T, id string) *tls.Config {
 	must(t, err)
 	return &tls.Config{
 		Certificates:       []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
-		InsecureSkipVerify: true, //nolint:gosec // the intruder does not care who the server is
+		InsecureSkipVerify: true, // the intruder does not care who the server is
 		NextProtos:         []string{"h2"},
 	}
 }

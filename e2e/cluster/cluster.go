@@ -468,7 +468,9 @@ func (c *Cluster) Stop() {
 	}
 	if c.cancel != nil {
 		c.cancel()
-		<-c.mgrDone
+		if err := <-c.mgrDone; err != nil {
+			c.opts.Logf("box helpers stopped: %v", err)
+		}
 	}
 	if c.env != nil {
 		_ = c.env.Stop()

@@ -294,7 +294,7 @@ func (p *Pod) WaitServing(ctx context.Context, timeout time.Duration) error {
 	err := poll(ctx, timeout, func() (bool, error) { return p.Serving(), nil })
 	if err != nil {
 		last, _ := p.servErr.Load().(error)
-		return fmt.Errorf("pod %s/%s: xDS server not serving: %w (last serving error: %v)", p.Spec.Namespace, p.Spec.Name, err, last)
+		return fmt.Errorf("pod %s/%s: xDS server not serving: %w (last serving error: %w)", p.Spec.Namespace, p.Spec.Name, err, last)
 	}
 	return nil
 }
