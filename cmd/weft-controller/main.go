@@ -182,6 +182,9 @@ func run(ctx context.Context, o options, inj *injectOptions) error {
 			return err
 		}
 	}
+	if err := setupSidecarAudit(mgr, inj); err != nil {
+		return err
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("adding health check: %w", err)
 	}

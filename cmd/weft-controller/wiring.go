@@ -6,6 +6,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/weft-mesh/weft/controllers"
@@ -75,6 +76,25 @@ func setupInjection(mgr ctrl.Manager, o *injectOptions) error {
 	cfg.NativeSidecars = native
 	if err := webhooks.SetupWithManager(mgr, cfg); err != nil {
 		return fmt.Errorf("setting up the injection webhook: %w", err)
+	}
+	return nil
+}
+
+// setupSidecarAudit runs the reconciler that reports pods which should be
+// meshed but have no sidecar, and pods on an older proxy. It runs whether or
+// not this replica serves the webhook: pods that missed injection are what it
+// looks for, and the mesh controller already caches every pod and namespace
+// it reads.
+func setupSidecarAudit(mgr ctrl.Manager, o *injectOptions) error {
+	r := &controllers.SidecarAuditReconciler{
+		Client:                mgr.GetClient(),
+		Recorder:              mgr.GetEventRecorder(controllers.SidecarAuditRecorderName),
+		ProxyVersion:          version,
+		ControlPlaneNamespace: o.cfg.ControlPlaneNamespace,
+		Metrics:               controllers.NewSidecarAuditMetrics(metrics.Registry),
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the sidecar audit: %w", err)
 	}
 	return nil
 }
