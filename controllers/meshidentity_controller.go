@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -134,6 +135,8 @@ func (r *MeshIdentityReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&cmapi.Issuer{}, handler.EnqueueRequestsFromMapFunc(r.allMeshIdentities), existence).
 		Watches(&cmapi.ClusterIssuer{}, handler.EnqueueRequestsFromMapFunc(r.allMeshIdentities), existence).
 		WatchesRawSource(source.Kind(managed, client.Object(&corev1.Secret{}), byLabel)).
+		// Every change to a published bundle, ours or anyone's, brings the
+		// reconciler back to put the computed one in its place.
 		WatchesRawSource(source.Kind(managed, client.Object(&corev1.ConfigMap{}), byLabel)).
 		Complete(r)
 }
@@ -549,64 +552,52 @@ func (r *MeshIdentityReconciler) assessCertificates(ctx context.Context, certs [
 	return errors.Join(errs...)
 }
 
-// publishTrustBundle writes the trust bundle to every held namespace and
-// removes this MeshIdentity's bundles from the others. It returns when the
-// bundle will change by itself (a root expires or leaves its overlap).
+// publishTrustBundle computes the trust bundle, records its roots in the
+// MeshIdentity's status, writes it to every held namespace and removes this
+// MeshIdentity's bundles from the others. It returns when the bundle will
+// change by itself (a root expires or leaves its overlap).
+//
+// The bundle comes from two sources only: the ca.crt of the Secrets
+// cert-manager issued for this MeshIdentity's Certificates, and the record in
+// status.trustRoots, which only the controller and cluster administrators may
+// write. The published ConfigMaps are output: anyone who may write ConfigMaps
+// in one namespace can edit that namespace's copy, and were the copies read
+// back as roots, a root added there would reach every namespace. They are
+// only compared with the computed bundle and rewritten when they differ.
 func (r *MeshIdentityReconciler) publishTrustBundle(ctx context.Context, mi *meshv1alpha1.MeshIdentity, scope identityScope, certs []*cmapi.Certificate, rep *identityReport, now time.Time) (time.Time, error) {
 	log := logr.FromContextOrDiscard(ctx)
-	var errs []error
-
-	var issued [][]byte
-	for _, cert := range certs {
-		var secret corev1.Secret
-		err := r.managedReader().Get(ctx, types.NamespacedName{Namespace: cert.Namespace, Name: cert.Spec.SecretName}, &secret)
-		if apierrors.IsNotFound(err) {
-			continue
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("reading secret %s/%s: %w", cert.Namespace, cert.Spec.SecretName, err))
-			continue
-		}
-		if ca := secret.Data[identity.TrustBundleKey]; len(ca) > 0 {
-			issued = append(issued, ca)
-		}
+	issued, err := r.issuedCAs(ctx, certs)
+	if err != nil {
+		// A root missing from an incomplete view would count as retired.
+		return time.Time{}, err
+	}
+	duration, _ := identity.Lifetimes(&mi.Spec)
+	tb, err := identity.BuildTrustBundle(identity.TrustBundleInput{
+		Now:      now,
+		Issued:   issued,
+		Recorded: mi.Status.TrustRoots,
+		Overlap:  duration,
+	})
+	if err != nil {
+		log.Error(err, "leaving unusable roots out of the trust bundle", "meshIdentity", mi.Name)
+	}
+	if ok, err := r.recordTrustRoots(ctx, mi, tb.Roots); !ok || err != nil {
+		return time.Time{}, err
 	}
 
 	var cms corev1.ConfigMapList
 	if err := r.managedReader().List(ctx, &cms, client.MatchingLabelsSelector{Selector: identity.ManagedSelector()}); err != nil {
 		return time.Time{}, fmt.Errorf("listing trust bundles: %w", err)
 	}
-	var (
-		published [][]byte
-		retired   []map[string]time.Time
-		ours      = map[string]*corev1.ConfigMap{}
-	)
+	ours := map[string]*corev1.ConfigMap{}
 	for i := range cms.Items {
 		cm := &cms.Items[i]
-		if cm.Name != identity.TrustBundleName || !controlledByMeshIdentity(cm, mi) {
-			continue
+		if cm.Name == identity.TrustBundleName && controlledByMeshIdentity(cm, mi) {
+			ours[cm.Namespace] = cm
 		}
-		ours[cm.Namespace] = cm
-		published = append(published, []byte(cm.Data[identity.TrustBundleKey]))
-		rec, err := identity.DecodeRetired(cm.Annotations[identity.AnnotationRetiredRoots])
-		if err != nil {
-			log.Error(err, "ignoring a damaged retired-roots annotation", "configMap", client.ObjectKeyFromObject(cm))
-		}
-		retired = append(retired, rec)
 	}
 
-	duration, _ := identity.Lifetimes(&mi.Spec)
-	tb, err := identity.BuildTrustBundle(identity.TrustBundleInput{
-		Now:       now,
-		Issued:    issued,
-		Published: published,
-		Retired:   identity.MergeRetired(retired...),
-		Overlap:   duration,
-	})
-	if err != nil {
-		log.Error(err, "skipping certificates that do not parse in the trust bundle", "meshIdentity", mi.Name)
-	}
-
+	var errs []error
 	held := map[string]bool{}
 	for _, ns := range scope.held {
 		held[ns] = true
@@ -632,6 +623,71 @@ func (r *MeshIdentityReconciler) publishTrustBundle(ctx context.Context, mi *mes
 	return tb.NextChange, errors.Join(errs...)
 }
 
+// issuedCAs reads the ca.crt of the Secrets cert-manager wrote for the
+// Certificates. A Secret not written yet is skipped.
+func (r *MeshIdentityReconciler) issuedCAs(ctx context.Context, certs []*cmapi.Certificate) ([][]byte, error) {
+	var (
+		issued [][]byte
+		errs   []error
+	)
+	for _, cert := range certs {
+		var secret corev1.Secret
+		err := r.managedReader().Get(ctx, types.NamespacedName{Namespace: cert.Namespace, Name: cert.Spec.SecretName}, &secret)
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("reading secret %s/%s: %w", cert.Namespace, cert.Spec.SecretName, err))
+			continue
+		}
+		if ca := secret.Data[identity.TrustBundleKey]; len(ca) > 0 {
+			issued = append(issued, ca)
+		}
+	}
+	return issued, errors.Join(errs...)
+}
+
+// recordTrustRoots stores the roots about to be published in
+// status.trustRoots before any ConfigMap carries them, so that every root
+// ever published is remembered and keeps its overlap once retired. It
+// reports false when the MeshIdentity changed meanwhile: nothing may be
+// published from a record that was not stored, and the update event brings
+// the reconciler back.
+func (r *MeshIdentityReconciler) recordTrustRoots(ctx context.Context, mi *meshv1alpha1.MeshIdentity, roots []meshv1alpha1.TrustRoot) (bool, error) {
+	if equality.Semantic.DeepEqual(roots, mi.Status.TrustRoots) {
+		return true, nil
+	}
+	log := logr.FromContextOrDiscard(ctx)
+	updated := mi.DeepCopy()
+	updated.Status.TrustRoots = roots
+	if err := r.Client.Status().Update(ctx, updated); err != nil {
+		if apierrors.IsConflict(err) {
+			log.V(1).Info("meshidentity changed before its trust roots were recorded; reconciling again", "meshIdentity", mi.Name)
+			return false, nil
+		}
+		return false, fmt.Errorf("recording the trust roots of meshidentity %s: %w", mi.Name, err)
+	}
+	if !equality.Semantic.DeepEqual(updated.Status.TrustRoots, roots) {
+		// Pruned: the installed CRD predates the field. Publishing goes
+		// on, but retired roots are forgotten at once.
+		log.Error(errors.New("status.trustRoots was not stored"), "the MeshIdentity CRD is older than the controller; install this version's CRDs", "meshIdentity", mi.Name)
+	}
+	*mi = *updated
+	var current, retired []string
+	for _, root := range roots {
+		if root.RetiredAt == nil {
+			current = append(current, root.Fingerprint)
+		} else {
+			retired = append(retired, root.Fingerprint)
+		}
+	}
+	log.Info("recorded trust roots", "meshIdentity", mi.Name, "current", current, "retired", retired)
+	return true, nil
+}
+
+// applyTrustBundle makes the namespace's bundle exactly want. Whatever else
+// is found in it (roots, keys, binary data) is someone's edit and is
+// overwritten; none of it is kept.
 func (r *MeshIdentityReconciler) applyTrustBundle(ctx context.Context, mi *meshv1alpha1.MeshIdentity, want *corev1.ConfigMap, rep *identityReport) error {
 	log := logr.FromContextOrDiscard(ctx)
 	key := client.ObjectKeyFromObject(want)
@@ -663,19 +719,22 @@ func (r *MeshIdentityReconciler) applyTrustBundle(ctx context.Context, mi *meshv
 		rep.conflicts = append(rep.conflicts, fmt.Sprintf("ConfigMap %s exists and is not managed by this MeshIdentity", key))
 		return nil
 	}
+	if ptr.Deref(cm.Immutable, false) {
+		// Weft never makes the bundle immutable, and an immutable one
+		// could not be rotated or repaired: replace it. Its deletion
+		// brings the reconciler back to create it anew.
+		if err := deleteUnchanged(ctx, r.Client, &cm); err != nil {
+			return fmt.Errorf("replacing immutable trust bundle %s: %w", key, err)
+		}
+		log.Info("deleted a trust bundle made immutable, to publish it again", "meshIdentity", mi.Name, "configMap", key)
+		return nil
+	}
 	before := cm.DeepCopy()
 	if cm.Labels == nil {
 		cm.Labels = map[string]string{}
 	}
 	maps.Copy(cm.Labels, want.Labels)
-	if v, ok := want.Annotations[identity.AnnotationRetiredRoots]; ok {
-		if cm.Annotations == nil {
-			cm.Annotations = map[string]string{}
-		}
-		cm.Annotations[identity.AnnotationRetiredRoots] = v
-	} else {
-		delete(cm.Annotations, identity.AnnotationRetiredRoots)
-	}
+	delete(cm.Annotations, identity.LegacyAnnotationRetiredRoots)
 	cm.Data = want.Data
 	cm.BinaryData = nil
 	dropForeignController(&cm, mi)

@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -290,6 +291,7 @@ func TestMeshIdentity(t *testing.T) {
 	t.Run("namespaced issuer missing", h.testNamespacedIssuerMissing)
 	t.Run("cert-manager failure", h.testCertificateFailure)
 	t.Run("denied request", h.testDeniedRequest)
+	t.Run("bundle tampering", h.testBundleTampering)
 	t.Run("CA rotation", h.testCARotation)
 	t.Run("conflicting MeshIdentities", h.testConflict)
 	t.Run("invalid selector", h.testInvalidSelector)
@@ -633,18 +635,135 @@ func (h *identityHarness) testCARotation(t *testing.T) {
 			return hasOld && hasNew && len(certs) == 2, fmt.Sprintf("%d roots, old %v, new %v", len(certs), hasOld, hasNew), nil
 		})
 	}
+	oldFP, newFP := identity.Fingerprint(oldCA), identity.Fingerprint(newCA)
+	rotated := h.awaitStatus(t, "rotation", "the old root recorded as retired", func(mi *meshv1alpha1.MeshIdentity) string {
+		rec := recordedRoots(mi)
+		if _, current := rec[newFP]; !current || rec[newFP] != "" || rec[oldFP] == "" || len(rec) != 2 {
+			return fmt.Sprintf("status.trustRoots = %v, want %s current and %s retired", rec, newFP, oldFP)
+		}
+		return ""
+	})
+	for _, ns := range []string{"rotation-a", "rotation-b"} {
+		var cm corev1.ConfigMap
+		if err := h.c.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: identity.TrustBundleName}, &cm); err != nil {
+			t.Fatal(err)
+		}
+		if len(cm.Annotations) != 0 {
+			t.Errorf("bundle in %s carries annotations %v; it holds no state", ns, cm.Annotations)
+		}
+	}
+
+	// The bundles are output only: one deleted comes back with both roots,
+	// and the old root's retirement time does not move.
 	var cm corev1.ConfigMap
 	if err := h.c.Get(t.Context(), types.NamespacedName{Namespace: "rotation-a", Name: identity.TrustBundleName}, &cm); err != nil {
 		t.Fatal(err)
 	}
-	retired, err := identity.DecodeRetired(cm.Annotations[identity.AnnotationRetiredRoots])
-	if err != nil {
+	if err := h.c.Delete(t.Context(), &cm); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := retired[identity.Fingerprint(oldCA)]; !ok || len(retired) != 1 {
-		t.Fatalf("retired roots = %v, want the old root", retired)
+	await(t, "the deleted bundle published again with both roots", func(ctx context.Context) (bool, string, error) {
+		var again corev1.ConfigMap
+		if err := h.c.Get(ctx, types.NamespacedName{Namespace: "rotation-a", Name: identity.TrustBundleName}, &again); err != nil {
+			return false, "", client.IgnoreNotFound(err)
+		}
+		if again.UID == cm.UID {
+			return false, "not deleted yet", nil
+		}
+		certs, err := identity.ParseCertificates([]byte(again.Data[identity.TrustBundleKey]))
+		return len(certs) == 2 && slices.ContainsFunc(certs, oldCA.Equal) && slices.ContainsFunc(certs, newCA.Equal), fmt.Sprintf("%d roots", len(certs)), err
+	})
+	h.awaitStatus(t, "rotation", "ready after the rotation", all(
+		counts(2, 2),
+		func(mi *meshv1alpha1.MeshIdentity) string {
+			if !maps.Equal(recordedRoots(mi), recordedRoots(rotated)) {
+				return fmt.Sprintf("status.trustRoots = %v, want it unchanged: %v", recordedRoots(mi), recordedRoots(rotated))
+			}
+			return ""
+		},
+	))
+}
+
+// A user who may write ConfigMaps in one covered namespace adds a root of
+// their own to its trust bundle. It must not reach any other namespace nor
+// the record, and the bundle is put back.
+func (h *identityHarness) testBundleTampering(t *testing.T) {
+	h.meshIdentity(t, "tamper")
+	h.namespace(t, "tamper-a", map[string]string{"identity-test": "tamper"}, "a")
+	h.namespace(t, "tamper-b", map[string]string{"identity-test": "tamper"}, "b")
+	h.pod(t, "tamper-a", "a", "a")
+	h.pod(t, "tamper-b", "b", "b")
+	h.awaitStatus(t, "tamper", "ready", counts(2, 2))
+	ca := h.signer.CA()
+	onlyCA := func(ns string) func(ctx context.Context) (bool, string, error) {
+		return func(ctx context.Context) (bool, string, error) {
+			var cm corev1.ConfigMap
+			if err := h.c.Get(ctx, types.NamespacedName{Namespace: ns, Name: identity.TrustBundleName}, &cm); err != nil {
+				return false, "", client.IgnoreNotFound(err)
+			}
+			certs, err := identity.ParseCertificates([]byte(cm.Data[identity.TrustBundleKey]))
+			if err != nil {
+				return false, "", err
+			}
+			ok := len(certs) == 1 && certs[0].Equal(ca) && len(cm.Data) == 1 && len(cm.BinaryData) == 0 && len(cm.Annotations) == 0 && !ptr.Deref(cm.Immutable, false)
+			return ok, fmt.Sprintf("%d roots, keys %v, annotations %v, immutable %v", len(certs), slices.Collect(maps.Keys(cm.Data)), cm.Annotations, cm.Immutable), nil
+		}
 	}
-	h.awaitStatus(t, "rotation", "ready after the rotation", counts(2, 2))
+	await(t, "bundle in tamper-a", onlyCA("tamper-a"))
+	await(t, "bundle in tamper-b", onlyCA("tamper-b"))
+	var other corev1.ConfigMap
+	if err := h.c.Get(t.Context(), types.NamespacedName{Namespace: "tamper-b", Name: identity.TrustBundleName}, &other); err != nil {
+		t.Fatal(err)
+	}
+
+	foreign, foreignPEM := testRoot(t, "foreign root", time.Now().Add(-time.Hour), time.Now().Add(1000*time.Hour))
+	tamper := func(mutate func(*corev1.ConfigMap)) {
+		t.Helper()
+		var cm corev1.ConfigMap
+		if err := h.c.Get(t.Context(), types.NamespacedName{Namespace: "tamper-a", Name: identity.TrustBundleName}, &cm); err != nil {
+			t.Fatal(err)
+		}
+		cm.Data[identity.TrustBundleKey] += string(foreignPEM)
+		mutate(&cm)
+		if err := h.c.Update(t.Context(), &cm); err != nil {
+			t.Fatalf("editing the bundle in tamper-a: %v", err)
+		}
+	}
+	unspread := func(when string) {
+		t.Helper()
+		// A reconcile of its own, so that nothing is left to the timing of
+		// the watch.
+		if _, err := h.r.Reconcile(t.Context(), ctrl.Request{NamespacedName: types.NamespacedName{Name: "tamper"}}); err != nil {
+			t.Fatalf("Reconcile: %v", err)
+		}
+		await(t, when+": bundle in tamper-a put back", onlyCA("tamper-a"))
+		var now corev1.ConfigMap
+		if err := h.c.Get(t.Context(), types.NamespacedName{Namespace: "tamper-b", Name: identity.TrustBundleName}, &now); err != nil {
+			t.Fatal(err)
+		}
+		if now.ResourceVersion != other.ResourceVersion {
+			t.Fatalf("%s: the bundle in tamper-b was rewritten: %q", when, now.Data[identity.TrustBundleKey])
+		}
+		var mi meshv1alpha1.MeshIdentity
+		if err := h.c.Get(t.Context(), types.NamespacedName{Name: "tamper"}, &mi); err != nil {
+			t.Fatal(err)
+		}
+		if rec := recordedRoots(&mi); !maps.Equal(rec, map[string]string{identity.Fingerprint(ca): ""}) {
+			t.Fatalf("%s: status.trustRoots = %v, want only the issuing CA", when, rec)
+		}
+	}
+
+	// A root added to ca.crt, with the retired-roots annotation earlier
+	// versions kept on the ConfigMap forged to match, and a stray key.
+	tamper(func(cm *corev1.ConfigMap) {
+		cm.Annotations = map[string]string{identity.LegacyAnnotationRetiredRoots: fmt.Sprintf(`{%q:%q}`, identity.Fingerprint(foreign), time.Now().UTC().Format(time.RFC3339))}
+		cm.Data["extra.crt"] = string(foreignPEM)
+	})
+	unspread("added root")
+
+	// The same, made immutable so that it cannot be updated back.
+	tamper(func(cm *corev1.ConfigMap) { cm.Immutable = ptr.To(true) })
+	unspread("immutable bundle")
 }
 
 func (h *identityHarness) testConflict(t *testing.T) {

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -16,6 +15,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 )
 
 const (
@@ -25,11 +26,11 @@ const (
 	// TrustBundleKey is the ConfigMap key of the PEM bundle, named like the
 	// ca.crt key of cert-manager's Secrets so both mount the same way.
 	TrustBundleKey = "ca.crt"
-	// AnnotationRetiredRoots records, on the trust bundle ConfigMap, when each
-	// root that no issued certificate names any more was first seen retired
-	// (JSON: SHA-256 fingerprint to RFC 3339 time). A retired root stays
-	// trusted for one certificate lifetime after that, then is dropped.
-	AnnotationRetiredRoots = "weft.dev/retired-roots"
+	// LegacyAnnotationRetiredRoots is where versions before status.trustRoots
+	// recorded retired roots, on the trust bundle ConfigMaps themselves. It is
+	// never read: anyone who may write ConfigMaps in one namespace could set
+	// it. The controller removes it from the bundles it writes.
+	LegacyAnnotationRetiredRoots = "weft.dev/retired-roots"
 
 	pemTypeCertificate = "CERTIFICATE"
 )
@@ -112,18 +113,20 @@ func unexpired(certs []*x509.Certificate, now time.Time) []*x509.Certificate {
 	return slices.DeleteFunc(slices.Clone(certs), func(c *x509.Certificate) bool { return !now.Before(c.NotAfter) })
 }
 
-// TrustBundleInput is what the trust bundle is computed from.
+// TrustBundleInput is what the trust bundle is computed from. Both sources
+// are out of reach of the users of the namespaces the bundle is published
+// to: the published ConfigMaps are not an input, so whatever is written into
+// one of them never becomes a root.
 type TrustBundleInput struct {
 	// Now is the current time.
 	Now time.Time
 	// Issued are the ca.crt values of the workload Secrets cert-manager
 	// issued: the CAs that sign the certificates in use.
 	Issued [][]byte
-	// Published are the bundles published so far.
-	Published [][]byte
-	// Retired is when each published root was first seen retired, by
-	// fingerprint (from AnnotationRetiredRoots).
-	Retired map[string]time.Time
+	// Recorded are the roots the previous bundle was made of, as kept in the
+	// MeshIdentity's status.trustRoots: the only memory of roots that no
+	// issued Secret names any more.
+	Recorded []meshv1alpha1.TrustRoot
 	// Overlap is how long a retired root stays trusted: the certificate
 	// lifetime, so every certificate it signed expires before it is dropped.
 	Overlap time.Duration
@@ -131,79 +134,165 @@ type TrustBundleInput struct {
 
 // TrustBundle is the bundle to publish.
 type TrustBundle struct {
-	// PEM holds every root to trust; empty when nothing is issued yet.
+	// PEM holds every root to trust; empty when nothing is issued or
+	// recorded.
 	PEM []byte
-	// Retired are the retired roots still trusted, with the time they were
-	// first seen retired.
-	Retired map[string]time.Time
+	// Roots is the record to keep for the next computation
+	// (status.trustRoots): at most meshv1alpha1.MaxTrustRoots roots, in the
+	// order of PEM.
+	Roots []meshv1alpha1.TrustRoot
 	// NextChange is when the bundle changes next without any new input (a
 	// root expires or a retired root's overlap ends); zero if never.
 	NextChange time.Time
 }
 
+// trustedRoot is a root of the bundle being built; retiredAt is zero while
+// an issued Secret names it.
+type trustedRoot struct {
+	cert      *x509.Certificate
+	fp        string
+	pem       string
+	issued    bool
+	retiredAt time.Time
+}
+
 // BuildTrustBundle computes the trust bundle during and outside CA rotations.
-// Every unexpired CA that signed an issued certificate is trusted. A root that
-// was published but no longer signs any issued certificate is retired: it
-// stays for Overlap after it was first seen retired, so workloads that still
-// hold certificates it signed keep working while the new root takes over. When
-// nothing is issued (yet), the published roots stay as they are, so a moment
+// Every unexpired CA that signed an issued certificate is trusted. A recorded
+// root that no longer signs any issued certificate is retired: it stays for
+// Overlap after it was first seen retired, so workloads that still hold
+// certificates it signed keep working while the new root takes over. When
+// nothing is issued (yet), the recorded roots stay as they are, so a moment
 // without Secrets never empties the bundle.
 //
-// Inputs that do not parse are skipped and reported in the error; the
-// returned bundle is still usable.
+// The record is bounded by meshv1alpha1.MaxTrustRoots: issued roots come
+// first, then the most recently retired ones; retired roots beyond the bound
+// are dropped early. Inputs that do not parse, recorded roots whose
+// fingerprint does not match their certificate, and roots left out for the
+// bound are reported in the error; the returned bundle is still usable.
 func BuildTrustBundle(in TrustBundleInput) (TrustBundle, error) {
 	var errs []error
-	issued := map[string]*x509.Certificate{}
+	roots := map[string]*trustedRoot{}
 	for i, b := range in.Issued {
 		certs, err := ParseCertificates(b)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("issued ca %d: %w", i, err))
 		}
 		for _, c := range unexpired(certs, in.Now) {
-			issued[Fingerprint(c)] = c
+			fp := Fingerprint(c)
+			roots[fp] = &trustedRoot{cert: c, fp: fp, pem: encodePEM(c), issued: true}
 		}
 	}
-	published := map[string]*x509.Certificate{}
-	for i, b := range in.Published {
-		certs, err := ParseCertificates(b)
+	anyIssued := len(roots) > 0
+
+	out := TrustBundle{}
+	for i := range in.Recorded {
+		rec := &in.Recorded[i]
+		c, err := parseRecorded(rec)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("published bundle %d: %w", i, err))
+			errs = append(errs, err)
+			continue
 		}
-		for _, c := range unexpired(certs, in.Now) {
-			published[Fingerprint(c)] = c
+		if !in.Now.Before(c.NotAfter) || roots[rec.Fingerprint] != nil {
+			continue
 		}
+		root := &trustedRoot{cert: c, fp: rec.Fingerprint, pem: encodePEM(c)}
+		if rec.RetiredAt != nil {
+			root.retiredAt = rec.RetiredAt.Time
+		} else if anyIssued {
+			root.retiredAt = retirementTime(in.Now)
+		}
+		if !root.retiredAt.IsZero() && !in.Now.Before(root.retiredAt.Add(in.Overlap)) {
+			continue
+		}
+		roots[rec.Fingerprint] = root
 	}
 
-	out := TrustBundle{Retired: map[string]time.Time{}}
-	trusted := slices.Collect(maps.Values(issued))
-	for fp, c := range published {
-		if _, ok := issued[fp]; ok {
-			continue
+	// Issued and still-current roots first, newest first; then retired
+	// ones, most recently retired first.
+	ranked := slices.SortedFunc(maps.Values(roots), func(a, b *trustedRoot) int {
+		aRetired, bRetired := !a.retiredAt.IsZero(), !b.retiredAt.IsZero()
+		switch {
+		case aRetired != bRetired:
+			if aRetired {
+				return 1
+			}
+			return -1
+		case aRetired:
+			return cmp.Or(b.retiredAt.Compare(a.retiredAt), cmp.Compare(a.fp, b.fp))
+		default:
+			return cmp.Or(b.cert.NotBefore.Compare(a.cert.NotBefore), cmp.Compare(a.fp, b.fp))
 		}
-		retiredAt, wasRetired := in.Retired[fp]
-		if !wasRetired {
-			if len(issued) == 0 {
-				// Nothing issued: no evidence that this root was replaced.
-				trusted = append(trusted, c)
+	})
+	var trusted []*x509.Certificate
+	for _, root := range ranked {
+		var unrecordable string
+		switch {
+		case len(root.pem) > meshv1alpha1.MaxTrustRootPEMLength:
+			unrecordable = fmt.Sprintf("its PEM is longer than %d bytes", meshv1alpha1.MaxTrustRootPEMLength)
+		case len(out.Roots) == meshv1alpha1.MaxTrustRoots:
+			unrecordable = fmt.Sprintf("status.trustRoots holds at most %d roots", meshv1alpha1.MaxTrustRoots)
+		}
+		recordable := unrecordable == ""
+		if !recordable {
+			// An issued root is trusted all the same; it is only not
+			// remembered, so it gets no overlap once retired.
+			errs = append(errs, fmt.Errorf("root %s (%s) is not recorded: %s", root.fp, root.cert.Subject, unrecordable))
+			if !root.issued {
 				continue
 			}
-			retiredAt = in.Now
 		}
-		end := retiredAt.Add(in.Overlap)
-		if !in.Now.Before(end) {
+		trusted = append(trusted, root.cert)
+		out.NextChange = earliest(out.NextChange, root.cert.NotAfter)
+		if !root.retiredAt.IsZero() {
+			out.NextChange = earliest(out.NextChange, root.retiredAt.Add(in.Overlap))
+		}
+		if !recordable {
 			continue
 		}
-		out.Retired[fp] = retiredAt
-		out.NextChange = earliest(out.NextChange, end)
-		trusted = append(trusted, c)
-	}
-	for _, c := range trusted {
-		out.NextChange = earliest(out.NextChange, c.NotAfter)
+		tr := meshv1alpha1.TrustRoot{
+			Fingerprint: root.fp,
+			NotAfter:    metav1.NewTime(root.cert.NotAfter),
+			Certificate: root.pem,
+		}
+		if !root.retiredAt.IsZero() {
+			tr.RetiredAt = &metav1.Time{Time: root.retiredAt}
+		}
+		out.Roots = append(out.Roots, tr)
 	}
 	if len(trusted) > 0 {
 		out.PEM = EncodeCertificates(trusted)
 	}
+	slices.SortFunc(out.Roots, func(a, b meshv1alpha1.TrustRoot) int {
+		return cmp.Or(roots[a.Fingerprint].cert.NotBefore.Compare(roots[b.Fingerprint].cert.NotBefore), cmp.Compare(a.Fingerprint, b.Fingerprint))
+	})
 	return out, errors.Join(errs...)
+}
+
+// parseRecorded reads one root of status.trustRoots; it must be exactly the
+// certificate its fingerprint names.
+func parseRecorded(rec *meshv1alpha1.TrustRoot) (*x509.Certificate, error) {
+	certs, err := ParseCertificates([]byte(rec.Certificate))
+	if err != nil || len(certs) != 1 {
+		return nil, errors.Join(fmt.Errorf("recorded root %s: want one certificate, found %d", rec.Fingerprint, len(certs)), err)
+	}
+	if fp := Fingerprint(certs[0]); fp != rec.Fingerprint {
+		return nil, fmt.Errorf("recorded root %s: the certificate's fingerprint is %s", rec.Fingerprint, fp)
+	}
+	return certs[0], nil
+}
+
+// retirementTime is now rounded up to the second that status times are
+// stored with, so that storing it never shortens an overlap.
+func retirementTime(now time.Time) time.Time {
+	t := now.Truncate(time.Second)
+	if t.Before(now) {
+		t = t.Add(time.Second)
+	}
+	return t.UTC()
+}
+
+func encodePEM(c *x509.Certificate) string {
+	return string(pem.EncodeToMemory(&pem.Block{Type: pemTypeCertificate, Bytes: c.Raw}))
 }
 
 func earliest(a, b time.Time) time.Time {
@@ -213,58 +302,11 @@ func earliest(a, b time.Time) time.Time {
 	return a
 }
 
-// EncodeRetired is the value of AnnotationRetiredRoots; "" when no root is
-// retired.
-func EncodeRetired(retired map[string]time.Time) string {
-	if len(retired) == 0 {
-		return ""
-	}
-	m := make(map[string]string, len(retired))
-	for fp, t := range retired {
-		m[fp] = t.UTC().Format(time.RFC3339)
-	}
-	b, _ := json.Marshal(m) // a map of strings always marshals; keys come out sorted
-	return string(b)
-}
-
-// DecodeRetired reads AnnotationRetiredRoots; "" is no retired root.
-func DecodeRetired(s string) (map[string]time.Time, error) {
-	out := map[string]time.Time{}
-	if s == "" {
-		return out, nil
-	}
-	var m map[string]string
-	if err := json.Unmarshal([]byte(s), &m); err != nil {
-		return out, fmt.Errorf("annotation %s: %w", AnnotationRetiredRoots, err)
-	}
-	var errs []error
-	for fp, v := range m {
-		t, err := time.Parse(time.RFC3339, v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("annotation %s: root %s: %w", AnnotationRetiredRoots, fp, err))
-			continue
-		}
-		out[fp] = t
-	}
-	return out, errors.Join(errs...)
-}
-
-// MergeRetired combines the retirement records of several published bundles,
-// keeping the earliest time per root so that no copy can extend an overlap.
-func MergeRetired(records ...map[string]time.Time) map[string]time.Time {
-	out := map[string]time.Time{}
-	for _, r := range records {
-		for fp, t := range r {
-			out[fp] = earliest(out[fp], t)
-		}
-	}
-	return out
-}
-
 // TrustBundleConfigMap is the trust bundle ConfigMap of a namespace. The
-// caller sets the owner reference.
+// caller sets the owner reference. The ConfigMap is output only: nothing in
+// it is read back when the next bundle is computed.
 func TrustBundleConfigMap(meshIdentityName, namespace string, tb TrustBundle) *corev1.ConfigMap {
-	cm := &corev1.ConfigMap{
+	return &corev1.ConfigMap{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      TrustBundleName,
@@ -273,8 +315,4 @@ func TrustBundleConfigMap(meshIdentityName, namespace string, tb TrustBundle) *c
 		},
 		Data: map[string]string{TrustBundleKey: string(tb.PEM)},
 	}
-	if v := EncodeRetired(tb.Retired); v != "" {
-		cm.Annotations = map[string]string{AnnotationRetiredRoots: v}
-	}
-	return cm
 }

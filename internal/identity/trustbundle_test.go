@@ -8,10 +8,17 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -94,6 +101,19 @@ func TestMergeCAPEMsReportsGarbage(t *testing.T) {
 	}
 }
 
+// fingerprints lists the fingerprints of a record and, for retired roots,
+// when they were retired.
+func fingerprints(roots []meshv1alpha1.TrustRoot) map[string]string {
+	out := map[string]string{}
+	for _, r := range roots {
+		out[r.Fingerprint] = ""
+		if r.RetiredAt != nil {
+			out[r.Fingerprint] = r.RetiredAt.UTC().Format(time.RFC3339)
+		}
+	}
+	return out
+}
+
 func TestBuildTrustBundleFirstIssue(t *testing.T) {
 	ca := newCA(t, "root", t0.Add(-time.Hour), t0.Add(1000*time.Hour))
 	tb, err := BuildTrustBundle(TrustBundleInput{Now: t0, Issued: [][]byte{ca.pem, ca.pem}, Overlap: 24 * time.Hour})
@@ -103,156 +123,199 @@ func TestBuildTrustBundleFirstIssue(t *testing.T) {
 	if got := strings.Join(subjects(t, tb.PEM), ","); got != "root" {
 		t.Fatalf("bundle = %s", got)
 	}
-	if len(tb.Retired) != 0 {
-		t.Fatalf("retired = %v", tb.Retired)
+	want := []meshv1alpha1.TrustRoot{{
+		Fingerprint: Fingerprint(ca.cert),
+		NotAfter:    metav1.NewTime(ca.cert.NotAfter),
+		Certificate: string(ca.pem),
+	}}
+	if diff := cmp.Diff(want, tb.Roots); diff != "" {
+		t.Fatalf("record (-want +got):\n%s", diff)
 	}
 	if !tb.NextChange.Equal(ca.cert.NotAfter) {
 		t.Fatalf("NextChange = %v, want the root's expiry %v", tb.NextChange, ca.cert.NotAfter)
 	}
 }
 
-func TestBuildTrustBundleNothingIssuedKeepsPublished(t *testing.T) {
+func TestBuildTrustBundleNothingIssuedKeepsRecorded(t *testing.T) {
 	ca := newCA(t, "root", t0.Add(-time.Hour), t0.Add(1000*time.Hour))
-	tb, err := BuildTrustBundle(TrustBundleInput{Now: t0, Published: [][]byte{ca.pem}, Overlap: time.Hour})
+	first, err := BuildTrustBundle(TrustBundleInput{Now: t0, Issued: [][]byte{ca.pem}, Overlap: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(subjects(t, tb.PEM), ","); got != "root" || len(tb.Retired) != 0 {
-		t.Fatalf("bundle = %s, retired = %v; want root kept and not retired", got, tb.Retired)
+	tb, err := BuildTrustBundle(TrustBundleInput{Now: t0.Add(2 * time.Hour), Recorded: first.Roots, Overlap: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(subjects(t, tb.PEM), ","); got != "root" || !cmp.Equal(tb.Roots, first.Roots) {
+		t.Fatalf("bundle = %s, record = %v; want root kept and not retired", got, fingerprints(tb.Roots))
 	}
 
 	empty, err := BuildTrustBundle(TrustBundleInput{Now: t0, Overlap: time.Hour})
-	if err != nil || len(empty.PEM) != 0 || !empty.NextChange.IsZero() {
+	if err != nil || len(empty.PEM) != 0 || len(empty.Roots) != 0 || !empty.NextChange.IsZero() {
 		t.Fatalf("empty input gave %+v, %v", empty, err)
 	}
 }
 
 // A CA rotation: the new root appears in issued Secrets while the old one
-// is still published. Both are trusted through the overlap; then the old
+// is still recorded. Both are trusted through the overlap; then the old
 // root is dropped.
 func TestBuildTrustBundleRotation(t *testing.T) {
 	overlap := 24 * time.Hour
 	oldCA := newCA(t, "old", t0.Add(-100*time.Hour), t0.Add(1000*time.Hour))
 	newCA := newCA(t, "new", t0.Add(-time.Minute), t0.Add(2000*time.Hour))
-
-	// Some Secrets renewed, others not yet: both are issued.
-	mid, err := BuildTrustBundle(TrustBundleInput{Now: t0, Issued: [][]byte{oldCA.pem, newCA.pem}, Published: [][]byte{oldCA.pem}, Overlap: overlap})
+	before, err := BuildTrustBundle(TrustBundleInput{Now: t0.Add(-time.Hour), Issued: [][]byte{oldCA.pem}, Overlap: overlap})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(subjects(t, mid.PEM), ","); got != "old,new" || len(mid.Retired) != 0 {
-		t.Fatalf("mid-rotation bundle = %s, retired %v", got, mid.Retired)
+
+	// Some Secrets renewed, others not yet: both are issued.
+	mid, err := BuildTrustBundle(TrustBundleInput{Now: t0, Issued: [][]byte{oldCA.pem, newCA.pem}, Recorded: before.Roots, Overlap: overlap})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldFP, newFP := Fingerprint(oldCA.cert), Fingerprint(newCA.cert)
+	if got := strings.Join(subjects(t, mid.PEM), ","); got != "old,new" || !cmp.Equal(fingerprints(mid.Roots), map[string]string{oldFP: "", newFP: ""}) {
+		t.Fatalf("mid-rotation bundle = %s, record %v", got, fingerprints(mid.Roots))
 	}
 
 	// Every Secret renewed: the old root is retired now, still trusted.
-	t1 := t0.Add(time.Hour)
-	done, err := BuildTrustBundle(TrustBundleInput{Now: t1, Issued: [][]byte{newCA.pem}, Published: [][]byte{mid.PEM}, Overlap: overlap})
+	// The retirement time is rounded up to the second status keeps.
+	t1 := t0.Add(time.Hour + 300*time.Millisecond)
+	t1Stored := t0.Add(time.Hour + time.Second)
+	done, err := BuildTrustBundle(TrustBundleInput{Now: t1, Issued: [][]byte{newCA.pem}, Recorded: mid.Roots, Overlap: overlap})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := strings.Join(subjects(t, done.PEM), ","); got != "old,new" {
 		t.Fatalf("after rotation bundle = %s, want old,new", got)
 	}
-	fp := Fingerprint(oldCA.cert)
-	if !done.Retired[fp].Equal(t1) || len(done.Retired) != 1 {
-		t.Fatalf("retired = %v, want old root retired at %v", done.Retired, t1)
+	if got, want := fingerprints(done.Roots), map[string]string{oldFP: t1Stored.Format(time.RFC3339), newFP: ""}; !cmp.Equal(got, want) {
+		t.Fatalf("record = %v, want %v", got, want)
 	}
-	if !done.NextChange.Equal(t1.Add(overlap)) {
-		t.Fatalf("NextChange = %v, want end of overlap %v", done.NextChange, t1.Add(overlap))
+	if !done.NextChange.Equal(t1Stored.Add(overlap)) {
+		t.Fatalf("NextChange = %v, want end of overlap %v", done.NextChange, t1Stored.Add(overlap))
 	}
 
-	// The annotation round-trips and the retirement time does not move.
-	retired, err := DecodeRetired(EncodeRetired(done.Retired))
+	// The retirement time does not move.
+	t2 := t1Stored.Add(overlap - time.Second)
+	later, err := BuildTrustBundle(TrustBundleInput{Now: t2, Issued: [][]byte{newCA.pem}, Recorded: done.Roots, Overlap: overlap})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t2 := t1.Add(overlap - time.Second)
-	later, err := BuildTrustBundle(TrustBundleInput{Now: t2, Issued: [][]byte{newCA.pem}, Published: [][]byte{done.PEM}, Retired: retired, Overlap: overlap})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := strings.Join(subjects(t, later.PEM), ","); got != "old,new" || !later.Retired[fp].Equal(t1) {
-		t.Fatalf("just before the overlap ends: bundle %s, retired %v", got, later.Retired)
+	if got := strings.Join(subjects(t, later.PEM), ","); got != "old,new" || !cmp.Equal(later.Roots, done.Roots) {
+		t.Fatalf("just before the overlap ends: bundle %s, record %v", got, fingerprints(later.Roots))
 	}
 
 	// The overlap is over: only the new root is left.
-	t3 := t1.Add(overlap)
-	final, err := BuildTrustBundle(TrustBundleInput{Now: t3, Issued: [][]byte{newCA.pem}, Published: [][]byte{later.PEM}, Retired: later.Retired, Overlap: overlap})
+	final, err := BuildTrustBundle(TrustBundleInput{Now: t1Stored.Add(overlap), Issued: [][]byte{newCA.pem}, Recorded: later.Roots, Overlap: overlap})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(subjects(t, final.PEM), ","); got != "new" || len(final.Retired) != 0 {
-		t.Fatalf("after the overlap: bundle %s, retired %v", got, final.Retired)
+	if got := strings.Join(subjects(t, final.PEM), ","); got != "new" || !cmp.Equal(fingerprints(final.Roots), map[string]string{newFP: ""}) {
+		t.Fatalf("after the overlap: bundle %s, record %v", got, fingerprints(final.Roots))
 	}
 }
 
 func TestBuildTrustBundleRootComesBack(t *testing.T) {
 	ca := newCA(t, "root", t0.Add(-time.Hour), t0.Add(1000*time.Hour))
 	other := newCA(t, "other", t0.Add(-time.Hour), t0.Add(1000*time.Hour))
-	tb, err := BuildTrustBundle(TrustBundleInput{
-		Now: t0, Issued: [][]byte{ca.pem}, Published: [][]byte{ca.pem, other.pem},
-		Retired: map[string]time.Time{Fingerprint(ca.cert): t0.Add(-time.Hour)}, Overlap: 2 * time.Hour,
-	})
+	recorded, err := BuildTrustBundle(TrustBundleInput{Now: t0.Add(-time.Hour), Issued: [][]byte{ca.pem, other.pem}, Overlap: 2 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := tb.Retired[Fingerprint(ca.cert)]; ok {
-		t.Fatal("a root that signs issued certificates again must not stay retired")
+	for i := range recorded.Roots {
+		if recorded.Roots[i].Fingerprint == Fingerprint(ca.cert) {
+			recorded.Roots[i].RetiredAt = &metav1.Time{Time: t0.Add(-time.Hour)}
+		}
 	}
-	if _, ok := tb.Retired[Fingerprint(other.cert)]; !ok {
-		t.Fatal("the root no Secret names must be retired")
+	tb, err := BuildTrustBundle(TrustBundleInput{Now: t0, Issued: [][]byte{ca.pem}, Recorded: recorded.Roots, Overlap: 2 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{Fingerprint(ca.cert): "", Fingerprint(other.cert): t0.Format(time.RFC3339)}
+	if got := fingerprints(tb.Roots); !cmp.Equal(got, want) {
+		t.Fatalf("record = %v, want the root that signs again current and the other one retired: %v", got, want)
 	}
 }
 
 func TestBuildTrustBundleDropsExpiredRoots(t *testing.T) {
 	live := newCA(t, "live", t0.Add(-time.Hour), t0.Add(time.Hour))
 	dead := newCA(t, "dead", t0.Add(-2*time.Hour), t0)
-	tb, err := BuildTrustBundle(TrustBundleInput{Now: t0, Issued: [][]byte{live.pem, dead.pem}, Published: [][]byte{dead.pem}, Overlap: time.Hour})
+	deadRecord, err := BuildTrustBundle(TrustBundleInput{Now: t0.Add(-time.Hour), Issued: [][]byte{dead.pem}, Overlap: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(subjects(t, tb.PEM), ","); got != "live" {
-		t.Fatalf("bundle = %s, want live only", got)
+	tb, err := BuildTrustBundle(TrustBundleInput{Now: t0, Issued: [][]byte{live.pem, dead.pem}, Recorded: deadRecord.Roots, Overlap: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(subjects(t, tb.PEM), ","); got != "live" || len(tb.Roots) != 1 {
+		t.Fatalf("bundle = %s, record %v; want live only", got, fingerprints(tb.Roots))
 	}
 }
 
-func TestMergeRetiredKeepsEarliest(t *testing.T) {
-	got := MergeRetired(
-		map[string]time.Time{"a": t0.Add(time.Hour), "b": t0},
-		map[string]time.Time{"a": t0},
-		nil,
-	)
-	if !got["a"].Equal(t0) || !got["b"].Equal(t0) || len(got) != 2 {
-		t.Fatalf("MergeRetired = %v", got)
+// The record is the controller's to write; still, a recorded root must be
+// exactly the certificate its fingerprint names.
+func TestBuildTrustBundleRejectsDamagedRecord(t *testing.T) {
+	ca := newCA(t, "root", t0.Add(-time.Hour), t0.Add(1000*time.Hour))
+	other := newCA(t, "other", t0.Add(-time.Hour), t0.Add(1000*time.Hour))
+	good, err := BuildTrustBundle(TrustBundleInput{Now: t0, Issued: [][]byte{ca.pem}, Overlap: time.Hour})
+	if err != nil {
+		t.Fatal(err)
 	}
-}
-
-func TestDecodeRetiredRejectsGarbage(t *testing.T) {
-	if _, err := DecodeRetired("{"); err == nil {
-		t.Error("want an error for broken JSON")
+	recorded := []meshv1alpha1.TrustRoot{
+		good.Roots[0],
+		{Fingerprint: Fingerprint(ca.cert), Certificate: string(other.pem)},
+		{Fingerprint: Fingerprint(other.cert), Certificate: string(append(bytes.Clone(other.pem), ca.pem...))},
+		{Fingerprint: strings.Repeat("0", 64), Certificate: "not pem"},
 	}
-	m, err := DecodeRetired(`{"a":"yesterday","b":"2026-03-01T12:00:00Z"}`)
+	tb, err := BuildTrustBundle(TrustBundleInput{Now: t0, Recorded: recorded, Overlap: time.Hour})
 	if err == nil {
-		t.Error("want an error for a bad time")
+		t.Fatal("want an error for the damaged entries")
 	}
-	if !m["b"].Equal(t0) || len(m) != 1 {
-		t.Errorf("the good entries must survive, got %v", m)
+	if got := strings.Join(subjects(t, tb.PEM), ","); got != "root" || !cmp.Equal(tb.Roots, good.Roots) {
+		t.Fatalf("bundle = %s, record %v; want only the intact root", got, fingerprints(tb.Roots))
+	}
+}
+
+// The record stays within the schema's bounds: issued roots first, then the
+// most recently retired ones.
+func TestBuildTrustBundleBoundsTheRecord(t *testing.T) {
+	overlap := 24 * time.Hour
+	var retired []meshv1alpha1.TrustRoot
+	for i := range meshv1alpha1.MaxTrustRoots {
+		ca := newCA(t, fmt.Sprintf("retired-%d", i), t0.Add(-time.Duration(100+i)*time.Hour), t0.Add(1000*time.Hour))
+		retired = append(retired, meshv1alpha1.TrustRoot{
+			Fingerprint: Fingerprint(ca.cert),
+			NotAfter:    metav1.NewTime(ca.cert.NotAfter),
+			RetiredAt:   &metav1.Time{Time: t0.Add(-time.Duration(i+1) * time.Minute)},
+			Certificate: string(ca.pem),
+		})
+	}
+	issued := newCA(t, "issued", t0.Add(-time.Hour), t0.Add(1000*time.Hour))
+	tb, err := BuildTrustBundle(TrustBundleInput{Now: t0, Issued: [][]byte{issued.pem}, Recorded: retired, Overlap: overlap})
+	if err == nil || !strings.Contains(err.Error(), "retired-7") {
+		t.Fatalf("want an error naming the root left out, got %v", err)
+	}
+	if len(tb.Roots) != meshv1alpha1.MaxTrustRoots {
+		t.Fatalf("record holds %d roots, want %d", len(tb.Roots), meshv1alpha1.MaxTrustRoots)
+	}
+	got := subjects(t, tb.PEM)
+	if !slices.Contains(got, "issued") || slices.Contains(got, "retired-7") || len(got) != meshv1alpha1.MaxTrustRoots {
+		t.Fatalf("bundle = %v, want the issued root and every retired one but the earliest retired", got)
 	}
 }
 
 func TestTrustBundleConfigMap(t *testing.T) {
 	ca := newCA(t, "root", t0.Add(-time.Hour), t0.Add(time.Hour))
-	cm := TrustBundleConfigMap("mesh", "shop", TrustBundle{PEM: ca.pem, Retired: map[string]time.Time{"ab": t0}})
+	cm := TrustBundleConfigMap("mesh", "shop", TrustBundle{PEM: ca.pem})
 	if cm.Name != "weft-trust-bundle" || cm.Namespace != "shop" || cm.Data["ca.crt"] != string(ca.pem) {
 		t.Fatalf("ConfigMap = %+v", cm)
 	}
 	if cm.Labels[LabelIdentity] != "mesh" || cm.Labels[LabelManagedBy] != "weft" {
 		t.Fatalf("labels = %v", cm.Labels)
 	}
-	if cm.Annotations[AnnotationRetiredRoots] != `{"ab":"2026-03-01T12:00:00Z"}` {
-		t.Fatalf("annotations = %v", cm.Annotations)
-	}
-	if plain := TrustBundleConfigMap("mesh", "shop", TrustBundle{PEM: ca.pem}); plain.Annotations != nil {
-		t.Fatalf("no retired roots must mean no annotation, got %v", plain.Annotations)
+	if cm.Annotations != nil {
+		t.Fatalf("the bundle carries no state, got annotations %v", cm.Annotations)
 	}
 }
