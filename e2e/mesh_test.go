@@ -148,6 +148,21 @@ func (b *box) reachable(t *testing.T, svc string, clients ...*cluster.Pod) {
 	}
 }
 
+// answering waits until calls from c to svc reach every one of pods: the
+// client has every endpoint.
+func (b *box) answering(t *testing.T, c *cluster.Pod, svc string, pods ...*cluster.Pod) {
+	t.Helper()
+	eventually(t, 15*time.Second, fmt.Sprintf("%s reaches every pod of %s", c.Spec.Name, svc), func() (bool, string) {
+		tally := load(t, t.Context(), c, host(svc), 20*len(pods), 2)
+		for _, p := range pods {
+			if tally.ByPod[p.Spec.Name] == 0 {
+				return false, tally.String()
+			}
+		}
+		return true, ""
+	})
+}
+
 // host is the name a client dials for a Service of the app namespace.
 func host(svc string) string { return fmt.Sprintf("%s.%s.svc.cluster.local:%d", svc, appNS, port) }
 

@@ -128,10 +128,7 @@ func (b *box) testOutlierDetection(t *testing.T) {
 	}
 	must(t, b.Client.Create(ctx, cb))
 	b.waitProgrammed(t, cb)
-	b.reachable(t, "reviews", b.web)
-	if warm := load(t, ctx, b.web, host("reviews"), 30, 1); warm.Failed() > 0 {
-		t.Fatalf("healthy backends: %s", warm)
-	}
+	b.answering(t, b.web, "reviews", pods...)
 
 	bad.Behaviour.SetFailures(1, codes.Internal)
 	start := time.Now()
@@ -251,10 +248,7 @@ func (b *box) testEndpointChurn(t *testing.T) {
 	}
 	conn, err := b.web.Conn(host("cart"))
 	must(t, err)
-	b.reachable(t, "cart", b.web)
-	if warm := load(t, ctx, b.web, host("cart"), 60, 2); warm.Failed() > 0 || len(warm.ByPod) != 3 {
-		t.Fatalf("warm-up: %s, want all three pods answering", warm)
-	}
+	b.answering(t, b.web, "cart", pods...)
 
 	// Calls keep flowing, one at a time, for the whole scenario (bounded
 	// to two minutes and 200000 calls).
@@ -342,6 +336,10 @@ func (b *box) testEndpointChurn(t *testing.T) {
 		case c.start.After(deleted):
 			during.Add(c.pod, c.err)
 		}
+	}
+	if len(calls) > 0 {
+		end := calls[len(calls)-1].end
+		total.Elapsed, during.Elapsed, after.Elapsed = end.Sub(calls[0].start), landed.Sub(deleted), end.Sub(landed)
 	}
 	t.Logf("deleted cart-1; EndpointSlice updated %s later; last call on cart-1 ended %s after the delete; pod removed %s after the delete",
 		sliceWritten.Sub(deleted).Round(time.Millisecond), landed.Sub(deleted).Round(time.Millisecond), removed.Sub(deleted).Round(time.Millisecond))
