@@ -185,9 +185,17 @@ func (r *MeshReconciler) apply(ctx context.Context, b *ingest.Bundle, res *inges
 		return nil, fmt.Errorf("preparing translation: %w", err)
 	}
 	proxyless := map[string]bool{}
+	podIPs := map[string][]string{}
 	for _, p := range b.Pods {
 		if p.Annotations[ingest.AnnotationInject] == "grpc-agent" {
-			proxyless[ingest.NodeID(p)] = true
+			node := ingest.NodeID(p)
+			proxyless[node] = true
+			for _, ip := range p.Status.PodIPs {
+				podIPs[node] = append(podIPs[node], ip.IP)
+			}
+			if len(podIPs[node]) == 0 && p.Status.PodIP != "" {
+				podIPs[node] = []string{p.Status.PodIP}
+			}
 		}
 	}
 	endpoints := map[string]cachetypes.Resource{}
@@ -209,6 +217,9 @@ func (r *MeshReconciler) apply(ctx context.Context, b *ingest.Bundle, res *inges
 				if grpcSnap == nil {
 					cfg, err := prep.ForGRPC(g)
 					if err != nil {
+						return nil, fmt.Errorf("proxy group %s (gRPC): %w", g.Key, err)
+					}
+					if cfg, err = withServerListeners(prep, g, cfg, proxyless, podIPs); err != nil {
 						return nil, fmt.Errorf("proxy group %s (gRPC): %w", g.Key, err)
 					}
 					if grpcSnap, err = asm.snapshot(cfg); err != nil {
@@ -246,6 +257,43 @@ func (r *MeshReconciler) apply(ctx context.Context, b *ingest.Bundle, res *inges
 	}
 	slices.Sort(out.changed)
 	return out, nil
+}
+
+// withServerListeners adds to a proxyless group's own layer the Listener
+// each member's gRPC xDS server asks for (named after the address it
+// listens on, see translate.GRPCServerListenerName): one per inbound port
+// at each of the member's pod IPs, and at the wildcard addresses a server
+// listening on all interfaces reports. Without it a proxyless server
+// never leaves its not-serving mode.
+func withServerListeners(prep *translate.Prepared, g *ir.ProxyGroup, cfg *translate.Config, proxyless map[string]bool, podIPs map[string][]string) (*translate.Config, error) {
+	addrs := []string{"0.0.0.0", "::"}
+	for _, m := range g.Members {
+		if proxyless[m] {
+			addrs = append(addrs, podIPs[m]...)
+		}
+	}
+	slices.Sort(addrs)
+	addrs = slices.Compact(addrs)
+	var ls []cachetypes.Resource
+	for _, in := range g.Inbound {
+		if in == nil {
+			continue
+		}
+		for _, addr := range addrs {
+			l, err := prep.GRPCServerListener(g, addr, in.Port)
+			if err != nil {
+				return nil, err
+			}
+			ls = append(ls, l)
+		}
+	}
+	if len(ls) == 0 {
+		return cfg, nil
+	}
+	own := *cfg.Own
+	own.Listeners = append(slices.Clone(cfg.Own.Listeners), ls...)
+	sortByName(own.Listeners)
+	return &translate.Config{Shared: cfg.Shared, Own: &own}, nil
 }
 
 func sameVersions(a, b *cachev3.Snapshot) bool {
