@@ -80,8 +80,8 @@ const (
 
 // TestMesh runs every end-to-end scenario against one cluster in a box.
 func TestMesh(t *testing.T) {
-	start := time.Now()
 	b := &box{Cluster: startBox(t), nextIP: 10}
+	start := time.Now()
 	ctx := t.Context()
 	must(t, b.CreateNamespace(ctx, appNS))
 	must(t, b.CreateNamespace(ctx, frontNS))
@@ -100,7 +100,7 @@ func TestMesh(t *testing.T) {
 	t.Run("outlier detection", b.testOutlierDetection)
 	t.Run("mtls and access policy", b.testAccess)
 	t.Run("endpoint churn", b.testEndpointChurn)
-	t.Logf("all scenarios took %s", time.Since(start).Round(time.Millisecond))
+	t.Logf("the scenarios took %s", time.Since(start).Round(time.Millisecond))
 }
 
 func must(t testing.TB, err error) {
