@@ -203,9 +203,14 @@ func startDeltaProxy(ctx context.Context, conn grpc.ClientConnInterface, node st
 			if err != nil {
 				return
 			}
-			names := make([]string, 0, len(resp.GetResources()))
-			for _, r := range resp.GetResources() {
-				names = append(names, r.GetName())
+			// Only route configurations are awaited; recording every
+			// resource would put the benchmark's own bookkeeping into the
+			// heap it reports.
+			var names []string
+			if resp.GetTypeUrl() == xdstest.RouteType {
+				for _, r := range resp.GetResources() {
+					names = append(names, r.GetName())
+				}
 			}
 			if err := stream.Send(&discoverygrpc.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}); err != nil {
 				return
