@@ -23,6 +23,9 @@ func repoRoot() string {
 func startBox(t *testing.T) *cluster.Cluster {
 	t.Helper()
 	bin := os.Getenv("WEFT_CONTROLLER_BINARY")
+	if bin != "" && !filepath.IsAbs(bin) {
+		bin = filepath.Join(repoRoot(), bin) // relative to the repository, as make runs
+	}
 	if bin == "" {
 		bin = filepath.Join(t.TempDir(), "weft-controller")
 		start := time.Now()

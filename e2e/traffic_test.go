@@ -10,7 +10,6 @@ import (
 	"google.golang.org/grpc/status"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
@@ -71,30 +70,43 @@ func (b *box) testCanary(t *testing.T) {
 // TrafficSplit change reaches them.
 func (b *box) testControllerRestart(t *testing.T) {
 	ctx := t.Context()
-	ts := &meshv1alpha1.TrafficSplit{ObjectMeta: metav1.ObjectMeta{Namespace: appNS, Name: "checkout-canary"}}
-	must(t, b.Client.Get(ctx, client.ObjectKeyFromObject(ts), ts))
-	if ts.Spec.Backends[0].Weight != 0 {
-		t.Fatalf("this scenario continues the canary one: want checkout-canary at 0/100, have %+v", ts.Spec.Backends)
+	b.service(t, "orders", map[string]string{"app": "orders"})
+	b.service(t, "orders-v1", map[string]string{"app": "orders", "version": "v1"})
+	b.service(t, "orders-v2", map[string]string{"app": "orders", "version": "v2"})
+	b.backend(t, "orders-v1-0", "orders", map[string]string{"app": "orders", "version": "v1"})
+	b.backend(t, "orders-v1-1", "orders", map[string]string{"app": "orders", "version": "v1"})
+	b.backend(t, "orders-v2-0", "orders", map[string]string{"app": "orders", "version": "v2"})
+	ts := &meshv1alpha1.TrafficSplit{
+		ObjectMeta: metav1.ObjectMeta{Namespace: appNS, Name: "orders-rollout"},
+		Spec: meshv1alpha1.TrafficSplitSpec{Service: "orders", Backends: []meshv1alpha1.TrafficSplitBackend{
+			{Service: "orders-v1", Weight: 0}, {Service: "orders-v2", Weight: 100},
+		}},
+	}
+	must(t, b.Client.Create(ctx, ts))
+	b.waitProgrammed(t, ts)
+	b.reachable(t, "orders", b.web)
+	if before := load(t, ctx, b.web, host("orders"), 200, 4); before.Share("orders-v2-") != 1 {
+		t.Fatalf("before the restart: %s, want every call on v2", before)
 	}
 
 	b.KillController()
-	down := load(t, ctx, b.web, host("checkout"), 500, 4)
+	down := load(t, ctx, b.web, host("orders"), 500, 4)
 	t.Logf("controller down: %s", down)
 	if down.Failed() > 0 {
 		t.Errorf("%d of %d calls failed while the controller was down", down.Failed(), down.Calls)
 	}
-	if got := down.Share("checkout-v2-"); got != 1 {
+	if got := down.Share("orders-v2-"); got != 1 {
 		t.Errorf("with the controller down v2 got %s of the calls, want the last configuration (100%%)", pct(got))
 	}
 
 	start := time.Now()
 	must(t, b.StartController(ctx))
 	t.Logf("controller ready again after %s", time.Since(start).Round(time.Millisecond))
-	conn, err := b.web.Conn(host("checkout"))
+	conn, err := b.web.Conn(host("orders"))
 	must(t, err)
 	b.setWeights(t, ts, 100, 0)
 	written := time.Now()
-	sw := watchSwitch(ctx, conn, written, podsWithPrefix("checkout-v2-"), time.Second, 30*time.Second, 100000)
+	sw := watchSwitch(ctx, conn, written, podsWithPrefix("orders-v2-"), time.Second, 30*time.Second, 100000)
 	t.Logf("after the restart, flip back to 100/0: last call on v2 ended %s after the API write; before: %s; after: %s", sw.Propagation.Round(time.Millisecond), sw.Before, sw.After)
 	if !sw.Settled {
 		t.Fatalf("the change made after the restart did not reach the client within 30s")
@@ -123,7 +135,7 @@ func (b *box) testControllerRestart(t *testing.T) {
 			t.Errorf("calls failed with %q for %s", "unknown cluster selected for RPC", last.Sub(first))
 		}
 	}
-	if got := sw.After.Share("checkout-v1-"); float64(sw.After.ByPod["checkout-v1-0"]+sw.After.ByPod["checkout-v1-1"]) != float64(sw.After.Calls-sw.After.Failed()) {
+	if got := sw.After.Share("orders-v1-"); sw.After.ByPod["orders-v1-0"]+sw.After.ByPod["orders-v1-1"] != sw.After.Calls-sw.After.Failed() {
 		t.Errorf("after the change v1 got %s of the calls, want all that succeeded", pct(got))
 	}
 	b.waitProgrammed(t, ts)
