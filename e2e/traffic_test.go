@@ -130,7 +130,7 @@ func (b *box) testControllerRestart(t *testing.T) {
 		}
 	}
 	if raced > 0 {
-		t.Logf("%d calls hit grpc-go's new-cluster race within %s", raced, last.Sub(first).Round(time.Millisecond))
+		t.Logf("%d calls hit grpc-go's new-cluster race within %s", raced, last.Sub(first).Round(10*time.Microsecond))
 		if last.Sub(first) > 500*time.Millisecond {
 			t.Errorf("calls failed with %q for %s", "unknown cluster selected for RPC", last.Sub(first))
 		}
