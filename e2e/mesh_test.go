@@ -198,10 +198,17 @@ func echo(ctx context.Context, p *cluster.Pod, target string, timeout time.Durat
 	return cluster.Echo(ctx, conn)
 }
 
-// load makes n calls from p to target, concurrency at a time.
+// load makes n calls from p to target, concurrency at a time, within a
+// minute at most.
 func load(t *testing.T, ctx context.Context, p *cluster.Pod, target string, n, concurrency int) cluster.Tally {
 	t.Helper()
 	conn, err := p.Conn(target)
 	must(t, err)
-	return cluster.Load(ctx, conn, n, concurrency, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	tally := cluster.Load(ctx, conn, n, concurrency, 5*time.Second)
+	if tally.Calls < n {
+		t.Fatalf("only %d of %d calls were made within a minute: %s", tally.Calls, n, tally)
+	}
+	return tally
 }

@@ -183,7 +183,9 @@ func run(ctx context.Context, o options, sb *cluster.Sandbox) error {
 	ts := &meshv1alpha1.TrafficSplit{}
 	key := client.ObjectKey{Namespace: ns, Name: "checkout-canary"}
 	observe := func(label string) {
-		t := cluster.Load(ctx, conn, o.calls, 4, 5*time.Second)
+		octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		t := cluster.Load(octx, conn, o.calls, 4, 5*time.Second)
 		if ctx.Err() != nil {
 			return
 		}
