@@ -228,10 +228,13 @@ func foreignTLS(t *testing.T, id string) *tls.Config {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	must(t, err)
+	cert := &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 	return &tls.Config{
-		Certificates:       []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
-		InsecureSkipVerify: true, // the intruder does not care who the server is
-		NextProtos:         []string{"h2"},
+		// Presented whatever CAs the server asks for (Go would otherwise
+		// send no certificate at all to a server that names other CAs).
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil },
+		InsecureSkipVerify:   true, // the intruder does not care who the server is
+		NextProtos:           []string{"h2"},
 	}
 }
 
