@@ -157,14 +157,14 @@ func slicePorts(svc *corev1.Service, pod *corev1.Pod) []discoveryv1.EndpointPort
 		out = append(out, discoveryv1.EndpointPort{
 			Name:        ptr.To(sp.Name),
 			Port:        ptr.To(port),
-			Protocol:    ptr.To(cmpProtocol(sp.Protocol)),
+			Protocol:    ptr.To(orTCP(sp.Protocol)),
 			AppProtocol: sp.AppProtocol,
 		})
 	}
 	return out
 }
 
-func cmpProtocol(p corev1.Protocol) corev1.Protocol {
+func orTCP(p corev1.Protocol) corev1.Protocol {
 	if p == "" {
 		return corev1.ProtocolTCP
 	}

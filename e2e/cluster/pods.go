@@ -25,6 +25,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -36,6 +37,9 @@ import (
 const (
 	// AppContainer is the workload container of every pod.
 	AppContainer = "app"
+	// AppImage is the image the pods declare; the box runs the workload
+	// in-process instead of pulling it.
+	AppImage = "ghcr.io/weft-mesh/e2e-echo:dev"
 	// PortName is the name of the workload's gRPC container port.
 	PortName = "grpc"
 	// NodeName is the node every pod is bound to. A pod bound to a node is
@@ -108,7 +112,7 @@ func (c *Cluster) CreateService(ctx context.Context, ns, name string, port int32
 			Selector: selector,
 			Ports: []corev1.ServicePort{{
 				Name: PortName, Port: port, Protocol: corev1.ProtocolTCP,
-				TargetPort: intOrName(PortName),
+				TargetPort: intstr.FromString(PortName),
 			}},
 		},
 	})
@@ -139,7 +143,7 @@ func (c *Cluster) RunPod(ctx context.Context, spec PodSpec) (*Pod, error) {
 			return nil, err
 		}
 	}
-	app := corev1.Container{Name: AppContainer, Image: "ghcr.io/weft-mesh/e2e-echo:dev"}
+	app := corev1.Container{Name: AppContainer, Image: AppImage}
 	if spec.Port > 0 {
 		app.Ports = []corev1.ContainerPort{{Name: PortName, ContainerPort: spec.Port, Protocol: corev1.ProtocolTCP}}
 	}
@@ -358,7 +362,7 @@ func (p *Pod) writeStatus(ready bool) error {
 			cond(corev1.PodReady, ready),
 		},
 		ContainerStatuses: []corev1.ContainerStatus{{
-			Name: AppContainer, Image: p.Object.Spec.Containers[0].Image, Ready: ready, Started: ptr.To(true),
+			Name: AppContainer, Image: AppImage, Ready: ready, Started: ptr.To(true),
 			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: *start}},
 		}},
 	}
