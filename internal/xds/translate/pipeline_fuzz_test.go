@@ -203,7 +203,7 @@ func randomBundle(s *fuzzBytes) *ingest.Bundle {
 	if s.intn(2) == 0 {
 		ns, parent := ref()
 		kind := gwapiv1.Kind("Service")
-		port := gwapiv1.PortNumber(ports[s.intn(len(ports))])
+		port := ports[s.intn(len(ports))]
 		ptype := gwapiv1.PathMatchType(s.pick("Exact", "PathPrefix", "RegularExpression"))
 		pval := s.pick("/", "/api", "/a/", "[unclosed", "/x.*", "/.*(a|b)", "/ünï")
 		r := &gwapiv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "r0"}, Spec: gwapiv1.HTTPRouteSpec{
