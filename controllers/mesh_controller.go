@@ -11,6 +11,7 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ktypes "k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
@@ -184,6 +185,7 @@ func (r *MeshReconciler) apply(ctx context.Context, b *ingest.Bundle, res *inges
 	if err != nil {
 		return nil, fmt.Errorf("preparing translation: %w", err)
 	}
+	applyProblems(res, prep.Problems())
 	proxyless := map[string]bool{}
 	podIPs := map[string][]string{}
 	for _, p := range b.Pods {
@@ -434,4 +436,39 @@ func (r *MeshReconciler) trustDomain(ns string) (string, error) {
 		return "", nil
 	}
 	return best.Spec.TrustDomain, nil
+}
+
+// applyProblems reports what the translator had to leave out (input Envoy
+// would reject that the schema could not catch, such as a regular
+// expression Envoy's engine refuses) on the object a user would fix: a
+// policy loses Accepted and Ready; a route's Service parents get
+// PartiallyInvalid, as the Gateway API has it for routes that are only
+// partly programmed.
+func applyProblems(res *ingest.Result, problems []translate.Problem) {
+	for _, p := range problems {
+		for i := range res.Statuses {
+			st := &res.Statuses[i]
+			if st.Ref != p.Source {
+				continue
+			}
+			for j := range st.Conditions {
+				c := &st.Conditions[j]
+				if c.Type == meshv1alpha1.ConditionAccepted || c.Type == meshv1alpha1.ConditionReady {
+					c.Status, c.Reason, c.Message = metav1.ConditionFalse, p.Reason, p.Message
+				}
+			}
+		}
+		for i := range res.Routes {
+			rs := &res.Routes[i]
+			if rs.Ref.Kind != p.Source.Kind || rs.Ref.Namespace != p.Source.Namespace || rs.Ref.Name != p.Source.Name {
+				continue
+			}
+			for j := range rs.Parents {
+				rs.Parents[j].Conditions = append(rs.Parents[j].Conditions, metav1.Condition{
+					Type: string(gwapiv1.RouteConditionPartiallyInvalid), Status: metav1.ConditionTrue,
+					Reason: p.Reason, Message: p.Message, ObservedGeneration: rs.Generation,
+				})
+			}
+		}
+	}
 }

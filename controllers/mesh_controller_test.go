@@ -157,6 +157,38 @@ func TestMeshControlPlane(t *testing.T) {
 		})
 	})
 
+	t.Run("a route Envoy would reject is reported on the route", func(t *testing.T) {
+		port := gwapiv1.PortNumber(80)
+		parent := gwapiv1.ParentReference{Group: ptr.To(gwapiv1.Group("")), Kind: ptr.To(gwapiv1.Kind("Service")), Name: "checkout-v2", Port: &port}
+		regex := gwapiv1.PathMatchRegularExpression
+		route := &gwapiv1.HTTPRoute{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "bad-regex"},
+			Spec: gwapiv1.HTTPRouteSpec{
+				CommonRouteSpec: gwapiv1.CommonRouteSpec{ParentRefs: []gwapiv1.ParentReference{parent}},
+				Rules: []gwapiv1.HTTPRouteRule{{
+					Matches: []gwapiv1.HTTPRouteMatch{{Path: &gwapiv1.HTTPPathMatch{Type: &regex, Value: ptr.To("/items/[unclosed")}}},
+					BackendRefs: []gwapiv1.HTTPBackendRef{{BackendRef: gwapiv1.BackendRef{
+						BackendObjectReference: gwapiv1.BackendObjectReference{Name: "checkout-v1", Port: &port},
+					}}},
+				}},
+			},
+		}
+		h.create(t, route)
+		eventually(t, 20*time.Second, "PartiallyInvalid", func() (bool, string) {
+			var r gwapiv1.HTTPRoute
+			if err := h.c.Get(ctx, client.ObjectKeyFromObject(route), &r); err != nil {
+				return false, err.Error()
+			}
+			if len(r.Status.Parents) != 1 {
+				return false, fmt.Sprintf("%+v", r.Status)
+			}
+			c := meta.FindStatusCondition(r.Status.Parents[0].Conditions, "PartiallyInvalid")
+			return c != nil && c.Status == metav1.ConditionTrue && strings.Contains(c.Message, "[unclosed"), fmt.Sprintf("%+v", r.Status.Parents[0].Conditions)
+		})
+		// The rest of the mesh is still served.
+		wait("other services unaffected", map[string]uint32{v2Cluster: 100})
+	})
+
 	t.Run("a spoofed node ID is refused", func(t *testing.T) {
 		// web's certificate asking for checkout's configuration.
 		spoof := h.proxy(t, "checkout-v1-0.shop", webID, map[string][]string{xdstest.ClusterType: nil})
