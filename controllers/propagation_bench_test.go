@@ -3,7 +3,9 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"testing"
@@ -98,6 +100,18 @@ func benchPropagation(b *testing.B, services, proxies int) {
 	}
 
 	var lat []time.Duration
+	// WEFT_BENCH_CPUPROFILE profiles the measured changes only, not the
+	// setup that connects every proxy.
+	if path := os.Getenv("WEFT_BENCH_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { pprof.StopCPUProfile(); _ = f.Close() }()
+	}
 	b.ResetTimer()
 	for i := range b.N {
 		ts := splits[i%len(splits)]
