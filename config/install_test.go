@@ -574,8 +574,10 @@ func checkWebhookScope(t *testing.T, c client.Client) {
 	mwc := getWebhookConfig(t, c)
 	svc := mwc.Webhooks[0].ClientConfig.Service
 	host := svc.Name + "." + svc.Namespace + ".svc"
-	admit := func(ctx context.Context, ns string, annotations map[string]string) error {
-		return c.Create(ctx, restrictedPod(ns, annotations), client.DryRunAll)
+	admit := func(ctx context.Context, ns string, annotations map[string]string, hostNetwork ...bool) error {
+		pod := restrictedPod(ns, annotations)
+		pod.Spec.HostNetwork = len(hostNetwork) > 0 && hostNetwork[0]
+		return c.Create(ctx, pod, client.DryRunAll)
 	}
 	calledBy := func(err error) string {
 		if err == nil {
@@ -608,17 +610,20 @@ func checkWebhookScope(t *testing.T, c client.Client) {
 		namespace   string
 		annotations map[string]string
 		want        string // the webhook entry called, or "" for none
+		hostNetwork bool
 	}{
-		{"labelled namespace", "mesh-on", nil, "namespace.inject.weft.dev"},
-		{"labelled namespace, pod opted out", "mesh-on", map[string]string{"weft.dev/inject": "false"}, ""},
-		{"unlabelled namespace", "mesh-off", nil, ""},
-		{"unlabelled namespace, pod opted in", "mesh-off", map[string]string{"weft.dev/inject": "true"}, "pod.inject.weft.dev"},
-		{"unlabelled namespace, proxyless gRPC pod", "mesh-off", map[string]string{"weft.dev/inject": "grpc-agent"}, "pod.inject.weft.dev"},
-		{"kube-system, labelled and opted in", "kube-system", map[string]string{"weft.dev/inject": "true"}, ""},
-		{"weft-system, labelled and opted in", systemNamespace, map[string]string{"weft.dev/inject": "true"}, ""},
+		{"labelled namespace", "mesh-on", nil, "namespace.inject.weft.dev", false},
+		{"labelled namespace, pod opted out", "mesh-on", map[string]string{"weft.dev/inject": "false"}, "", false},
+		{"unlabelled namespace", "mesh-off", nil, "", false},
+		{"unlabelled namespace, pod opted in", "mesh-off", map[string]string{"weft.dev/inject": "true"}, "pod.inject.weft.dev", false},
+		{"unlabelled namespace, proxyless gRPC pod", "mesh-off", map[string]string{"weft.dev/inject": "grpc-agent"}, "pod.inject.weft.dev", false},
+		{"kube-system, labelled and opted in", "kube-system", map[string]string{"weft.dev/inject": "true"}, "", false},
+		{"weft-system, labelled and opted in", systemNamespace, map[string]string{"weft.dev/inject": "true"}, "", false},
+		{"labelled namespace, hostNetwork pod", "mesh-on", nil, "", true},
+		{"unlabelled namespace, hostNetwork pod opted in", "mesh-off", map[string]string{"weft.dev/inject": "true"}, "", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := calledBy(admit(t.Context(), tc.namespace, tc.annotations)); got != tc.want {
+			if got := calledBy(admit(t.Context(), tc.namespace, tc.annotations, tc.hostNetwork)); got != tc.want {
 				t.Errorf("webhook called: %q, want %q", got, tc.want)
 			}
 		})

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -27,6 +28,7 @@ import (
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
+	"github.com/weft-mesh/weft/internal/identity"
 	"github.com/weft-mesh/weft/internal/ingest"
 	"github.com/weft-mesh/weft/internal/ir"
 	"github.com/weft-mesh/weft/internal/xds/server"
@@ -356,26 +358,14 @@ func (podChanged) Update(e event.UpdateEvent) bool {
 	if !okA || !okB {
 		return true
 	}
-	return !mapsEqual(a.Labels, b.Labels) || !mapsEqual(a.Annotations, b.Annotations) ||
+	return !maps.Equal(a.Labels, b.Labels) || !maps.Equal(a.Annotations, b.Annotations) ||
 		a.Spec.ServiceAccountName != b.Spec.ServiceAccountName || a.Status.PodIP != b.Status.PodIP ||
-		a.Status.Phase != b.Status.Phase || a.DeletionTimestamp != b.DeletionTimestamp
+		a.Status.Phase != b.Status.Phase || (a.DeletionTimestamp == nil) != (b.DeletionTimestamp == nil)
 }
 
 func (podChanged) Create(event.CreateEvent) bool   { return true }
 func (podChanged) Delete(event.DeleteEvent) bool   { return true }
 func (podChanged) Generic(event.GenericEvent) bool { return true }
-
-func mapsEqual(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
-}
 
 // Authorize lets a proxy have the configuration of the node it names only
 // when its certificate's SPIFFE ID is that pod's service account identity.
@@ -409,8 +399,8 @@ func (r *MeshReconciler) Authorize(nodeID string, p server.Peer) error {
 }
 
 // trustDomain reads which MeshIdentity covers a namespace straight from
-// the cache (the oldest selecting it wins, as in ingest), so a proxy that
-// connects before the first rebuild is judged correctly.
+// the cache, with the same rule as ingest, so a proxy that connects before
+// the first rebuild is judged correctly.
 func (r *MeshReconciler) trustDomain(ns string) (string, error) {
 	ctx := context.Background()
 	var n corev1.Namespace
@@ -421,17 +411,7 @@ func (r *MeshReconciler) trustDomain(ns string) (string, error) {
 	if err := r.Client.List(ctx, &ids); err != nil {
 		return "", fmt.Errorf("listing MeshIdentities: %w", err)
 	}
-	var best *meshv1alpha1.MeshIdentity
-	for i := range ids.Items {
-		id := &ids.Items[i]
-		if !ingest.SelectsNamespace(id, &n) {
-			continue
-		}
-		if best == nil || id.CreationTimestamp.Before(&best.CreationTimestamp) ||
-			(id.CreationTimestamp.Equal(&best.CreationTimestamp) && id.Name < best.Name) {
-			best = id
-		}
-	}
+	best := identity.ServingOwner(&n, ids.Items)
 	if best == nil {
 		return "", nil
 	}

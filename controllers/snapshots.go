@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -195,14 +196,7 @@ func (a *assembler) consistent(cfg *translate.Config, snap *cachev3.Snapshot, sh
 
 func sortByName(items []cachetypes.Resource) {
 	slices.SortFunc(items, func(x, y cachetypes.Resource) int {
-		a, b := cachev3.GetResourceName(x), cachev3.GetResourceName(y)
-		switch {
-		case a < b:
-			return -1
-		case a > b:
-			return 1
-		}
-		return 0
+		return strings.Compare(cachev3.GetResourceName(x), cachev3.GetResourceName(y))
 	})
 }
 

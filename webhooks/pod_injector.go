@@ -36,15 +36,16 @@ const (
 )
 
 // Two webhook entries share the handler. The first covers namespaces
-// labelled weft.dev/inject=enabled and leaves out opted-out and host-network
-// pods before they reach the webhook; the second covers every other namespace
-// but only pods that opt in by annotation. Both exclude kube-system and the
+// labelled weft.dev/inject=enabled and leaves out opted-out pods before they
+// reach the webhook; the second covers every other namespace but only pods
+// that opt in by annotation. Both leave out host-network pods, which share
+// the node's network and are never injected. Both exclude kube-system and the
 // control plane's namespace, so failurePolicy=fail can only ever block pods
 // that asked for the mesh. kube-system and weft-system are the defaults;
 // deployments in another control-plane namespace patch the selectors.
 //
 // +kubebuilder:webhook:path=/inject-weft-dev-v1-pod,mutating=true,failurePolicy=fail,sideEffects=None,timeoutSeconds=5,admissionReviewVersions=v1,matchPolicy=Equivalent,groups="",resources=pods,verbs=create,versions=v1,name=namespace.inject.weft.dev,patch=`{"namespaceSelector":{"matchExpressions":[{"key":"weft.dev/inject","operator":"In","values":["enabled"]},{"key":"kubernetes.io/metadata.name","operator":"NotIn","values":["kube-system","weft-system"]}]},"matchConditions":[{"name":"not-opted-out","expression":"!has(object.metadata.annotations) || !('weft.dev/inject' in object.metadata.annotations) || object.metadata.annotations['weft.dev/inject'] != 'false'"},{"name":"not-host-network","expression":"!has(object.spec.hostNetwork) || !object.spec.hostNetwork"}]}`
-// +kubebuilder:webhook:path=/inject-weft-dev-v1-pod,mutating=true,failurePolicy=fail,sideEffects=None,timeoutSeconds=5,admissionReviewVersions=v1,matchPolicy=Equivalent,groups="",resources=pods,verbs=create,versions=v1,name=pod.inject.weft.dev,patch=`{"namespaceSelector":{"matchExpressions":[{"key":"weft.dev/inject","operator":"NotIn","values":["enabled"]},{"key":"kubernetes.io/metadata.name","operator":"NotIn","values":["kube-system","weft-system"]}]},"matchConditions":[{"name":"opted-in","expression":"has(object.metadata.annotations) && 'weft.dev/inject' in object.metadata.annotations && object.metadata.annotations['weft.dev/inject'] in ['true', 'grpc-agent']"}]}`
+// +kubebuilder:webhook:path=/inject-weft-dev-v1-pod,mutating=true,failurePolicy=fail,sideEffects=None,timeoutSeconds=5,admissionReviewVersions=v1,matchPolicy=Equivalent,groups="",resources=pods,verbs=create,versions=v1,name=pod.inject.weft.dev,patch=`{"namespaceSelector":{"matchExpressions":[{"key":"weft.dev/inject","operator":"NotIn","values":["enabled"]},{"key":"kubernetes.io/metadata.name","operator":"NotIn","values":["kube-system","weft-system"]}]},"matchConditions":[{"name":"opted-in","expression":"has(object.metadata.annotations) && 'weft.dev/inject' in object.metadata.annotations && object.metadata.annotations['weft.dev/inject'] in ['true', 'grpc-agent']"},{"name":"not-host-network","expression":"!has(object.spec.hostNetwork) || !object.spec.hostNetwork"}]}`
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 

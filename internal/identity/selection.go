@@ -14,10 +14,21 @@ import (
 // with the name breaking ties. It returns nil when none selects it. A
 // MeshIdentity whose selector does not parse selects nothing.
 func NamespaceOwner(ns *corev1.Namespace, candidates []meshv1alpha1.MeshIdentity) *meshv1alpha1.MeshIdentity {
+	if ns.DeletionTimestamp != nil {
+		return nil
+	}
+	return ServingOwner(ns, candidates)
+}
+
+// ServingOwner returns the MeshIdentity whose trust domain and mTLS mode
+// apply to the workloads running in a namespace: the same oldest-wins rule
+// as NamespaceOwner, except that a namespace being deleted keeps its owner,
+// since its pods still run and still talk mTLS until they are gone.
+func ServingOwner(ns *corev1.Namespace, candidates []meshv1alpha1.MeshIdentity) *meshv1alpha1.MeshIdentity {
 	var owner *meshv1alpha1.MeshIdentity
 	for i := range candidates {
 		mi := &candidates[i]
-		if mi.DeletionTimestamp != nil || !Selects(mi, ns) {
+		if mi.DeletionTimestamp != nil || !selectsLabels(mi, ns) {
 			continue
 		}
 		if owner == nil || older(mi, owner) {
@@ -31,9 +42,10 @@ func NamespaceOwner(ns *corev1.Namespace, candidates []meshv1alpha1.MeshIdentity
 // namespace. Namespaces being deleted are selected by nobody: nothing new can
 // be created in them.
 func Selects(mi *meshv1alpha1.MeshIdentity, ns *corev1.Namespace) bool {
-	if ns.DeletionTimestamp != nil {
-		return false
-	}
+	return ns.DeletionTimestamp == nil && selectsLabels(mi, ns)
+}
+
+func selectsLabels(mi *meshv1alpha1.MeshIdentity, ns *corev1.Namespace) bool {
 	sel, err := NamespaceSelector(&mi.Spec)
 	if err != nil {
 		return false

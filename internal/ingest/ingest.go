@@ -2,14 +2,15 @@ package ingest
 
 import (
 	"cmp"
+	"maps"
 	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 
 	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
+	"github.com/weft-mesh/weft/internal/identity"
 	"github.com/weft-mesh/weft/internal/ir"
 )
 
@@ -91,39 +92,22 @@ func (s *state) buildNamespaces() {
 	for _, ns := range s.b.Namespaces {
 		s.namespaces[ns.Name] = ns
 	}
-	ids := slices.Clone(s.b.MeshIdentities)
-	slices.SortFunc(ids, func(a, b *meshv1alpha1.MeshIdentity) int { return olderFirst(a, b) })
+	ids := make([]meshv1alpha1.MeshIdentity, len(s.b.MeshIdentities))
+	for i, id := range s.b.MeshIdentities {
+		ids[i] = *id
+	}
 	for _, name := range sortedKeys(s.namespaces) {
-		ns := s.namespaces[name]
 		m := &ir.Namespace{Name: name, MTLS: ir.MTLSDisabled}
-		for _, id := range ids {
-			if !SelectsNamespace(id, ns) {
-				continue
-			}
+		if id := identity.ServingOwner(s.namespaces[name], ids); id != nil {
 			m.TrustDomain = id.Spec.TrustDomain
 			m.MTLS = ir.MTLSStrict
 			if id.Spec.MTLS.Mode == meshv1alpha1.MTLSPermissive {
 				m.MTLS = ir.MTLSPermissive
 			}
 			m.Identity = &ir.ObjectRef{Group: meshv1alpha1.GroupVersion.Group, Kind: "MeshIdentity", Name: id.Name}
-			break
 		}
 		s.meshNS[name] = m
 	}
-}
-
-// SelectsNamespace says whether a MeshIdentity covers a namespace: its
-// namespaceSelector, or by default namespaces labelled weft.dev/inject=enabled.
-// An invalid selector selects nothing.
-func SelectsNamespace(id *meshv1alpha1.MeshIdentity, ns *corev1.Namespace) bool {
-	if id.Spec.NamespaceSelector == nil {
-		return ns.Labels[LabelInject] == "enabled"
-	}
-	sel, err := metav1.LabelSelectorAsSelector(id.Spec.NamespaceSelector)
-	if err != nil {
-		return false
-	}
-	return sel.Matches(labels.Set(ns.Labels))
 }
 
 // trustDomain is the trust domain of a namespace's workloads, or the first
@@ -154,12 +138,7 @@ func (s *state) mtls(ns string) ir.MTLSMode {
 }
 
 func sortedKeys[M ~map[K]V, K cmp.Ordered, V any](m M) []K {
-	keys := make([]K, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
+	return slices.Sorted(maps.Keys(m))
 }
 
 func compareRefs(a, b ir.ObjectRef) int {

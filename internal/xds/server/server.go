@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // Peer is the authenticated identity on an xDS stream.
@@ -475,7 +476,7 @@ func (c *dispatchCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscripti
 		if snap, err := cache.GetSnapshot(req.GetNode().GetId()); err == nil {
 			current := snap.GetVersion(req.GetTypeUrl())
 			if rejected, ok := c.rejectedVersion(req); ok && rejected == current {
-				held := cloneRequest(req)
+				held, _ := proto.Clone(req).(*cachev3.Request)
 				held.VersionInfo = current
 				return cache.CreateWatch(held, sub, out)
 			}
@@ -505,18 +506,6 @@ func (c *dispatchCache) rejectedVersion(req *cachev3.Request) (string, bool) {
 	return n.Nack.Version, true
 }
 
-func cloneRequest(r *cachev3.Request) *cachev3.Request {
-	c := &discoverygrpc.DiscoveryRequest{
-		VersionInfo:   r.GetVersionInfo(),
-		Node:          r.GetNode(),
-		ResourceNames: r.GetResourceNames(),
-		TypeUrl:       r.GetTypeUrl(),
-		ResponseNonce: r.GetResponseNonce(),
-		ErrorDetail:   r.GetErrorDetail(),
-	}
-	return c
-}
-
 // NodeIDParts splits a node ID <pod>.<namespace>.
 func NodeIDParts(id string) (pod, namespace string, ok bool) {
 	i := strings.LastIndexByte(id, '.')
@@ -525,9 +514,6 @@ func NodeIDParts(id string) (pod, namespace string, ok bool) {
 	}
 	return id[:i], id[i+1:], true
 }
-
-// Resources is a convenience alias so callers need not import the cache types.
-type Resources = map[string][]types.Resource
 
 // cacheLogger routes go-control-plane's logs to logr: debug at V(2), info
 // at V(1).

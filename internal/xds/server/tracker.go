@@ -1,6 +1,7 @@
 package server
 
 import (
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -76,12 +77,9 @@ func (t *tracker) snapshot() map[string]NodeStatus {
 	out := make(map[string]NodeStatus, len(t.nodes))
 	for id, n := range t.nodes {
 		c := *n
-		c.Acked = clone(n.Acked)
-		c.Sent = clone(n.Sent)
-		c.Subscribed = make(map[string]bool, len(n.Subscribed))
-		for k, v := range n.Subscribed {
-			c.Subscribed[k] = v
-		}
+		c.Acked = maps.Clone(n.Acked)
+		c.Sent = maps.Clone(n.Sent)
+		c.Subscribed = maps.Clone(n.Subscribed)
 		if n.Nack != nil {
 			nk := *n.Nack
 			c.Nack = &nk
@@ -101,13 +99,5 @@ func (t *tracker) connectedNodes() []string {
 		}
 	}
 	slices.Sort(out)
-	return out
-}
-
-func clone(m map[string]string) map[string]string {
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
 	return out
 }
