@@ -3,9 +3,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"github.com/weft-mesh/weft/internal/testenv"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -13,10 +13,7 @@ import (
 	"github.com/weft-mesh/weft/e2e/cluster"
 )
 
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Dir(filepath.Dir(file))
-}
+func repoRoot() string { return testenv.RepoRoot() }
 
 // startBox builds weft-controller (unless WEFT_CONTROLLER_BINARY names
 // one) and brings the cluster in a box up for the test.

@@ -138,7 +138,7 @@ func (h *PodInjector) Handle(ctx context.Context, req admission.Request) admissi
 		return resp
 	}
 
-	version := h.Injector.Config().ProxyVersion
+	version := res.Status.Version
 	log.Info("injected pod", "namespace", pod.Namespace, "pod", podName(pod), "mode", res.Mode, "version", version)
 	if !ptr.Deref(req.DryRun, false) {
 		h.recordInjected(ctx, pod, res, version)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/weft-mesh/weft/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,14 +20,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
-	gwapiv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 	"sigs.k8s.io/yaml"
 
 	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
@@ -113,16 +111,8 @@ type Cluster struct {
 }
 
 // NewScheme knows the core kinds and Weft's, Gateway API's and
-// cert-manager's.
-func NewScheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, meshv1alpha1.AddToScheme, gwapiv1.Install, gwapiv1beta1.Install, cmapi.AddToScheme} {
-		if err := add(s); err != nil {
-			panic(fmt.Sprintf("building scheme: %v", err))
-		}
-	}
-	return s
-}
+// cert-manager's: the scheme every test of the repository uses.
+func NewScheme() *runtime.Scheme { return testenv.NewScheme() }
 
 // CRDDirs are the CRD directories of Weft and of the modules it uses.
 func CRDDirs(repoRoot string) ([]string, error) {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"net"
 	"net/netip"
 
 	"github.com/go-logr/logr"
@@ -171,11 +172,7 @@ func prefixExprs(p netip.Prefix) []expr.Any {
 }
 
 func prefixMask(p netip.Prefix) []byte {
-	mask := make([]byte, p.Addr().BitLen()/8)
-	for i := range p.Bits() {
-		mask[i/8] |= 0x80 >> (i % 8)
-	}
-	return mask
+	return net.CIDRMask(p.Bits(), p.Addr().BitLen())
 }
 
 func dstPort() expr.Any {

@@ -2,6 +2,7 @@ package testsigner
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -258,16 +259,9 @@ func (s *Signer) Sync(ctx context.Context) error {
 
 func (s *Signer) answersFor(cert *cmapi.Certificate) bool {
 	ref := cert.Spec.IssuerRef
-	kind := orDefault(ref.Kind, cmapi.IssuerKind) // cert-manager's default kind
-	group := orDefault(ref.Group, "cert-manager.io")
+	kind := cmp.Or(ref.Kind, cmapi.IssuerKind) // cert-manager's default kind
+	group := cmp.Or(ref.Group, "cert-manager.io")
 	return ref.Name == s.opts.IssuerName && kind == s.opts.IssuerKind && group == s.opts.IssuerGroup
-}
-
-func orDefault(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
 }
 
 func (s *Signer) syncCertificate(ctx context.Context, cert *cmapi.Certificate) error {

@@ -2,6 +2,7 @@ package translate
 
 import (
 	"cmp"
+	"net"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -104,8 +105,5 @@ func clusterName(svc *ir.Service, p *ir.Port) string {
 }
 
 func hostPort(host string, port int32) string {
-	if a, err := netip.ParseAddr(host); err == nil && a.Is6() {
-		return "[" + host + "]:" + strconv.Itoa(int(port))
-	}
-	return host + ":" + strconv.Itoa(int(port))
+	return net.JoinHostPort(host, strconv.Itoa(int(port)))
 }

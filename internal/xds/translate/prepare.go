@@ -3,6 +3,7 @@ package translate
 import (
 	"errors"
 	"fmt"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"net/netip"
 	"slices"
 	"strings"
@@ -264,20 +265,7 @@ func normalize(mesh *ir.Mesh) ([]*ir.Service, []Problem) {
 }
 
 // dnsLabel says whether s can be a Service or namespace name.
-func dnsLabel(s string) bool {
-	if s == "" || len(s) > 63 {
-		return false
-	}
-	for i, c := range s {
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
-		case c == '-' && i > 0 && i < len(s)-1:
-		default:
-			return false
-		}
-	}
-	return true
-}
+func dnsLabel(s string) bool { return len(validation.IsDNS1123Label(s)) == 0 }
 
 // validHeaderValue is Envoy's lenient check on header names and values:
 // no NUL, CR or LF.
