@@ -3,7 +3,7 @@ package inject
 import (
 	"bytes"
 	"encoding/json"
-	"os"
+	goldenfile "github.com/weft-mesh/weft/internal/golden"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -44,20 +44,7 @@ func TestBootstrapGolden(t *testing.T) {
 			t.Fatalf("%s: %v", file, err)
 		}
 		pretty.WriteByte('\n')
-		path := filepath.Join("testdata", file)
-		if *update {
-			if err := os.WriteFile(path, pretty.Bytes(), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		want, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatalf("%v (run go test -update to create it)", err)
-		}
-		if !bytes.Equal(pretty.Bytes(), want) {
-			t.Errorf("%s differs from the golden file; run go test ./internal/inject/ -update and review the diff\ngot:\n%s", path, pretty.Bytes())
-		}
+		goldenfile.Check(t, filepath.Join("testdata", file), pretty.Bytes())
 	}
 }
 

@@ -1,10 +1,8 @@
 package inject
 
 import (
-	"bytes"
 	"encoding/json"
-	"flag"
-	"os"
+	goldenfile "github.com/weft-mesh/weft/internal/golden"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -19,8 +17,6 @@ import (
 
 	"github.com/weft-mesh/weft/internal/identity"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
 // golden is what testdata/<case>.patch.json holds.
 type golden struct {
@@ -259,20 +255,7 @@ func compareGolden(t *testing.T, name string, o outcome) {
 		t.Fatal(err)
 	}
 	got = append(got, '\n')
-	path := filepath.Join("testdata", name+".patch.json")
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the golden file; run go test ./internal/inject/ -update and review the diff\ngot:\n%s", path, got)
-	}
+	goldenfile.Check(t, filepath.Join("testdata", name+".patch.json"), got)
 }
 
 func wantInjected(t *testing.T, o outcome, mode Mode) {
