@@ -817,12 +817,29 @@ func (h *identityHarness) testConflict(t *testing.T) {
 }
 
 func (h *identityHarness) testInvalidSelector(t *testing.T) {
+	// Identities are issued first, so that the test sees whether a broken
+	// selector takes them away.
+	h.namespace(t, "selector-typo", map[string]string{"identity-test": "badselector"}, "api")
+	h.pod(t, "selector-typo", "api-0", "api")
+	mi := h.meshIdentity(t, "badselector")
+	h.awaitCertificates(t, "selector-typo", "weft-identity-api")
+
 	// The schema cannot check selector operators; the status must say.
-	h.meshIdentity(t, "badselector", func(mi *meshv1alpha1.MeshIdentity) {
-		mi.Spec.NamespaceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "team", Operator: "Near", Values: []string{"x"}}}}
-	})
+	orig := mi.DeepCopy()
+	mi.Spec.NamespaceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "team", Operator: "Near", Values: []string{"x"}}}}
+	if err := h.c.Patch(t.Context(), mi, client.MergeFrom(orig)); err != nil {
+		t.Fatal(err)
+	}
 	h.awaitStatus(t, "badselector", "invalid", all(
 		hasCondition(meshv1alpha1.ConditionAccepted, metav1.ConditionFalse, meshv1alpha1.ReasonInvalid, "spec.namespaceSelector"),
 		hasCondition(meshv1alpha1.ConditionReady, metav1.ConditionFalse, meshv1alpha1.ReasonInvalid),
 	))
+	// A typo must not take every identity away: the Certificate stays.
+	names, err := h.certificateNames(t.Context(), "selector-typo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(names, []string{"weft-identity-api"}) {
+		t.Errorf("certificates after the selector broke: %v, want the issued one kept", names)
+	}
 }
