@@ -47,7 +47,7 @@ func TestProxylessServerListeners(t *testing.T) {
 		_, ok := h.xds.Snapshot("greeter-0.shop")
 		return ok, "none"
 	})
-	server := h.proxy(t, "greeter-0.shop", "spiffe://cluster.local/ns/shop/sa/greeter", map[string][]string{xdstest.ListenerType: names})
+	server := h.grpcClient(t, "greeter-0.shop", "spiffe://cluster.local/ns/shop/sa/greeter", map[string][]string{xdstest.ListenerType: names})
 	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	err := server.WaitFor(wctx, func(c *xdstest.Client) bool {

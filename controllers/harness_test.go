@@ -140,8 +140,24 @@ func startHarness(t testing.TB, opts ...harnessOptions) *harness {
 	return &harness{api: api, env: env, c: env.Client, ca: ca, xdsAddr: addr.String(), mesh: mesh, xds: xds, xdsStats: stats}
 }
 
-// proxy connects to the xDS server as node with a certificate for spiffeID.
+// proxy connects to the xDS server over delta ADS, as Envoy does, as node
+// with a certificate for spiffeID.
 func (h *harness) proxy(t *testing.T, node, spiffeID string, subs map[string][]string) *xdstest.Client {
+	t.Helper()
+	return h.dial(t, spiffeID, func(conn *grpc.ClientConn) (*xdstest.Client, error) {
+		return xdstest.DialDelta(t.Context(), conn, node, subs)
+	})
+}
+
+// grpcClient connects over state-of-the-world ADS, as proxyless gRPC does.
+func (h *harness) grpcClient(t *testing.T, node, spiffeID string, subs map[string][]string) *xdstest.Client {
+	t.Helper()
+	return h.dial(t, spiffeID, func(conn *grpc.ClientConn) (*xdstest.Client, error) {
+		return xdstest.Dial(t.Context(), conn, node, subs)
+	})
+}
+
+func (h *harness) dial(t *testing.T, spiffeID string, open func(*grpc.ClientConn) (*xdstest.Client, error)) *xdstest.Client {
 	t.Helper()
 	tlsCfg, err := h.ca.ClientTLS(spiffeID)
 	if err != nil {
@@ -152,7 +168,7 @@ func (h *harness) proxy(t *testing.T, node, spiffeID string, subs map[string][]s
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	c, err := xdstest.Dial(t.Context(), conn, node, subs)
+	c, err := open(conn)
 	if err != nil {
 		t.Fatal(err)
 	}

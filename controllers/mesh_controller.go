@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -8,8 +9,10 @@ import (
 	"sync"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -212,55 +215,131 @@ func (r *MeshReconciler) apply(ctx context.Context, b *ingest.Bundle, res *inges
 		nodes:   map[string]*ir.ProxyGroup{},
 		sources: resourceSources(res.Mesh),
 	}}
+	lb := &layerBuilder{content: map[string]server.LayerResources{}, eds: map[string]bool{}}
+	envoyNodes := map[string][]string{}
 	for _, g := range res.Mesh.ProxyGroups {
-		var envoySnap, grpcSnap *cachev3.Snapshot
+		var grpcSnap *cachev3.Snapshot
+		var keys []string
 		for _, node := range g.Members {
 			out.built.nodes[node] = g
-			var snap *cachev3.Snapshot
-			if proxyless[node] {
-				if grpcSnap == nil {
-					cfg, err := prep.ForGRPC(g)
-					if err != nil {
-						return nil, fmt.Errorf("proxy group %s (gRPC): %w", g.Key, err)
-					}
-					if cfg, err = withServerListeners(prep, g, cfg, proxyless, podIPs); err != nil {
-						return nil, fmt.Errorf("proxy group %s (gRPC): %w", g.Key, err)
-					}
-					if grpcSnap, err = asm.snapshot(cfg); err != nil {
-						return nil, fmt.Errorf("proxy group %s (gRPC): %w", g.Key, err)
-					}
-				}
-				snap = grpcSnap
-			} else {
-				if envoySnap == nil {
+			if !proxyless[node] {
+				if keys == nil {
 					cfg, err := prep.ForGroup(g)
 					if err != nil {
 						return nil, fmt.Errorf("proxy group %s: %w", g.Key, err)
 					}
-					if envoySnap, err = asm.snapshot(cfg); err != nil {
-						return nil, fmt.Errorf("proxy group %s: %w", g.Key, err)
-					}
+					keys = lb.add(g, cfg)
 				}
-				snap = envoySnap
-			}
-			if old, ok := r.XDS.Snapshot(node); ok && sameVersions(old, snap) {
+				envoyNodes[node] = keys
 				continue
 			}
-			if err := r.XDS.SetSnapshot(ctx, node, snap, proxyless[node]); err != nil {
+			if grpcSnap == nil {
+				cfg, err := prep.ForGRPC(g)
+				if err != nil {
+					return nil, fmt.Errorf("proxy group %s (gRPC): %w", g.Key, err)
+				}
+				if cfg, err = withServerListeners(prep, g, cfg, proxyless, podIPs); err != nil {
+					return nil, fmt.Errorf("proxy group %s (gRPC): %w", g.Key, err)
+				}
+				if grpcSnap, err = asm.snapshot(cfg); err != nil {
+					return nil, fmt.Errorf("proxy group %s (gRPC): %w", g.Key, err)
+				}
+			}
+			if old, ok := r.XDS.Snapshot(node); ok && sameVersions(old, grpcSnap) {
+				continue
+			}
+			if err := r.XDS.SetSnapshot(ctx, node, grpcSnap); err != nil {
 				return nil, err
 			}
 			out.changed = append(out.changed, node)
 		}
 	}
+	lb.endpoints(endpoints)
+	changed, err := r.XDS.Publish(lb.content, envoyNodes)
+	if err != nil {
+		return nil, err
+	}
+	out.changed = append(out.changed, changed...)
 	// Pods that are gone lose their snapshot; a proxy still connected for
 	// them keeps what it has until its stream closes.
 	for _, node := range r.XDS.SnapshotNodes() {
-		if _, ok := out.built.nodes[node]; !ok {
+		if _, ok := out.built.nodes[node]; !ok || !proxyless[node] {
 			r.XDS.ClearSnapshot(node)
 		}
 	}
 	slices.Sort(out.changed)
 	return out, nil
+}
+
+// Layer keys. Every Envoy proxy's configuration is three layers: the
+// outbound view of its namespace, the mesh's endpoints, and its group's
+// own inbound side.
+const (
+	viewLayerPrefix  = "view/"
+	groupLayerPrefix = "group/"
+	endpointsLayer   = "endpoints"
+)
+
+// layerBuilder collects the layers of one rebuild.
+type layerBuilder struct {
+	content map[string]server.LayerResources
+	// eds are the endpoint assignments that EDS clusters name.
+	eds map[string]bool
+}
+
+// add records a group's layers and returns their keys. The outbound
+// listener, the same for every group of a view, goes into the view's
+// layer with the routes and clusters it uses.
+func (lb *layerBuilder) add(g *ir.ProxyGroup, cfg *translate.Config) []string {
+	view := viewLayerPrefix + cfg.View
+	own := server.LayerResources{
+		resourcev3.RouteType:   cfg.Own.Routes,
+		resourcev3.ClusterType: cfg.Own.Clusters,
+		resourcev3.SecretType:  cfg.Own.Secrets,
+	}
+	var outbound []cachetypes.Resource
+	for _, l := range cfg.Own.Listeners {
+		if cachev3.GetResourceName(l) == translate.OutboundListener {
+			outbound = append(outbound, l)
+		} else {
+			own[resourcev3.ListenerType] = append(own[resourcev3.ListenerType], l)
+		}
+	}
+	if _, ok := lb.content[view]; !ok {
+		lb.content[view] = server.LayerResources{
+			resourcev3.ListenerType: append(slices.Clone(cfg.Shared.Listeners), outbound...),
+			resourcev3.RouteType:    cfg.Shared.Routes,
+			resourcev3.ClusterType:  cfg.Shared.Clusters,
+			resourcev3.SecretType:   cfg.Shared.Secrets,
+		}
+		lb.needEndpoints(cfg.Shared.Clusters)
+	}
+	lb.needEndpoints(cfg.Own.Clusters)
+	key := groupLayerPrefix + g.Key
+	lb.content[key] = own
+	return []string{view, endpointsLayer, key}
+}
+
+func (lb *layerBuilder) needEndpoints(clusters []cachetypes.Resource) {
+	for _, c := range clusters {
+		cl, ok := c.(*clusterv3.Cluster)
+		if !ok || cl.GetType() != clusterv3.Cluster_EDS {
+			continue
+		}
+		lb.eds[cmp.Or(cl.GetEdsClusterConfig().GetServiceName(), cl.GetName())] = true
+	}
+}
+
+// endpoints adds the layer of endpoint assignments that some EDS cluster
+// names.
+func (lb *layerBuilder) endpoints(all map[string]cachetypes.Resource) {
+	var eds []cachetypes.Resource
+	for name := range lb.eds {
+		if e, ok := all[name]; ok {
+			eds = append(eds, e)
+		}
+	}
+	lb.content[endpointsLayer] = server.LayerResources{resourcev3.EndpointType: eds}
 }
 
 // withServerListeners adds to a proxyless group's own layer the Listener

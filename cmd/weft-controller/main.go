@@ -14,6 +14,7 @@ import (
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -233,21 +234,21 @@ type debugConfig struct{ xds *server.Server }
 
 func (d *debugConfig) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	node := r.URL.Query().Get("node")
-	snap, ok := d.xds.Snapshot(node)
+	cfg, ok := d.xds.Config(node)
 	if node == "" || !ok {
 		http.Error(w, "no configuration for node "+node+" (use ?node=<pod>.<namespace>)", http.StatusNotFound)
 		return
 	}
 	out := map[string]map[string]json.RawMessage{}
-	for _, typ := range []string{"type.googleapis.com/envoy.config.listener.v3.Listener", "type.googleapis.com/envoy.config.route.v3.RouteConfiguration", "type.googleapis.com/envoy.config.cluster.v3.Cluster", "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment", "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"} {
+	for typ, resources := range cfg {
 		m := map[string]json.RawMessage{}
-		for name, res := range snap.GetResources(typ) {
+		for _, res := range resources {
 			b, err := protojson.Marshal(res)
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusInternalServerError)
 				return
 			}
-			m[name] = b
+			m[cachev3.GetResourceName(res)] = b
 		}
 		out[typ] = m
 	}

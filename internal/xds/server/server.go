@@ -70,24 +70,25 @@ type Options struct {
 	Log     logr.Logger
 }
 
-// Server is an authenticated ADS server over a snapshot cache.
+// Server is an authenticated ADS server. Envoy proxies are served delta
+// ADS from layers shared between proxies (see Publish); proxyless gRPC
+// clients, which speak state of the world and ask for resources by name,
+// are served from a go-control-plane snapshot cache per node.
 type Server struct {
 	opts Options
-	// cache serves Envoy in ADS mode (responses wait until every resource
-	// a proxy asked for exists, and go out in a safe order). grpcCache
-	// serves proxyless gRPC clients, which ask for listeners and clusters
-	// by name, in plain mode.
-	cache     cachev3.SnapshotCache
+	// grpcCache serves proxyless gRPC clients in plain (non-ADS-ordered)
+	// mode.
 	grpcCache cachev3.SnapshotCache
+	layers    *layers
 
-	kindMu    sync.Mutex
-	proxyless map[string]bool
-	withSnap  map[string]bool
+	kindMu   sync.Mutex
+	withSnap map[string]bool
 
-	tracker *tracker
-	metrics *Metrics
-	log     logr.Logger
-	lis     net.Listener
+	tracker  *tracker
+	metrics  *Metrics
+	log      logr.Logger
+	lis      net.Listener
+	stopping chan struct{}
 }
 
 // New creates a Server. Call Start (or run it as a manager Runnable) to serve.
@@ -107,10 +108,9 @@ func New(opts Options) (*Server, error) {
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics(nil)
 	}
-	s := &Server{opts: opts, tracker: newTracker(), metrics: opts.Metrics, log: opts.Log}
-	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{opts.Log.WithName("cache")})
+	s := &Server{opts: opts, tracker: newTracker(), metrics: opts.Metrics, log: opts.Log, layers: newLayers(), stopping: make(chan struct{})}
 	s.grpcCache = cachev3.NewSnapshotCache(false, cachev3.IDHash{}, cacheLogger{opts.Log.WithName("grpc-cache")})
-	s.proxyless, s.withSnap = map[string]bool{}, map[string]bool{}
+	s.withSnap = map[string]bool{}
 	return s, nil
 }
 
@@ -149,7 +149,7 @@ func (s *Server) Start(ctx context.Context) error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
 	xs := serverv3.NewServer(ctx, &dispatchCache{s: s}, &callbacks{s: s})
-	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, xs)
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, ads{Server: xs, s: s})
 	endpointservice.RegisterEndpointDiscoveryServiceServer(gs, xs)
 	clusterservice.RegisterClusterDiscoveryServiceServer(gs, xs)
 	routeservice.RegisterRouteDiscoveryServiceServer(gs, xs)
@@ -161,6 +161,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.log.Info("serving xDS", "address", s.lis.Addr().String(), "tls", s.opts.TLS != nil)
 	select {
 	case <-ctx.Done():
+		close(s.stopping)
 		stopped := make(chan struct{})
 		go func() { gs.GracefulStop(); close(stopped) }()
 		select {
@@ -174,38 +175,33 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 }
 
-// SetSnapshot replaces a node's configuration. The snapshot must be
-// consistent; versions should change only when content does, so that
-// unchanged proxies are not pushed. proxyless says the node is a gRPC
-// client rather than Envoy.
-func (s *Server) SetSnapshot(ctx context.Context, nodeID string, snap *cachev3.Snapshot, proxyless bool) error {
+// ads serves state-of-the-world ADS with go-control-plane and delta ADS
+// from the layers.
+type ads struct {
+	serverv3.Server
+	s *Server
+}
+
+func (a ads) DeltaAggregatedResources(st discoverygrpc.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	return a.s.serveDelta(st)
+}
+
+// SetSnapshot replaces a proxyless gRPC node's configuration. The snapshot
+// must be consistent; versions should change only when content does, so
+// that unchanged clients are not pushed.
+func (s *Server) SetSnapshot(ctx context.Context, nodeID string, snap *cachev3.Snapshot) error {
 	s.kindMu.Lock()
-	was, known := s.proxyless[nodeID]
-	s.proxyless[nodeID] = proxyless
 	s.withSnap[nodeID] = true
 	s.kindMu.Unlock()
-	if known && was != proxyless {
-		s.cacheFor(was).ClearSnapshot(nodeID)
-	}
-	if err := s.cacheFor(proxyless).SetSnapshot(ctx, nodeID, snap); err != nil {
+	if err := s.grpcCache.SetSnapshot(ctx, nodeID, snap); err != nil {
 		return fmt.Errorf("setting snapshot of %s: %w", nodeID, err)
 	}
 	return nil
 }
 
-func (s *Server) cacheFor(proxyless bool) cachev3.SnapshotCache {
-	if proxyless {
-		return s.grpcCache
-	}
-	return s.cache
-}
-
-// Snapshot returns a node's current configuration.
+// Snapshot returns a proxyless node's current configuration.
 func (s *Server) Snapshot(nodeID string) (*cachev3.Snapshot, bool) {
-	s.kindMu.Lock()
-	proxyless := s.proxyless[nodeID]
-	s.kindMu.Unlock()
-	snap, err := s.cacheFor(proxyless).GetSnapshot(nodeID)
+	snap, err := s.grpcCache.GetSnapshot(nodeID)
 	if err != nil {
 		return nil, false
 	}
@@ -213,17 +209,38 @@ func (s *Server) Snapshot(nodeID string) (*cachev3.Snapshot, bool) {
 	return sn, ok
 }
 
-// ClearSnapshot forgets a node's configuration (its pod is gone).
+// Config returns a node's current resources by type URL, whether it is
+// served from layers or from a snapshot.
+func (s *Server) Config(nodeID string) (map[string][]types.Resource, bool) {
+	if cfg, ok := s.LayeredConfig(nodeID); ok {
+		return cfg, true
+	}
+	snap, ok := s.Snapshot(nodeID)
+	if !ok {
+		return nil, false
+	}
+	out := map[string][]types.Resource{}
+	for rt := types.ResponseType(0); rt < types.UnknownType; rt++ {
+		typ, err := cachev3.GetResponseTypeURL(rt)
+		if err != nil {
+			continue
+		}
+		for _, r := range snap.GetResources(typ) {
+			out[typ] = append(out[typ], r)
+		}
+	}
+	return out, true
+}
+
+// ClearSnapshot forgets a proxyless node's configuration (its pod is gone).
 func (s *Server) ClearSnapshot(nodeID string) {
 	s.kindMu.Lock()
 	delete(s.withSnap, nodeID)
-	delete(s.proxyless, nodeID)
 	s.kindMu.Unlock()
-	s.cache.ClearSnapshot(nodeID)
 	s.grpcCache.ClearSnapshot(nodeID)
 }
 
-// SnapshotNodes lists the nodes that have a snapshot.
+// SnapshotNodes lists the proxyless nodes that have a snapshot.
 func (s *Server) SnapshotNodes() []string {
 	s.kindMu.Lock()
 	defer s.kindMu.Unlock()
@@ -232,6 +249,15 @@ func (s *Server) SnapshotNodes() []string {
 		out = append(out, n)
 	}
 	return out
+}
+
+// isProxyless says whether a node is a proxyless gRPC client: it has a
+// snapshot, or, before that, its user agent says so.
+func (s *Server) isProxyless(node *corev3.Node) bool {
+	s.kindMu.Lock()
+	known := s.withSnap[node.GetId()]
+	s.kindMu.Unlock()
+	return known || strings.HasPrefix(strings.ToLower(node.GetUserAgentName()), "grpc")
 }
 
 // Nodes returns what the server knows of every proxy it has seen.
@@ -257,8 +283,27 @@ func (s *Server) ConnectedNodes() []string { return s.tracker.connectedNodes() }
 func (s *Server) Changed() <-chan struct{} { return s.tracker.Changed() }
 
 // UpToDate says whether a node has acknowledged the current version of every
-// resource type in its snapshot that it subscribes to.
+// resource type it subscribes to: for an Envoy proxy, every open stream of
+// the node holds and has acknowledged the current revision of each of its
+// layers, with no rejection outstanding.
 func (s *Server) UpToDate(nodeID string) bool {
+	l := s.layers
+	l.mu.RLock()
+	comp, layered := l.nodes[nodeID]
+	if layered {
+		defer l.mu.RUnlock()
+		streams := l.streams[nodeID]
+		if len(streams) == 0 {
+			return false
+		}
+		for st := range streams {
+			if !st.upToDate(comp) {
+				return false
+			}
+		}
+		return true
+	}
+	l.mu.RUnlock()
 	snap, ok := s.Snapshot(nodeID)
 	if !ok {
 		return false
@@ -450,28 +495,20 @@ func (c *callbacks) OnFetchRequest(context.Context, *discoverygrpc.DiscoveryRequ
 func (c *callbacks) OnFetchResponse(*discoverygrpc.DiscoveryRequest, *discoverygrpc.DiscoveryResponse) {
 }
 
-// dispatchCache sends each node's watches to the cache of its kind, and
-// stops a state-of-the-world NACK from bouncing: go-control-plane answers a
-// request whose version differs from the snapshot's at once, and a NACK
-// carries the last good version, so the rejected version would be re-sent
-// forever. After a NACK of the current version, the watch waits for the
-// next snapshot instead.
+// dispatchCache serves state-of-the-world watches of proxyless gRPC
+// clients from their snapshots, and stops a NACK from bouncing:
+// go-control-plane answers a request whose version differs from the
+// snapshot's at once, and a NACK carries the last good version, so the
+// rejected version would be re-sent forever. After a NACK of the current
+// version, the watch waits for the next snapshot instead. Envoy proxies
+// are served delta ADS from layers, not here.
 type dispatchCache struct{ s *Server }
 
-// pick chooses the cache of a node: the kind its snapshot was set with,
-// or, before that, what its user agent says.
-func (c *dispatchCache) pick(node *corev3.Node) cachev3.SnapshotCache {
-	c.s.kindMu.Lock()
-	proxyless, known := c.s.proxyless[node.GetId()]
-	c.s.kindMu.Unlock()
-	if !known {
-		proxyless = strings.HasPrefix(strings.ToLower(node.GetUserAgentName()), "grpc")
-	}
-	return c.s.cacheFor(proxyless)
-}
-
 func (c *dispatchCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, out chan cachev3.Response) (func(), error) {
-	cache := c.pick(req.GetNode())
+	if c.s.LayeredNode(req.GetNode().GetId()) {
+		return nil, status.Error(codes.FailedPrecondition, "xds: Envoy proxies are served over delta ADS (the injected bootstrap uses it); state of the world is for proxyless gRPC clients")
+	}
+	cache := c.s.grpcCache
 	if req.GetErrorDetail() != nil {
 		if snap, err := cache.GetSnapshot(req.GetNode().GetId()); err == nil {
 			current := snap.GetVersion(req.GetTypeUrl())
@@ -485,8 +522,8 @@ func (c *dispatchCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscripti
 	return cache.CreateWatch(req, sub, out)
 }
 
-func (c *dispatchCache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscription, out chan cachev3.DeltaResponse) (func(), error) {
-	return c.pick(req.GetNode()).CreateDeltaWatch(req, sub, out)
+func (c *dispatchCache) CreateDeltaWatch(*cachev3.DeltaRequest, cachev3.Subscription, chan cachev3.DeltaResponse) (func(), error) {
+	return nil, status.Error(codes.Unimplemented, "xds: delta is served on the aggregated (ADS) stream only")
 }
 
 func (c *dispatchCache) Fetch(context.Context, *cachev3.Request) (cachev3.Response, error) {

@@ -507,7 +507,11 @@ func (p *Prepared) ForGroup(g *ir.ProxyGroup) (*Config, error) {
 	if g.MTLS == ir.MTLSStrict || g.MTLS == ir.MTLSPermissive || p.anyTLS {
 		own.Secrets = p.secrets
 	}
-	return &Config{Shared: v.shared, Own: own}, nil
+	view := ""
+	if p.views[g.Namespace] != nil {
+		view = g.Namespace
+	}
+	return &Config{Shared: v.shared, Own: own, View: view}, nil
 }
 
 // ForGroup translates a mesh for one Envoy proxy group in one call:

@@ -52,6 +52,10 @@ type Config struct {
 	// Own holds what belongs to this group (its listeners, inbound
 	// clusters and secrets) or, for proxyless gRPC, to its namespace.
 	Own *Resources
+	// View names the Shared layer for a server that keeps layers across
+	// rebuilds: the namespace whose consumer routes it holds, or empty for
+	// the view every other namespace shares.
+	View string
 }
 
 // Resources merges both layers into one set of sorted lists. It allocates

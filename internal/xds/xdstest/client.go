@@ -21,12 +21,14 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// Client is a state-of-the-world ADS client for one node.
+// Client is an ADS client for one node, state of the world (Dial, as
+// proxyless gRPC speaks) or delta (DialProxy and DialDelta, as Envoy does).
 type Client struct {
 	Node string
 
-	stream discoverygrpc.AggregatedDiscoveryService_StreamAggregatedResourcesClient
-	cancel context.CancelFunc
+	stream  discoverygrpc.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+	dstream discoverygrpc.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
+	cancel  context.CancelFunc
 
 	mu        sync.Mutex
 	resources map[string]map[string]proto.Message // type -> name -> resource
@@ -41,11 +43,11 @@ type Client struct {
 	sendMu  sync.Mutex
 }
 
-// DialProxy opens an ADS stream that behaves like Envoy: it subscribes to
-// every listener and cluster, then to the route configurations its
+// DialProxy opens a delta ADS stream that behaves like Envoy: it subscribes
+// to every listener and cluster, then to the route configurations its
 // listeners name and the endpoints its clusters name.
 func DialProxy(ctx context.Context, conn grpc.ClientConnInterface, node string) (*Client, error) {
-	return Dial(ctx, conn, node, map[string][]string{ClusterType: nil, ListenerType: nil})
+	return DialDelta(ctx, conn, node, map[string][]string{ClusterType: nil, ListenerType: nil})
 }
 
 // Dial opens an ADS stream on conn for node and subscribes to the given
@@ -105,8 +107,20 @@ func (c *Client) fail(err error) {
 // followLocked subscribes to the routes and endpoints that the listeners
 // and clusters just received refer to; the caller holds mu.
 func (c *Client) followLocked(typ string) []*discoverygrpc.DiscoveryRequest {
-	var next string
-	var want []string
+	next, want, changed := c.wantLocked(typ)
+	if !changed {
+		return nil
+	}
+	c.names[next] = want
+	return []*discoverygrpc.DiscoveryRequest{{
+		Node: &corev3.Node{Id: c.Node}, TypeUrl: next, ResourceNames: want,
+		VersionInfo: c.versions[next], ResponseNonce: c.nonces[next],
+	}}
+}
+
+// wantLocked lists the route or endpoint names the listeners or clusters
+// held refer to, and whether that differs from the current subscription.
+func (c *Client) wantLocked(typ string) (next string, want []string, changed bool) {
 	switch typ {
 	case ListenerType:
 		next = RouteType
@@ -121,18 +135,11 @@ func (c *Client) followLocked(typ string) []*discoverygrpc.DiscoveryRequest {
 			}
 		}
 	default:
-		return nil
+		return "", nil, false
 	}
 	slices.Sort(want)
 	want = slices.Compact(want)
-	if slices.Equal(want, c.names[next]) {
-		return nil
-	}
-	c.names[next] = want
-	return []*discoverygrpc.DiscoveryRequest{{
-		Node: &corev3.Node{Id: c.Node}, TypeUrl: next, ResourceNames: want,
-		VersionInfo: c.versions[next], ResponseNonce: c.nonces[next],
-	}}
+	return next, want, !slices.Equal(want, c.names[next])
 }
 
 // routeNames lists the RDS route configurations a listener's HTTP

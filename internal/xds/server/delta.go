@@ -1,0 +1,383 @@
+package server
+
+import (
+	"errors"
+	"io"
+	"maps"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Delta ADS for Envoy, served from layers (see layers.go). Per stream and
+// type the server keeps the subscription and, for each of the node's
+// layers, the revision the stream was last sent; at most one response per
+// type is unacknowledged. A NACK leaves the rejected revision in place, so
+// it is not sent again until the configuration changes.
+
+// deltaStreamIDs count down from -1, apart from go-control-plane's
+// state-of-the-world stream IDs, which count up; the tracker holds both.
+var deltaStreamIDs atomic.Int64
+
+type deltaStream struct {
+	s    *Server
+	id   int64
+	send func(*discoverygrpc.DeltaDiscoveryResponse) error
+	wake chan struct{}
+
+	// mu guards what follows; it is taken after layers.mu.
+	mu    sync.Mutex
+	node  string
+	nonce int64
+	subs  [numLayerTypes]*deltaSub
+}
+
+// deltaSub is a stream's subscription to one type.
+type deltaSub struct {
+	wildcard bool
+	names    map[string]struct{}
+	// fresh are names subscribed to since the last response.
+	fresh []string
+	// initial are the versions the proxy said it holds when it opened the
+	// stream, until the first response.
+	initial map[string]string
+	// known is the revision of each layer the stream was sent.
+	known    map[*layer]*revision
+	synced   bool
+	inflight string
+	nacked   bool
+}
+
+func (d *deltaSub) wants(name string) bool {
+	if d.wildcard {
+		return true
+	}
+	_, ok := d.names[name]
+	return ok
+}
+
+func (st *deltaStream) poke() {
+	select {
+	case st.wake <- struct{}{}:
+	default:
+	}
+}
+
+// serveDelta runs one delta ADS stream.
+func (s *Server) serveDelta(stream discoverygrpc.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	ctx := stream.Context()
+	st := &deltaStream{s: s, id: deltaStreamIDs.Add(-1), send: stream.Send, wake: make(chan struct{}, 1)}
+	cb := &callbacks{s: s}
+	if err := cb.open(ctx, st.id); err != nil {
+		return err
+	}
+	defer func() {
+		s.layers.mu.Lock()
+		if m := s.layers.streams[st.node]; m != nil {
+			delete(m, st)
+			if len(m) == 0 {
+				delete(s.layers.streams, st.node)
+			}
+		}
+		s.layers.mu.Unlock()
+		cb.closed(st.id)
+	}()
+
+	reqs := make(chan *discoverygrpc.DeltaDiscoveryRequest)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case reqs <- req:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.stopping:
+			return nil
+		case err := <-recvErr:
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		case req := <-reqs:
+			if err := st.handle(cb, req); err != nil {
+				return err
+			}
+		case <-st.wake:
+		}
+		if err := st.push(); err != nil {
+			return err
+		}
+	}
+}
+
+// handle applies one request: authentication on the first, then ACK or
+// NACK and subscription changes.
+func (st *deltaStream) handle(cb *callbacks, req *discoverygrpc.DeltaDiscoveryRequest) error {
+	typ := req.GetTypeUrl()
+	if typ == "" {
+		return status.Error(codes.InvalidArgument, "xds: a delta ADS request must carry a type URL")
+	}
+	var nackErr error
+	if req.GetErrorDetail() != nil {
+		nackErr = errors.New(req.GetErrorDetail().GetMessage())
+	}
+	st.mu.Lock()
+	node := st.node
+	st.mu.Unlock()
+	reqNode := req.GetNode()
+	if node != "" && reqNode.GetId() == "" {
+		reqNode = &corev3.Node{Id: node}
+	}
+	if err := cb.request(st.id, reqNode, typ, "", req.GetResponseNonce(), nackErr); err != nil {
+		return err
+	}
+	if node == "" {
+		if proxyless := st.s.isProxyless(reqNode); proxyless {
+			return status.Error(codes.FailedPrecondition, "xds: proxyless gRPC clients are served over state-of-the-world ADS")
+		}
+		st.s.layers.mu.Lock()
+		m := st.s.layers.streams[reqNode.GetId()]
+		if m == nil {
+			m = map[*deltaStream]struct{}{}
+			st.s.layers.streams[reqNode.GetId()] = m
+		}
+		m[st] = struct{}{}
+		st.s.layers.mu.Unlock()
+		st.mu.Lock()
+		st.node = reqNode.GetId()
+		st.mu.Unlock()
+	}
+
+	ti := layerTypeIndex(typ)
+	if ti < 0 {
+		// Nothing of this type is served; the proxy's initial fetch for
+		// it times out, as with any type a server does not know.
+		return nil
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	sub := st.subs[ti]
+	if sub == nil {
+		sub = &deltaSub{names: map[string]struct{}{}, initial: req.GetInitialResourceVersions()}
+		// A first request that names nothing is a wildcard subscription
+		// (the legacy form Envoy still sends for clusters and listeners).
+		sub.wildcard = len(req.GetResourceNamesSubscribe()) == 0
+		if sub.initial == nil {
+			sub.initial = map[string]string{}
+		}
+		st.subs[ti] = sub
+	}
+	if n := req.GetResponseNonce(); n != "" && n == sub.inflight {
+		sub.inflight = ""
+		sub.nacked = nackErr != nil
+	}
+	for _, name := range req.GetResourceNamesSubscribe() {
+		if name == "*" {
+			if !sub.wildcard {
+				sub.wildcard = true
+				// Send everything again rather than work out what the
+				// named subscription already brought.
+				sub.known = nil
+			}
+			continue
+		}
+		if _, ok := sub.names[name]; !ok {
+			sub.names[name] = struct{}{}
+			if !sub.wildcard {
+				sub.fresh = append(sub.fresh, name)
+			}
+		}
+	}
+	for _, name := range req.GetResourceNamesUnsubscribe() {
+		if name == "*" {
+			sub.wildcard = false
+			continue
+		}
+		delete(sub.names, name)
+	}
+	return nil
+}
+
+// push sends, type by type, what changed for the stream since its last
+// response of that type, where no response is awaiting its ACK.
+func (st *deltaStream) push() error {
+	l := st.s.layers
+	l.mu.RLock()
+	st.mu.Lock()
+	comp, configured := l.nodes[st.node]
+	var out []*discoverygrpc.DeltaDiscoveryResponse
+	if configured {
+		for ti := range layerTypes {
+			sub := st.subs[ti]
+			if sub == nil || sub.inflight != "" {
+				continue
+			}
+			resp := st.diff(ti, sub, comp)
+			if resp == nil {
+				continue
+			}
+			st.nonce++
+			resp.Nonce = strconv.FormatInt(st.nonce, 10)
+			sub.inflight = resp.Nonce
+			out = append(out, resp)
+		}
+	}
+	st.mu.Unlock()
+	l.mu.RUnlock()
+	cb := callbacks{s: st.s}
+	for _, resp := range out {
+		cb.response(st.id, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce())
+		if err := st.send(resp); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// diff computes the response that brings a subscription up to the node's
+// layers, and records them as sent; nil when there is nothing to send.
+// The caller holds layers.mu (read) and st.mu.
+func (st *deltaStream) diff(ti int, sub *deltaSub, comp []*layer) *discoverygrpc.DeltaDiscoveryResponse {
+	send := map[string]*entry{}
+	gone := map[string]bool{}
+	consider := func(name string) {
+		if !sub.wants(name) {
+			return
+		}
+		if e := lookup(comp, ti, name); e != nil {
+			send[name] = e
+		} else {
+			gone[name] = true
+		}
+	}
+	if !sub.synced {
+		// First response: compare with what the proxy says it holds.
+		for _, ly := range comp {
+			if cur := ly.types[ti].cur; cur != nil {
+				for name, e := range cur.items {
+					if sub.wants(name) && sub.initial[name] != e.version {
+						send[name] = e
+					}
+				}
+			}
+		}
+		for name := range sub.initial {
+			if lookup(comp, ti, name) == nil {
+				gone[name] = true
+			}
+		}
+		sub.initial = nil
+	} else {
+		for _, ly := range comp {
+			lt := &ly.types[ti]
+			cur := lt.cur
+			if cur == nil {
+				continue
+			}
+			old, had := sub.known[ly]
+			switch {
+			case !had || old == nil:
+				for name := range cur.items {
+					consider(name)
+				}
+			case old == cur:
+			default:
+				if changes, ok := lt.since(old.n); ok {
+					for _, c := range changes {
+						for _, name := range c.names {
+							consider(name)
+						}
+					}
+					continue
+				}
+				for name, e := range cur.items {
+					if o := old.items[name]; o == nil || o.version != e.version {
+						consider(name)
+					}
+				}
+				for name := range old.items {
+					if _, ok := cur.items[name]; !ok {
+						consider(name)
+					}
+				}
+			}
+		}
+		// Layers the node no longer has.
+		for ly, old := range sub.known {
+			if old == nil || slices.Contains(comp, ly) {
+				continue
+			}
+			for name := range old.items {
+				consider(name)
+			}
+		}
+		for _, name := range sub.fresh {
+			if e := lookup(comp, ti, name); e != nil {
+				send[name] = e
+			}
+		}
+	}
+	sub.fresh = nil
+	first := !sub.synced
+	sub.synced = true
+	known := make(map[*layer]*revision, len(comp))
+	for _, ly := range comp {
+		known[ly] = ly.types[ti].cur
+	}
+	sub.known = known
+	// The first answer to a wildcard subscription goes out even when
+	// empty: the proxy waits for it before it starts serving.
+	if len(send) == 0 && len(gone) == 0 && !(first && sub.wildcard) {
+		return nil
+	}
+	resp := &discoverygrpc.DeltaDiscoveryResponse{
+		TypeUrl:           layerTypes[ti],
+		SystemVersionInfo: compositionVersion(comp, ti),
+		Resources:         make([]*discoverygrpc.Resource, 0, len(send)),
+	}
+	for _, name := range slices.Sorted(maps.Keys(send)) {
+		resp.Resources = append(resp.Resources, send[name].wire)
+	}
+	resp.RemovedResources = slices.Sorted(maps.Keys(gone))
+	return resp
+}
+
+// upToDate says whether the stream holds, and has acknowledged, the
+// current revision of every layer of every type it subscribes to. The
+// caller holds layers.mu.
+func (st *deltaStream) upToDate(comp []*layer) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for ti, sub := range st.subs {
+		if sub == nil {
+			continue
+		}
+		if sub.inflight != "" || sub.nacked || !sub.synced || len(sub.fresh) > 0 || len(sub.known) != len(comp) {
+			return false
+		}
+		for _, ly := range comp {
+			if sub.known[ly] != ly.types[ti].cur {
+				return false
+			}
+		}
+	}
+	return true
+}

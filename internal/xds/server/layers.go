@@ -1,0 +1,327 @@
+package server
+
+import (
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// Envoy proxies are configured from layers: named sets of resources that
+// many proxies share. A proxy's configuration is the union of its layers
+// (for example its namespace's outbound view, the mesh's endpoints and its
+// own inbound side), so the server keeps each shared resource once rather
+// than once per proxy, and a change to one resource of a shared layer costs
+// each proxy one small delta, not a comparison of everything it holds.
+//
+// Every change of a layer's resources of one type makes a revision. A
+// revision is immutable; the layer keeps a short log of the names each
+// revision changed, so a stream that holds revision n learns what to send
+// from the log instead of comparing whole sets. A stream too far behind the
+// log compares the revision it holds with the current one.
+
+// layerTypes are the resource types served from layers, in the order a
+// push sends them: clusters before the endpoints they use and listeners
+// before the routes they name, so a proxy never waits for a reference.
+var layerTypes = [...]string{
+	resourcev3.ClusterType,
+	resourcev3.EndpointType,
+	resourcev3.ListenerType,
+	resourcev3.RouteType,
+	resourcev3.SecretType,
+}
+
+const numLayerTypes = len(layerTypes)
+
+// logLen is how many revisions of a layer's type a stream may lag behind
+// and still catch up from the log.
+const logLen = 32
+
+func layerTypeIndex(typeURL string) int {
+	for i, t := range layerTypes {
+		if t == typeURL {
+			return i
+		}
+	}
+	return -1
+}
+
+// entry is one resource as served: its digest version and its wire form,
+// marshalled once and shared by every stream.
+type entry struct {
+	version string
+	res     types.Resource
+	wire    *discoverygrpc.Resource
+}
+
+// revision is an immutable set of resources of one type.
+type revision struct {
+	n     uint64
+	items map[string]*entry
+}
+
+// change records the names revision n added, changed or removed.
+type change struct {
+	n     uint64
+	names []string
+}
+
+type layerType struct {
+	cur *revision
+	log []change
+}
+
+// since returns the names changed after revision n, or false when the log
+// no longer reaches back to n.
+func (lt *layerType) since(n uint64) ([]change, bool) {
+	for i, c := range lt.log {
+		if c.n == n {
+			return lt.log[i+1:], true
+		}
+	}
+	return nil, false
+}
+
+// layer is one named set of resources of every type.
+type layer struct {
+	key   string
+	types [numLayerTypes]layerType
+}
+
+// LayerResources are a layer's resources by type URL.
+type LayerResources map[string][]types.Resource
+
+// layers is the layered configuration of every Envoy node.
+type layers struct {
+	// publishMu serialises Publish; mu guards the maps below and the
+	// revisions of every layer.
+	publishMu sync.Mutex
+	mu        sync.RWMutex
+	next      uint64
+	byKey     map[string]*layer
+	nodes     map[string][]*layer
+	streams   map[string]map[*deltaStream]struct{}
+}
+
+func newLayers() *layers {
+	return &layers{byKey: map[string]*layer{}, nodes: map[string][]*layer{}, streams: map[string]map[*deltaStream]struct{}{}}
+}
+
+// Publish replaces the layered configuration: the content of every layer,
+// and for every Envoy node the keys of its layers. Layers and nodes left
+// out are forgotten; a proxy still connected for a forgotten node keeps
+// what it has. A resource whose message is the one published before is not
+// marshalled again; one whose bytes did not change keeps its version, so
+// only real changes are pushed. Publish returns the nodes whose
+// configuration changed.
+func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]string) ([]string, error) {
+	l := s.layers
+	l.publishMu.Lock()
+	defer l.publishMu.Unlock()
+
+	// Build the new revisions without holding mu: only Publish writes them.
+	l.mu.RLock()
+	old := l.byKey
+	next := l.next
+	l.mu.RUnlock()
+	type update struct {
+		lt  *layerType
+		rev *revision
+		chg []string
+	}
+	var updates []update
+	byKey := make(map[string]*layer, len(content))
+	changed := map[*layer]bool{}
+	for key, res := range content {
+		ly := old[key]
+		if ly == nil {
+			ly = &layer{key: key}
+			changed[ly] = true
+		}
+		byKey[key] = ly
+		for typ := range res {
+			if layerTypeIndex(typ) < 0 {
+				return nil, fmt.Errorf("layer %s: type %s is not served", key, typ)
+			}
+		}
+		for i, typ := range layerTypes {
+			lt := &ly.types[i]
+			items, names, err := diffRevision(lt.cur, res[typ])
+			if err != nil {
+				return nil, fmt.Errorf("layer %s: %w", key, err)
+			}
+			if lt.cur != nil && len(names) == 0 {
+				continue
+			}
+			next++
+			updates = append(updates, update{lt: lt, rev: &revision{n: next, items: items}, chg: names})
+			changed[ly] = true
+		}
+	}
+	newNodes := make(map[string][]*layer, len(nodes))
+	for node, keys := range nodes {
+		comp := make([]*layer, 0, len(keys))
+		for _, k := range keys {
+			ly := byKey[k]
+			if ly == nil {
+				return nil, fmt.Errorf("node %s: layer %q is not published", node, k)
+			}
+			comp = append(comp, ly)
+		}
+		newNodes[node] = comp
+	}
+
+	l.mu.Lock()
+	for _, u := range updates {
+		u.lt.cur = u.rev
+		if len(u.lt.log) == logLen {
+			u.lt.log = slices.Delete(u.lt.log, 0, 1)
+		}
+		u.lt.log = append(u.lt.log, change{n: u.rev.n, names: u.chg})
+	}
+	l.next = next
+	var out []string
+	var wake []*deltaStream
+	for node, comp := range newNodes {
+		prev, had := l.nodes[node]
+		if had && slices.Equal(prev, comp) && !slices.ContainsFunc(comp, func(ly *layer) bool { return changed[ly] }) {
+			continue
+		}
+		out = append(out, node)
+		for st := range l.streams[node] {
+			wake = append(wake, st)
+		}
+	}
+	l.byKey, l.nodes = byKey, newNodes
+	l.mu.Unlock()
+	for _, st := range wake {
+		st.poke()
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// diffRevision indexes a layer type's new resources against its current
+// revision and lists the names that were added, changed or removed.
+func diffRevision(cur *revision, res []types.Resource) (map[string]*entry, []string, error) {
+	items := make(map[string]*entry, len(res))
+	var names []string
+	for _, r := range res {
+		name := cachev3.GetResourceName(r)
+		if name == "" {
+			return nil, nil, fmt.Errorf("a %T has no name", r)
+		}
+		if _, dup := items[name]; dup {
+			return nil, nil, fmt.Errorf("resource %q appears twice", name)
+		}
+		var prev *entry
+		if cur != nil {
+			prev = cur.items[name]
+		}
+		if prev != nil && prev.res == r {
+			items[name] = prev
+			continue
+		}
+		e, err := newEntry(name, r)
+		if err != nil {
+			return nil, nil, err
+		}
+		if prev != nil && prev.version == e.version {
+			// Same bytes in a new message: keep what streams hold.
+			e.wire = prev.wire
+		} else {
+			names = append(names, name)
+		}
+		items[name] = e
+	}
+	if cur != nil {
+		for name := range cur.items {
+			if _, ok := items[name]; !ok {
+				names = append(names, name)
+			}
+		}
+	}
+	return items, names, nil
+}
+
+var deterministic = proto.MarshalOptions{Deterministic: true}
+
+func newEntry(name string, r types.Resource) (*entry, error) {
+	b, err := deterministic.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("marshalling %q: %w", name, err)
+	}
+	d := fnv.New64a()
+	_, _ = d.Write(b)
+	v := strconv.FormatUint(d.Sum64(), 36)
+	return &entry{version: v, res: r, wire: &discoverygrpc.Resource{
+		Name: name, Version: v,
+		Resource: &anypb.Any{TypeUrl: "type.googleapis.com/" + string(r.ProtoReflect().Descriptor().FullName()), Value: b},
+	}}, nil
+}
+
+// lookup finds a resource in a node's layers.
+func lookup(comp []*layer, ti int, name string) *entry {
+	for _, ly := range comp {
+		if cur := ly.types[ti].cur; cur != nil {
+			if e := cur.items[name]; e != nil {
+				return e
+			}
+		}
+	}
+	return nil
+}
+
+// compositionVersion names what a node's layers hold of one type.
+func compositionVersion(comp []*layer, ti int) string {
+	var b strings.Builder
+	for i, ly := range comp {
+		if i > 0 {
+			b.WriteByte('.')
+		}
+		if cur := ly.types[ti].cur; cur != nil {
+			b.WriteString(strconv.FormatUint(cur.n, 36))
+		}
+	}
+	return b.String()
+}
+
+// LayeredConfig returns the resources a node's layers hold, by type URL.
+func (s *Server) LayeredConfig(node string) (map[string][]types.Resource, bool) {
+	l := s.layers
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	comp, ok := l.nodes[node]
+	if !ok {
+		return nil, false
+	}
+	out := map[string][]types.Resource{}
+	for ti, typ := range layerTypes {
+		for _, ly := range comp {
+			if cur := ly.types[ti].cur; cur != nil {
+				for _, e := range cur.items {
+					out[typ] = append(out[typ], e.res)
+				}
+			}
+		}
+	}
+	return out, true
+}
+
+// LayeredNode says whether a node is configured from layers (an Envoy
+// proxy) rather than from a snapshot.
+func (s *Server) LayeredNode(node string) bool {
+	s.layers.mu.RLock()
+	defer s.layers.mu.RUnlock()
+	_, ok := s.layers.nodes[node]
+	return ok
+}
