@@ -65,6 +65,10 @@ type MeshReconciler struct {
 	Status  *StatusWriter
 	Metrics *Metrics
 
+	// memo carries translations from one rebuild to the next, so that only
+	// what changed is translated and pushed again.
+	memo *translate.Memo
+
 	mu           sync.Mutex
 	pendingSince time.Time
 	last         *built
@@ -94,6 +98,7 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.Metrics = NewMetrics(nil)
 	}
 	r.wake = make(chan struct{}, 1)
+	r.memo = translate.NewMemo()
 	enqueue := handler.TypedFuncs[client.Object, reconcile.Request]{
 		CreateFunc: func(_ context.Context, _ event.TypedCreateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			r.changed(q)
@@ -186,7 +191,7 @@ type applied struct {
 
 // apply translates every proxy group and sets the snapshots of its members.
 func (r *MeshReconciler) apply(ctx context.Context, b *ingest.Bundle, res *ingest.Result) (*applied, error) {
-	prep, err := translate.Prepare(res.Mesh, r.Translate)
+	prep, err := r.memo.Prepare(res.Mesh, r.Translate)
 	if err != nil {
 		return nil, fmt.Errorf("preparing translation: %w", err)
 	}
@@ -206,7 +211,7 @@ func (r *MeshReconciler) apply(ctx context.Context, b *ingest.Bundle, res *inges
 		}
 	}
 	endpoints := map[string]cachetypes.Resource{}
-	for _, e := range translate.Endpoints(res.Mesh) {
+	for _, e := range r.memo.Endpoints(res.Mesh) {
 		endpoints[cachev3.GetResourceName(e)] = e
 	}
 	asm := newAssembler(newHasher(), endpoints)
@@ -224,7 +229,7 @@ func (r *MeshReconciler) apply(ctx context.Context, b *ingest.Bundle, res *inges
 			out.built.nodes[node] = g
 			if !proxyless[node] {
 				if keys == nil {
-					cfg, err := prep.ForGroup(g)
+					cfg, err := r.memo.ForGroup(prep, g)
 					if err != nil {
 						return nil, fmt.Errorf("proxy group %s: %w", g.Key, err)
 					}
@@ -254,6 +259,7 @@ func (r *MeshReconciler) apply(ctx context.Context, b *ingest.Bundle, res *inges
 			out.changed = append(out.changed, node)
 		}
 	}
+	r.memo.PruneGroups(res.Mesh.ProxyGroups)
 	lb.endpoints(endpoints)
 	changed, err := r.XDS.Publish(lb.content, envoyNodes)
 	if err != nil {

@@ -51,7 +51,19 @@ func (w *programmedWatcher) check(ctx context.Context) {
 	for _, n := range r.XDS.ConnectedNodes() {
 		connected[n] = true
 	}
-	upToDate := func(n string) bool { return !connected[n] || r.XDS.UpToDate(n) }
+	// Each connected node is asked once per check.
+	up := map[string]bool{}
+	upToDate := func(n string) bool {
+		if !connected[n] {
+			return true
+		}
+		v, ok := up[n]
+		if !ok {
+			v = r.XDS.UpToDate(n)
+			up[n] = v
+		}
+		return v
+	}
 
 	r.mu.Lock()
 	now := time.Now()
@@ -79,13 +91,13 @@ func (w *programmedWatcher) check(ctx context.Context) {
 	if last == nil || r.Status == nil {
 		return
 	}
-	r.Status.Submit(ctx, last.result, programmed(last, connected, r))
+	r.Status.Submit(ctx, last.result, programmed(last, connected, upToDate, r))
 }
 
 // programmed computes the Programmed condition of every accepted policy:
 // True once every connected proxy that needs it has acknowledged its
 // current configuration, False with the proxy's error when one rejected it.
-func programmed(b *built, connected map[string]bool, r *MeshReconciler) map[ir.ObjectRef]metav1.Condition {
+func programmed(b *built, connected map[string]bool, isUpToDate func(string) bool, r *MeshReconciler) map[ir.ObjectRef]metav1.Condition {
 	nackByNode := r.XDS.Nacks()
 	upToDate := map[string]bool{}
 	pending := 0
@@ -94,7 +106,7 @@ func programmed(b *built, connected map[string]bool, r *MeshReconciler) map[ir.O
 		if !connected[node] {
 			continue
 		}
-		ok := r.XDS.UpToDate(node)
+		ok := isUpToDate(node)
 		upToDate[node] = ok
 		if !ok {
 			pending++

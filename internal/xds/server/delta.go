@@ -256,6 +256,9 @@ func (st *deltaStream) push() error {
 // layers, and records them as sent; nil when there is nothing to send.
 // The caller holds layers.mu (read) and st.mu.
 func (st *deltaStream) diff(ti int, sub *deltaSub, comp []*layer) *discoverygrpc.DeltaDiscoveryResponse {
+	if sub.current(ti, comp) {
+		return nil
+	}
 	send := map[string]*entry{}
 	gone := map[string]bool{}
 	consider := func(name string) {
@@ -360,6 +363,20 @@ func (st *deltaStream) diff(ti int, sub *deltaSub, comp []*layer) *discoverygrpc
 	return resp
 }
 
+// current says whether the subscription was sent the current revision of
+// every layer and has nothing new to send.
+func (d *deltaSub) current(ti int, comp []*layer) bool {
+	if !d.synced || len(d.fresh) > 0 || len(d.known) != len(comp) {
+		return false
+	}
+	for _, ly := range comp {
+		if d.known[ly] != ly.types[ti].cur {
+			return false
+		}
+	}
+	return true
+}
+
 // upToDate says whether the stream holds, and has acknowledged, the
 // current revision of every layer of every type it subscribes to. The
 // caller holds layers.mu.
@@ -370,13 +387,8 @@ func (st *deltaStream) upToDate(comp []*layer) bool {
 		if sub == nil {
 			continue
 		}
-		if sub.inflight != "" || sub.nacked || !sub.synced || len(sub.fresh) > 0 || len(sub.known) != len(comp) {
+		if sub.inflight != "" || sub.nacked || !sub.current(ti, comp) {
 			return false
-		}
-		for _, ly := range comp {
-			if sub.known[ly] != ly.types[ti].cur {
-				return false
-			}
 		}
 	}
 	return true

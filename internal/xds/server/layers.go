@@ -213,6 +213,13 @@ func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]s
 // diffRevision indexes a layer type's new resources against its current
 // revision and lists the names that were added, changed or removed.
 func diffRevision(cur *revision, res []types.Resource) (map[string]*entry, []string, error) {
+	if cur != nil && len(cur.items) == len(res) && !slices.ContainsFunc(res, func(r types.Resource) bool {
+		e := cur.items[cachev3.GetResourceName(r)]
+		return e == nil || e.res != r
+	}) {
+		// The very same messages: nothing to index or marshal.
+		return cur.items, nil, nil
+	}
 	items := make(map[string]*entry, len(res))
 	var names []string
 	for _, r := range res {

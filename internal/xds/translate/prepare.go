@@ -53,6 +53,10 @@ type Prepared struct {
 	grpcOnce sync.Once
 	grpc     *grpcTables
 	grpcErr  error
+
+	// memo, when set, holds the previous rebuild's results; Prepare runs
+	// with its lock held.
+	memo *Memo
 }
 
 // portRef locates a Service port by its cluster name.
@@ -65,6 +69,8 @@ type portRef struct {
 type portEntry struct {
 	svc  *ir.Service
 	port *ir.Port
+	// cluster is its outbound cluster.
+	cluster types.Resource
 	// chains are its outbound filter chains with the default routes: one
 	// for the cluster IPs, or, for a headless Service, one per endpoint
 	// port.
@@ -127,6 +133,10 @@ func (b *builder) fork() *builder {
 // out or replaced, and reported by Problems. An error means a bug: a
 // resource that failed Envoy's validation.
 func Prepare(mesh *ir.Mesh, opts Options) (*Prepared, error) {
+	return prepare(mesh, opts, nil)
+}
+
+func prepare(mesh *ir.Mesh, opts Options, memo *Memo) (*Prepared, error) {
 	if mesh == nil {
 		return nil, errors.New("translate: nil mesh")
 	}
@@ -134,7 +144,7 @@ func Prepare(mesh *ir.Mesh, opts Options) (*Prepared, error) {
 	if err := b.init(); err != nil {
 		return nil, err
 	}
-	p := &Prepared{b: b}
+	p := &Prepared{b: b, memo: memo}
 	services, problems := normalize(mesh)
 	b.problems = append(b.problems, problems...)
 	b.index = make(map[string]portRef)
@@ -277,13 +287,55 @@ func validHeaderValue(s string) bool { return !strings.ContainsAny(s, "\x00\r\n"
 func (p *Prepared) preparePort(e *portEntry, seen map[netip.AddrPort]bool) error {
 	b := p.b
 	svc, port := e.svc, e.port
+	var memo *portMemo
+	if p.memo != nil {
+		key, err := b.portKey(svc, port)
+		if err != nil {
+			return err
+		}
+		if memo = p.memo.lookupPort(port.Cluster, key); memo == nil {
+			before := len(b.problems)
+			if err := p.buildPort(e); err != nil {
+				return err
+			}
+			memo = &portMemo{key: key, cluster: e.cluster, route: e.route, problems: slices.Clone(b.problems[before:])}
+			for ns, v := range e.consumer {
+				if memo.consumer == nil {
+					memo.consumer = map[string]*routev3.RouteConfiguration{}
+				}
+				memo.consumer[ns] = v.route
+			}
+			p.memo.ports[port.Cluster] = memo
+		} else {
+			e.cluster, e.route = memo.cluster, memo.route
+			for ns, rc := range memo.consumer {
+				if e.consumer == nil {
+					e.consumer = make(map[string]*consumerVariant)
+				}
+				e.consumer[ns] = &consumerVariant{route: rc}
+			}
+			b.problems = append(b.problems, memo.problems...)
+		}
+	} else if err := p.buildPort(e); err != nil {
+		return err
+	}
+	p.clusters = append(p.clusters, e.cluster)
+	p.anyTLS = p.anyTLS || needsTLS(svc)
+	if err := p.portChains(e, seen, memo); err != nil {
+		return err
+	}
+	return nil
+}
+
+// buildPort builds a port's cluster and route configurations.
+func (p *Prepared) buildPort(e *portEntry) error {
+	b := p.b
+	svc, port := e.svc, e.port
 	c, err := b.outboundCluster(svc, port, flavorEnvoy)
 	if err != nil {
 		return err
 	}
-	p.clusters = append(p.clusters, c)
-	p.anyTLS = p.anyTLS || needsTLS(svc)
-
+	e.cluster = c
 	if port.Protocol.IsHTTP() {
 		if e.route, err = b.routeConfig(ir.RouteConfigName(svc.Hostname, port.Port), svc, port, port.Routes); err != nil {
 			return err
@@ -302,7 +354,14 @@ func (p *Prepared) preparePort(e *portEntry, seen map[netip.AddrPort]bool) error
 			e.consumer[cr.Namespace] = &consumerVariant{route: rc}
 		}
 	}
+	return nil
+}
 
+// portChains builds a port's outbound filter chains, reusing those of the
+// memo entry when the port claims the same addresses as before.
+func (p *Prepared) portChains(e *portEntry, seen map[netip.AddrPort]bool, memo *portMemo) error {
+	b := p.b
+	svc, port := e.svc, e.port
 	if len(svc.VIPs) == 0 {
 		return p.prepareHeadless(e, seen)
 	}
@@ -318,6 +377,23 @@ func (p *Prepared) preparePort(e *portEntry, seen map[netip.AddrPort]bool) error
 	}
 	if len(vips) == 0 {
 		return nil
+	}
+	if memo != nil && memo.chains != nil && slices.Equal(memo.vips, vips) {
+		e.chains = memo.chains
+		e.routed = port.Protocol.IsHTTP()
+		for ns, v := range e.consumer {
+			v.chains = memo.consumed[ns]
+		}
+		return nil
+	}
+	if memo != nil {
+		defer func() {
+			memo.vips, memo.chains = vips, e.chains
+			memo.consumed = map[string][]*listenerv3.FilterChain{}
+			for ns, v := range e.consumer {
+				memo.consumed[ns] = v.chains
+			}
+		}()
 	}
 	match := &listenerv3.FilterChainMatch{PrefixRanges: cidrs(vips), DestinationPort: u32(uint32(port.Port))}
 	if !port.Protocol.IsHTTP() {
@@ -356,7 +432,7 @@ func (p *Prepared) prepareHeadless(e *portEntry, seen map[netip.AddrPort]bool) e
 	if err != nil {
 		return err
 	}
-	p.clusters = append(p.clusters, od)
+	p.clusters = append(p.clusters, stable(p.memo, "cluster/"+od.GetName(), od))
 	byPort := make(map[int32][]string)
 	var order []int32
 	for _, ep := range port.Endpoints {
@@ -393,6 +469,7 @@ func (p *Prepared) prepareHeadless(e *portEntry, seen map[netip.AddrPort]bool) e
 func (p *Prepared) prepareShared() error {
 	b := p.b
 	var err error
+	shared := len(p.clusters)
 	if b.opts.BlockUnknown {
 		p.clusters = append(p.clusters, blackhole())
 		p.defaultOutbound, err = b.tcpChain(BlackholeCluster, nil, BlackholeCluster)
@@ -410,6 +487,10 @@ func (p *Prepared) prepareShared() error {
 		}
 		p.clusters = append(p.clusters, c)
 	}
+	for i := shared; i < len(p.clusters); i++ {
+		p.clusters[i] = stable(p.memo, "cluster/"+resourceName(p.clusters[i]), p.clusters[i])
+	}
+	p.defaultOutbound = stable(p.memo, "chain/default", p.defaultOutbound)
 	sortResources(p.clusters)
 	for _, c := range p.clusters {
 		if err := validate(c); err != nil {
@@ -417,6 +498,9 @@ func (p *Prepared) prepareShared() error {
 		}
 	}
 	p.secrets = secrets(b.opts)
+	for i, s := range p.secrets {
+		p.secrets[i] = stable(p.memo, "secret/"+resourceName(s), s)
+	}
 	for _, s := range p.secrets {
 		if err := validate(s); err != nil {
 			return err
@@ -465,6 +549,9 @@ func (p *Prepared) newView(ns string) (*view, error) {
 		}
 	}
 	sortResources(routes)
+	if l := p.memo.outbound(ns, chains, p.defaultOutbound); l != nil {
+		return &view{outbound: l, shared: &Resources{Routes: routes, Clusters: p.clusters}}, nil
+	}
 	l := &listenerv3.Listener{
 		Name:               OutboundListener,
 		Address:            socketAddress("0.0.0.0", OutboundPort),
@@ -476,6 +563,7 @@ func (p *Prepared) newView(ns string) (*view, error) {
 	if err := validate(l); err != nil {
 		return nil, err
 	}
+	p.memo.keepOutbound(ns, l)
 	return &view{outbound: l, shared: &Resources{Routes: routes, Clusters: p.clusters}}, nil
 }
 
@@ -495,11 +583,16 @@ func (p *Prepared) ForGroup(g *ir.ProxyGroup) (*Config, error) {
 		return nil, errors.New("translate: nil proxy group")
 	}
 	b := p.b.fork()
-	v := p.viewFor(g.Namespace)
 	in, clusters, err := p.inbound(b, g)
 	if err != nil {
 		return nil, fmt.Errorf("translate: proxy group %s: %w", g.Key, err)
 	}
+	return p.groupConfig(g, in, clusters), nil
+}
+
+// groupConfig puts a group's inbound side together with its view.
+func (p *Prepared) groupConfig(g *ir.ProxyGroup, in *listenerv3.Listener, clusters []types.Resource) *Config {
+	v := p.viewFor(g.Namespace)
 	own := &Resources{
 		Listeners: []types.Resource{in, v.outbound},
 		Clusters:  clusters,
@@ -511,7 +604,7 @@ func (p *Prepared) ForGroup(g *ir.ProxyGroup) (*Config, error) {
 	if p.views[g.Namespace] != nil {
 		view = g.Namespace
 	}
-	return &Config{Shared: v.shared, Own: own, View: view}, nil
+	return &Config{Shared: v.shared, Own: own, View: view}
 }
 
 // ForGroup translates a mesh for one Envoy proxy group in one call:

@@ -1,0 +1,282 @@
+package translate
+
+import (
+	"encoding/json"
+	"errors"
+	"reflect"
+	"slices"
+	"sync"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/weft-mesh/weft/internal/ir"
+)
+
+// Memo carries translation results from one rebuild of the mesh to the
+// next. A server that rebuilds after every change translates again only
+// the Service ports, proxy groups and endpoint sets whose inputs changed,
+// and gets back the very same messages for everything else, so it can tell
+// what changed by identity instead of comparing bytes.
+//
+// An entry is keyed by everything its translation reads: for a Service
+// port, the Service (without its other ports), the port, and what its
+// routes' backends look like (whether they exist, how they balance); for
+// a proxy group, the group without its members; for endpoints, the
+// endpoint list. Problems found while translating an entry are kept with
+// it and reported again on every hit. Entries not used by a rebuild are
+// dropped, and a change of Options drops them all.
+//
+// A Memo is safe for use by one rebuild at a time.
+type Memo struct {
+	mu     sync.Mutex
+	opts   Options
+	used   bool
+	ports  map[string]*portMemo
+	groups map[string]*groupMemo
+	eds    map[string]*edsMemo
+	seen   map[string]bool
+	// prev and next hold the mesh-wide messages (shared clusters, secrets,
+	// outbound listeners) of the previous and the current rebuild.
+	prev, next map[string]proto.Message
+}
+
+type portMemo struct {
+	key      string
+	cluster  types.Resource
+	route    *routev3.RouteConfiguration
+	consumer map[string]*routev3.RouteConfiguration
+	problems []Problem
+	// vips and the chains built for them.
+	vips     []string
+	chains   []*listenerv3.FilterChain
+	consumed map[string][]*listenerv3.FilterChain
+}
+
+type groupMemo struct {
+	key      string
+	inbound  *listenerv3.Listener
+	clusters []types.Resource
+}
+
+type edsMemo struct {
+	endpoints []ir.Endpoint
+	cla       types.Resource
+}
+
+// NewMemo returns an empty Memo.
+func NewMemo() *Memo { return &Memo{} }
+
+// Prepare is Prepare that reuses what the previous rebuild translated.
+func (m *Memo) Prepare(mesh *ir.Mesh, opts Options) (*Prepared, error) {
+	if m == nil {
+		return Prepare(mesh, opts)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.used || !reflect.DeepEqual(m.opts, opts) {
+		m.opts, m.used = opts, true
+		m.ports, m.groups, m.eds = map[string]*portMemo{}, map[string]*groupMemo{}, map[string]*edsMemo{}
+	}
+	m.seen = map[string]bool{}
+	m.next = map[string]proto.Message{}
+	p, err := prepare(mesh, opts, m)
+	if err != nil {
+		// Start afresh next time rather than trust a half-done rebuild.
+		m.used = false
+		return nil, err
+	}
+	m.prev, m.next = m.next, nil
+	for k := range m.ports {
+		if !m.seen[k] {
+			delete(m.ports, k)
+		}
+	}
+	m.seen = nil
+	return p, nil
+}
+
+// portKey is the memo key of a Service port: everything preparePort reads
+// apart from the addresses other ports claimed.
+func (b *builder) portKey(svc *ir.Service, port *ir.Port) (string, error) {
+	type backend struct {
+		Cluster string
+		Known   bool
+		LB      *ir.LoadBalancer `json:",omitempty"`
+	}
+	s := *svc
+	s.Ports = nil
+	pt := *port
+	if len(svc.VIPs) > 0 {
+		// Endpoints matter only to headless chains.
+		pt.Endpoints = nil
+	}
+	var backends []backend
+	note := func(cluster string) {
+		be := backend{Cluster: cluster}
+		if ref, ok := b.index[cluster]; ok {
+			be.Known, be.LB = true, &ref.svc.LoadBalancer
+		}
+		backends = append(backends, be)
+	}
+	routes := func(rs []*ir.Route) {
+		for _, r := range rs {
+			if r == nil {
+				continue
+			}
+			for _, be := range r.Backends {
+				note(be.Cluster)
+			}
+			for _, mr := range r.Mirrors {
+				note(mr.Cluster)
+			}
+		}
+	}
+	routes(port.Routes)
+	for _, cr := range port.ConsumerRoutes {
+		if cr != nil {
+			routes(cr.Routes)
+		}
+	}
+	k, err := json.Marshal(struct {
+		Domain   string
+		Service  *ir.Service
+		Port     *ir.Port
+		Backends []backend
+	}{b.mesh.ClusterDomain, &s, &pt, backends})
+	if err != nil {
+		return "", err
+	}
+	return string(k), nil
+}
+
+// stable returns the message the previous rebuild had under key when it
+// equals msg, so that an unchanged message keeps its identity.
+func stable[T proto.Message](m *Memo, key string, msg T) T {
+	if m == nil {
+		return msg
+	}
+	if old, ok := m.prev[key].(T); ok && proto.Equal(old, msg) {
+		msg = old
+	}
+	m.next[key] = msg
+	return msg
+}
+
+// outbound returns the previous rebuild's outbound listener of a view when
+// it is made of the very same filter chains.
+func (m *Memo) outbound(view string, chains []*listenerv3.FilterChain, def *listenerv3.FilterChain) *listenerv3.Listener {
+	if m == nil {
+		return nil
+	}
+	old, ok := m.prev["listener/"+view].(*listenerv3.Listener)
+	if !ok || old.GetDefaultFilterChain() != def || !slices.Equal(old.GetFilterChains(), chains) {
+		return nil
+	}
+	m.next["listener/"+view] = old
+	return old
+}
+
+func (m *Memo) keepOutbound(view string, l *listenerv3.Listener) {
+	if m != nil {
+		m.next["listener/"+view] = l
+	}
+}
+
+// lookupPort returns the memo entry of a port if its key still matches.
+func (m *Memo) lookupPort(cluster, key string) *portMemo {
+	m.seen[cluster] = true
+	if e := m.ports[cluster]; e != nil && e.key == key {
+		return e
+	}
+	return nil
+}
+
+// ForGroup is (*Prepared).ForGroup that reuses a group's inbound side when
+// the group (apart from its members) is unchanged.
+func (m *Memo) ForGroup(p *Prepared, g *ir.ProxyGroup) (*Config, error) {
+	if m == nil || g == nil {
+		return p.ForGroup(g)
+	}
+	gc := *g
+	gc.Members = nil
+	kb, err := json.Marshal(&gc)
+	if err != nil {
+		return nil, err
+	}
+	key := string(kb)
+	m.mu.Lock()
+	e := m.groups[g.Key]
+	m.mu.Unlock()
+	if e == nil || e.key != key {
+		b := p.b.fork()
+		in, clusters, err := p.inbound(b, g)
+		if err != nil {
+			return nil, errors.Join(errors.New("translate: proxy group "+g.Key), err)
+		}
+		e = &groupMemo{key: key, inbound: in, clusters: clusters}
+		m.mu.Lock()
+		m.groups[g.Key] = e
+		m.mu.Unlock()
+	}
+	return p.groupConfig(g, e.inbound, e.clusters), nil
+}
+
+// Endpoints is Endpoints that returns the same assignment for a cluster
+// whose endpoints did not change.
+func (m *Memo) Endpoints(mesh *ir.Mesh) []types.Resource {
+	if m == nil {
+		return Endpoints(mesh)
+	}
+	if mesh == nil {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.eds == nil {
+		m.eds = map[string]*edsMemo{}
+	}
+	var out []types.Resource
+	services, _ := normalize(mesh)
+	keep := make(map[string]bool, len(m.eds))
+	for _, svc := range services {
+		for _, port := range svc.Ports {
+			keep[port.Cluster] = true
+			e := m.eds[port.Cluster]
+			if e == nil || !slices.Equal(e.endpoints, port.Endpoints) {
+				e = &edsMemo{endpoints: slices.Clone(port.Endpoints), cla: loadAssignment(port.Cluster, port.Endpoints)}
+				m.eds[port.Cluster] = e
+			}
+			out = append(out, e.cla)
+		}
+	}
+	for k := range m.eds {
+		if !keep[k] {
+			delete(m.eds, k)
+		}
+	}
+	sortResources(out)
+	return out
+}
+
+// PruneGroups forgets the groups a rebuild no longer has.
+func (m *Memo) PruneGroups(groups []*ir.ProxyGroup) {
+	if m == nil {
+		return
+	}
+	keep := make(map[string]bool, len(groups))
+	for _, g := range groups {
+		if g != nil {
+			keep[g.Key] = true
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k := range m.groups {
+		if !keep[k] {
+			delete(m.groups, k)
+		}
+	}
+}
