@@ -57,20 +57,25 @@ type MeshReconciler struct {
 	XDS           *server.Server
 	Translate     translate.Options
 	ClusterDomain string
-	// Debounce coalesces a burst of changes into one rebuild. The delay is
-	// counted from the first change, so a steady stream still rebuilds
-	// every Debounce.
+	// Debounce coalesces a burst of changes into one rebuild. A change
+	// that comes after a quiet Debounce is rebuilt at once; one that comes
+	// within Debounce of the last rebuild waits until Debounce after the
+	// first change of its burst, so a steady stream still rebuilds every
+	// Debounce, and changes made during a rebuild go into the next one.
 	Debounce time.Duration
 	// Status receives what to write; nil writes nothing.
 	Status  *StatusWriter
 	Metrics *Metrics
 
 	// memo carries translations from one rebuild to the next, so that only
-	// what changed is translated and pushed again.
-	memo *translate.Memo
+	// what changed is translated and pushed again; groups does the same for
+	// the proxy groups ingest finds.
+	memo   *translate.Memo
+	groups *ingest.Memo
 
 	mu           sync.Mutex
 	pendingSince time.Time
+	lastStart    time.Time
 	last         *built
 	epochs       []epoch
 	wake         chan struct{}
@@ -99,6 +104,7 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	r.wake = make(chan struct{}, 1)
 	r.memo = translate.NewMemo()
+	r.groups = ingest.NewMemo()
 	enqueue := handler.TypedFuncs[client.Object, reconcile.Request]{
 		CreateFunc: func(_ context.Context, _ event.TypedCreateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			r.changed(q)
@@ -134,11 +140,18 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 func (r *MeshReconciler) changed(q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	now := time.Now()
 	r.mu.Lock()
-	if r.pendingSince.IsZero() {
-		r.pendingSince = time.Now()
+	first := r.pendingSince.IsZero()
+	if first {
+		r.pendingSince = now
 	}
+	quiet := now.Sub(r.lastStart) >= r.Debounce
 	r.mu.Unlock()
+	if first && quiet {
+		q.Add(meshRequest)
+		return
+	}
 	q.AddAfter(meshRequest, r.Debounce)
 }
 
@@ -148,8 +161,9 @@ func (r *MeshReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ct
 	r.mu.Lock()
 	since := r.pendingSince
 	r.pendingSince = time.Time{}
-	r.mu.Unlock()
 	start := time.Now()
+	r.lastStart = start
+	r.mu.Unlock()
 	if since.IsZero() {
 		since = start
 	}
@@ -158,7 +172,7 @@ func (r *MeshReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ct
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	res := ingest.Build(b)
+	res := r.groups.Build(b)
 	out, err := r.apply(ctx, b, res)
 	r.Metrics.TranslateDuration.Observe(time.Since(start).Seconds())
 	if err != nil {

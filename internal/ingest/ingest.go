@@ -36,6 +36,10 @@ type state struct {
 // Build turns a bundle into the mesh model and the status of every policy
 // and route. It never fails: bad input becomes conditions and warnings.
 func Build(b *Bundle) *Result {
+	return build(b, nil)
+}
+
+func build(b *Bundle, memo *Memo) *Result {
 	s := &state{
 		b:          b,
 		domain:     cmp.Or(b.ClusterDomain, DefaultClusterDomain),
@@ -55,7 +59,7 @@ func Build(b *Bundle) *Result {
 	s.buildCircuitBreakers()
 	s.buildAccessPolicies()
 	mesh := &ir.Mesh{ClusterDomain: s.domain}
-	mesh.ProxyGroups = s.buildProxyGroups()
+	mesh.ProxyGroups = s.proxyGroups(memo)
 
 	for _, name := range sortedKeys(s.meshNS) {
 		mesh.Namespaces = append(mesh.Namespaces, s.meshNS[name])

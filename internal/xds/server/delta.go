@@ -47,8 +47,10 @@ type deltaSub struct {
 	// initial are the versions the proxy said it holds when it opened the
 	// stream, until the first response.
 	initial map[string]string
-	// known is the revision of each layer the stream was sent.
-	known    map[*layer]*revision
+	// knownLayers are the layers the stream was last sent, and knownRevs
+	// the revision of each.
+	knownLayers []*layer
+	knownRevs   []*revision
 	synced   bool
 	inflight string
 	nacked   bool
@@ -195,7 +197,7 @@ func (st *deltaStream) handle(cb *callbacks, req *discoverygrpc.DeltaDiscoveryRe
 				sub.wildcard = true
 				// Send everything again rather than work out what the
 				// named subscription already brought.
-				sub.known = nil
+				sub.knownLayers, sub.knownRevs = nil, nil
 			}
 			continue
 		}
@@ -295,7 +297,7 @@ func (st *deltaStream) diff(ti int, sub *deltaSub, comp []*layer) *discoverygrpc
 			if cur == nil {
 				continue
 			}
-			old, had := sub.known[ly]
+			old, had := sub.knownRev(ly)
 			switch {
 			case !had || old == nil:
 				for name := range cur.items {
@@ -324,7 +326,8 @@ func (st *deltaStream) diff(ti int, sub *deltaSub, comp []*layer) *discoverygrpc
 			}
 		}
 		// Layers the node no longer has.
-		for ly, old := range sub.known {
+		for i, ly := range sub.knownLayers {
+			old := sub.knownRevs[i]
 			if old == nil || slices.Contains(comp, ly) {
 				continue
 			}
@@ -341,11 +344,11 @@ func (st *deltaStream) diff(ti int, sub *deltaSub, comp []*layer) *discoverygrpc
 	sub.fresh = nil
 	first := !sub.synced
 	sub.synced = true
-	known := make(map[*layer]*revision, len(comp))
-	for _, ly := range comp {
-		known[ly] = ly.types[ti].cur
+	sub.knownLayers = comp
+	sub.knownRevs = make([]*revision, len(comp))
+	for i, ly := range comp {
+		sub.knownRevs[i] = ly.types[ti].cur
 	}
-	sub.known = known
 	// The first answer to a wildcard subscription goes out even when
 	// empty: the proxy waits for it before it starts serving.
 	if len(send) == 0 && len(gone) == 0 && !(first && sub.wildcard) {
@@ -366,15 +369,25 @@ func (st *deltaStream) diff(ti int, sub *deltaSub, comp []*layer) *discoverygrpc
 // current says whether the subscription was sent the current revision of
 // every layer and has nothing new to send.
 func (d *deltaSub) current(ti int, comp []*layer) bool {
-	if !d.synced || len(d.fresh) > 0 || len(d.known) != len(comp) {
+	if !d.synced || len(d.fresh) > 0 || len(d.knownLayers) != len(comp) {
 		return false
 	}
-	for _, ly := range comp {
-		if d.known[ly] != ly.types[ti].cur {
+	for i, ly := range comp {
+		if d.knownLayers[i] != ly || d.knownRevs[i] != ly.types[ti].cur {
 			return false
 		}
 	}
 	return true
+}
+
+// knownRev is the revision of a layer the subscription was sent.
+func (d *deltaSub) knownRev(ly *layer) (*revision, bool) {
+	for i, k := range d.knownLayers {
+		if k == ly {
+			return d.knownRevs[i], true
+		}
+	}
+	return nil, false
 }
 
 // upToDate says whether the stream holds, and has acknowledged, the

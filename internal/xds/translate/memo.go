@@ -56,6 +56,9 @@ type portMemo struct {
 }
 
 type groupMemo struct {
+	// src is the group the entry was built from; the same pointer again
+	// (a caller that reuses unchanged groups) needs no key.
+	src      *ir.ProxyGroup
 	key      string
 	inbound  *listenerv3.Listener
 	clusters []types.Resource
@@ -185,6 +188,24 @@ func (m *Memo) keepOutbound(view string, l *listenerv3.Listener) {
 	}
 }
 
+// inherit keeps what a port's previous entry built that the change left
+// alone: an equal cluster, and the filter chains, which name the route
+// configurations but do not hold them, when the names are the same.
+func (pm *portMemo) inherit(old *portMemo) {
+	if proto.Equal(old.cluster, pm.cluster) {
+		pm.cluster = old.cluster
+	}
+	if old.route.GetName() != pm.route.GetName() || len(old.consumer) != len(pm.consumer) {
+		return
+	}
+	for ns, rc := range pm.consumer {
+		if old.consumer[ns].GetName() != rc.GetName() {
+			return
+		}
+	}
+	pm.vips, pm.chains, pm.consumed = old.vips, old.chains, old.consumed
+}
+
 // lookupPort returns the memo entry of a port if its key still matches.
 func (m *Memo) lookupPort(cluster, key string) *portMemo {
 	m.seen[cluster] = true
@@ -200,6 +221,12 @@ func (m *Memo) ForGroup(p *Prepared, g *ir.ProxyGroup) (*Config, error) {
 	if m == nil || g == nil {
 		return p.ForGroup(g)
 	}
+	m.mu.Lock()
+	e := m.groups[g.Key]
+	m.mu.Unlock()
+	if e != nil && e.src == g {
+		return p.groupConfig(g, e.inbound, e.clusters), nil
+	}
 	gc := *g
 	gc.Members = nil
 	kb, err := json.Marshal(&gc)
@@ -207,20 +234,19 @@ func (m *Memo) ForGroup(p *Prepared, g *ir.ProxyGroup) (*Config, error) {
 		return nil, err
 	}
 	key := string(kb)
-	m.mu.Lock()
-	e := m.groups[g.Key]
-	m.mu.Unlock()
 	if e == nil || e.key != key {
 		b := p.b.fork()
 		in, clusters, err := p.inbound(b, g)
 		if err != nil {
 			return nil, errors.Join(errors.New("translate: proxy group "+g.Key), err)
 		}
-		e = &groupMemo{key: key, inbound: in, clusters: clusters}
-		m.mu.Lock()
-		m.groups[g.Key] = e
-		m.mu.Unlock()
+		e = &groupMemo{src: g, key: key, inbound: in, clusters: clusters}
+	} else {
+		e = &groupMemo{src: g, key: key, inbound: e.inbound, clusters: e.clusters}
 	}
+	m.mu.Lock()
+	m.groups[g.Key] = e
+	m.mu.Unlock()
 	return p.groupConfig(g, e.inbound, e.clusters), nil
 }
 

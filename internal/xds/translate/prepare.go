@@ -305,6 +305,10 @@ func (p *Prepared) preparePort(e *portEntry, seen map[netip.AddrPort]bool) error
 				}
 				memo.consumer[ns] = v.route
 			}
+			if old := p.memo.ports[port.Cluster]; old != nil {
+				memo.inherit(old)
+				e.cluster = memo.cluster
+			}
 			p.memo.ports[port.Cluster] = memo
 		} else {
 			e.cluster, e.route = memo.cluster, memo.route
