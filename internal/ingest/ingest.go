@@ -36,10 +36,10 @@ type state struct {
 // Build turns a bundle into the mesh model and the status of every policy
 // and route. It never fails: bad input becomes conditions and warnings.
 func Build(b *Bundle) *Result {
-	return build(b, nil)
+	return buildWith(b, nil)
 }
 
-func build(b *Bundle, memo *Memo) *Result {
+func buildWith(b *Bundle, memo *Memo) *Result {
 	s := &state{
 		b:          b,
 		domain:     cmp.Or(b.ClusterDomain, DefaultClusterDomain),

@@ -38,7 +38,7 @@ func NewMemo() *Memo { return &Memo{seed: maphash.MakeSeed()} }
 // Build is Build, reusing the previous proxy groups when their inputs are
 // unchanged. The groups must not be modified.
 func (m *Memo) Build(b *Bundle) *Result {
-	return build(b, m)
+	return buildWith(b, m)
 }
 
 func (s *state) proxyGroups(m *Memo) []*ir.ProxyGroup {
