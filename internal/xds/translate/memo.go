@@ -195,6 +195,14 @@ func (pm *portMemo) inherit(old *portMemo) {
 	if proto.Equal(old.cluster, pm.cluster) {
 		pm.cluster = old.cluster
 	}
+	if old.route != nil && proto.Equal(old.route, pm.route) {
+		pm.route = old.route
+	}
+	for ns, rc := range pm.consumer {
+		if o := old.consumer[ns]; o != nil && proto.Equal(o, rc) {
+			pm.consumer[ns] = o
+		}
+	}
 	if old.route.GetName() != pm.route.GetName() || len(old.consumer) != len(pm.consumer) {
 		return
 	}
@@ -216,7 +224,10 @@ func (m *Memo) lookupPort(cluster, key string) *portMemo {
 }
 
 // ForGroup is (*Prepared).ForGroup that reuses a group's inbound side when
-// the group (apart from its members) is unchanged.
+// the group (apart from its members) is unchanged. The very same
+// *ProxyGroup as last time is taken as unchanged without looking: a caller
+// must not modify a group in place between rebuilds (ingest.Memo hands
+// back the same groups only when nothing they are made of changed).
 func (m *Memo) ForGroup(p *Prepared, g *ir.ProxyGroup) (*Config, error) {
 	if m == nil || g == nil {
 		return p.ForGroup(g)

@@ -307,7 +307,10 @@ func (p *Prepared) preparePort(e *portEntry, seen map[netip.AddrPort]bool) error
 			}
 			if old := p.memo.ports[port.Cluster]; old != nil {
 				memo.inherit(old)
-				e.cluster = memo.cluster
+				e.cluster, e.route = memo.cluster, memo.route
+				for ns, v := range e.consumer {
+					v.route = memo.consumer[ns]
+				}
 			}
 			p.memo.ports[port.Cluster] = memo
 		} else {
