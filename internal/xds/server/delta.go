@@ -51,9 +51,9 @@ type deltaSub struct {
 	// the revision of each.
 	knownLayers []*layer
 	knownRevs   []*revision
-	synced   bool
-	inflight string
-	nacked   bool
+	synced      bool
+	inflight    string
+	nacked      bool
 }
 
 func (d *deltaSub) wants(name string) bool {
@@ -351,7 +351,7 @@ func (st *deltaStream) diff(ti int, sub *deltaSub, comp []*layer) *discoverygrpc
 	}
 	// The first answer to a wildcard subscription goes out even when
 	// empty: the proxy waits for it before it starts serving.
-	if len(send) == 0 && len(gone) == 0 && !(first && sub.wildcard) {
+	if len(send) == 0 && len(gone) == 0 && (!first || !sub.wildcard) {
 		return nil
 	}
 	resp := &discoverygrpc.DeltaDiscoveryResponse{
