@@ -225,7 +225,7 @@ func (r *MeshReconciler) apply(ctx context.Context, b *ingest.Bundle, res *inges
 		}
 	}
 	endpoints := map[string]cachetypes.Resource{}
-	for _, e := range r.memo.Endpoints(res.Mesh) {
+	for _, e := range r.memo.Endpoints(prep) {
 		endpoints[cachev3.GetResourceName(e)] = e
 	}
 	asm := newAssembler(newHasher(), endpoints)

@@ -14,6 +14,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -409,6 +410,14 @@ func TestDeltaRefusals(t *testing.T) {
 		}
 		if _, err := s.Publish(map[string]server.LayerResources{"x": {xdstest.RouteType: {route("r", 1), route("r", 2)}}}, nil); err == nil {
 			t.Error("Publish accepted a layer with a name twice")
+		}
+		both := map[string]server.LayerResources{"x": {xdstest.RouteType: {route("r", 1)}}, "y": {xdstest.RouteType: {route("r", 2)}}}
+		if _, err := s.Publish(both, map[string][]string{"a.ns": {"x", "y"}}); err == nil {
+			t.Error("Publish accepted a node whose layers both have a resource")
+		}
+		// What failed changed nothing: a.ns still has its configuration.
+		if cfg, ok := s.Config("a.ns"); !ok || len(cfg[xdstest.RouteType]) != 1 || cachev3.GetResourceName(cfg[xdstest.RouteType][0]) != "r0" {
+			t.Errorf("after refused publishes a.ns has %v", cfg)
 		}
 	})
 }

@@ -167,7 +167,22 @@ func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]s
 			changed[ly] = true
 		}
 	}
+	revs := make(map[*layerType]*revision, len(updates))
+	for _, u := range updates {
+		revs[u.lt] = u.rev
+	}
+	items := func(ly *layer, ti int) map[string]*entry {
+		lt := &ly.types[ti]
+		if r := revs[lt]; r != nil {
+			return r.items
+		}
+		if lt.cur != nil {
+			return lt.cur.items
+		}
+		return nil
+	}
 	newNodes := make(map[string][]*layer, len(nodes))
+	checked := map[[2]*layer]bool{}
 	for node, keys := range nodes {
 		comp := make([]*layer, 0, len(keys))
 		for _, k := range keys {
@@ -176,6 +191,30 @@ func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]s
 				return nil, fmt.Errorf("node %s: layer %q is not published", node, k)
 			}
 			comp = append(comp, ly)
+		}
+		// A resource name means one resource: no two layers of a node
+		// may both have it. Each pair of layers is checked once.
+		for i, a := range comp {
+			for _, b := range comp[i+1:] {
+				if a == b {
+					return nil, fmt.Errorf("node %s: layer %q is named twice", node, a.key)
+				}
+				if checked[[2]*layer{a, b}] {
+					continue
+				}
+				checked[[2]*layer{a, b}] = true
+				for ti, typ := range layerTypes {
+					x, y := items(a, ti), items(b, ti)
+					if len(x) > len(y) {
+						x, y = y, x
+					}
+					for name := range x {
+						if _, dup := y[name]; dup {
+							return nil, fmt.Errorf("node %s: %s %q is in both layer %q and layer %q", node, typ, name, a.key, b.key)
+						}
+					}
+				}
+			}
 		}
 		newNodes[node] = comp
 	}

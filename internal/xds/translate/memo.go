@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"runtime"
 	"slices"
 	"sync"
 
@@ -101,6 +102,28 @@ func (m *Memo) Prepare(mesh *ir.Mesh, opts Options) (*Prepared, error) {
 	return p, nil
 }
 
+// portKeys computes the memo key of every port, on every core: keys are
+// most of what a rebuild with few changes costs.
+func (p *Prepared) portKeys() error {
+	workers := min(runtime.GOMAXPROCS(0), 8, max(1, len(p.ports)/64))
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(p.ports); i += workers {
+				e := p.ports[i]
+				var err error
+				if e.key, err = p.b.portKey(e.svc, e.port); err != nil {
+					errs[w] = err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
 // portKey is the memo key of a Service port: everything preparePort reads
 // apart from the addresses other ports claimed.
 func (b *builder) portKey(svc *ir.Service, port *ir.Port) (string, error) {
@@ -110,7 +133,8 @@ func (b *builder) portKey(svc *ir.Service, port *ir.Port) (string, error) {
 		LB      *ir.LoadBalancer `json:",omitempty"`
 	}
 	s := *svc
-	s.Ports = nil
+	// Access policies apply on the inbound side only.
+	s.Ports, s.AccessPolicies = nil, nil
 	pt := *port
 	if len(svc.VIPs) > 0 {
 		// Endpoints matter only to headless chains.
@@ -261,33 +285,28 @@ func (m *Memo) ForGroup(p *Prepared, g *ir.ProxyGroup) (*Config, error) {
 	return p.groupConfig(g, e.inbound, e.clusters), nil
 }
 
-// Endpoints is Endpoints that returns the same assignment for a cluster
-// whose endpoints did not change.
-func (m *Memo) Endpoints(mesh *ir.Mesh) []types.Resource {
+// Endpoints is Endpoints for the mesh p was prepared from, returning the
+// same assignment for a cluster whose endpoints did not change.
+func (m *Memo) Endpoints(p *Prepared) []types.Resource {
 	if m == nil {
-		return Endpoints(mesh)
-	}
-	if mesh == nil {
-		return nil
+		return Endpoints(p.b.mesh)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.eds == nil {
 		m.eds = map[string]*edsMemo{}
 	}
-	var out []types.Resource
-	services, _ := normalize(mesh)
-	keep := make(map[string]bool, len(m.eds))
-	for _, svc := range services {
-		for _, port := range svc.Ports {
-			keep[port.Cluster] = true
-			e := m.eds[port.Cluster]
-			if e == nil || !slices.Equal(e.endpoints, port.Endpoints) {
-				e = &edsMemo{endpoints: slices.Clone(port.Endpoints), cla: loadAssignment(port.Cluster, port.Endpoints)}
-				m.eds[port.Cluster] = e
-			}
-			out = append(out, e.cla)
+	out := make([]types.Resource, 0, len(p.ports))
+	keep := make(map[string]bool, len(p.ports))
+	for _, pe := range p.ports {
+		port := pe.port
+		keep[port.Cluster] = true
+		e := m.eds[port.Cluster]
+		if e == nil || !slices.Equal(e.endpoints, port.Endpoints) {
+			e = &edsMemo{endpoints: slices.Clone(port.Endpoints), cla: loadAssignment(port.Cluster, port.Endpoints)}
+			m.eds[port.Cluster] = e
 		}
+		out = append(out, e.cla)
 	}
 	for k := range m.eds {
 		if !keep[k] {

@@ -58,7 +58,7 @@ func translateAll(t *testing.T, m *ir.Mesh, opts Options, memo *Memo) translated
 		add("own", g.Key, cfg.Own.Secrets)
 	}
 	if memo != nil {
-		add("eds", "", memo.Endpoints(m))
+		add("eds", "", memo.Endpoints(p))
 		memo.PruneGroups(m.ProxyGroups)
 	} else {
 		add("eds", "", Endpoints(m))

@@ -71,6 +71,8 @@ type portEntry struct {
 	port *ir.Port
 	// cluster is its outbound cluster.
 	cluster types.Resource
+	// key is its memo key, when translating through a Memo.
+	key string
 	// chains are its outbound filter chains with the default routes: one
 	// for the cluster IPs, or, for a headless Service, one per endpoint
 	// port.
@@ -155,6 +157,11 @@ func prepare(mesh *ir.Mesh, opts Options, memo *Memo) (*Prepared, error) {
 		}
 	}
 	var errs []error
+	if memo != nil {
+		if err := p.portKeys(); err != nil {
+			return nil, err
+		}
+	}
 	seen := make(map[netip.AddrPort]bool)
 	for _, e := range p.ports {
 		if err := p.preparePort(e, seen); err != nil {
@@ -289,10 +296,7 @@ func (p *Prepared) preparePort(e *portEntry, seen map[netip.AddrPort]bool) error
 	svc, port := e.svc, e.port
 	var memo *portMemo
 	if p.memo != nil {
-		key, err := b.portKey(svc, port)
-		if err != nil {
-			return err
-		}
+		key := e.key
 		if memo = p.memo.lookupPort(port.Cluster, key); memo == nil {
 			before := len(b.problems)
 			if err := p.buildPort(e); err != nil {
