@@ -51,7 +51,7 @@ func buildWith(b *Bundle, memo *Memo) *Result {
 	}
 	s.buildNamespaces()
 	s.buildServices()
-	s.buildEndpoints()
+	s.endpoints(memo)
 	s.buildRoutes()
 	s.buildTrafficSplits()
 	s.finishRoutes()

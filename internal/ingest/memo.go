@@ -9,21 +9,35 @@ import (
 	"github.com/weft-mesh/weft/internal/ir"
 )
 
-// Memo carries the proxy groups from one Build to the next. A change to a
+// Memo carries what ingest derives from the workloads from one Build to the
+// next: the proxy groups and the endpoints of every Service. A change to a
 // route, TrafficSplit, RetryPolicy or CircuitBreaker (what canary releases
-// make) leaves the groups alone, so the next Build reuses them instead of
-// matching every pod against every Service again.
+// make) leaves both alone, so the next Build reuses them instead of
+// matching every pod and EndpointSlice again.
 //
-// The groups are reused only when no object they are made from changed:
-// the namespaces, Services, EndpointSlices, pods, MeshIdentities and
-// AccessPolicies must be the same objects (UID) at the same
+// Each is reused only when no object it is made from changed: the
+// namespaces, Services, EndpointSlices, pods and MeshIdentities (and, for
+// groups, AccessPolicies) must be the same objects (UID) at the same
 // resourceVersion. Objects without a resourceVersion (built in memory
 // rather than read from the API) are never trusted to be unchanged.
 type Memo struct {
-	mu     sync.Mutex
-	seed   maphash.Seed
-	key    groupInputs
-	groups []*ir.ProxyGroup
+	mu   sync.Mutex
+	seed maphash.Seed
+	// in are the inputs of the current Build.
+	in kindSums
+
+	groupsKey groupInputs
+	groups    []*ir.ProxyGroup
+
+	endpointsKey groupInputs
+	endpoints    map[string]*serviceEndpoints
+}
+
+// serviceEndpoints is what buildEndpoints found for one Service.
+type serviceEndpoints struct {
+	ports       map[int32][]ir.Endpoint
+	targetPorts map[int32][]int32
+	identities  []string
 }
 
 type groupInputs struct {
@@ -32,64 +46,126 @@ type groupInputs struct {
 	valid      bool
 }
 
+// Kinds the memo follows.
+const (
+	kindNamespace = iota
+	kindService
+	kindEndpointSlice
+	kindPod
+	kindMeshIdentity
+	kindAccessPolicy
+	numKinds
+)
+
+type kindSums struct {
+	sum, count [numKinds]uint64
+	valid      bool
+}
+
 // NewMemo returns an empty Memo.
 func NewMemo() *Memo { return &Memo{seed: maphash.MakeSeed()} }
 
-// Build is Build, reusing the previous proxy groups when their inputs are
-// unchanged. The groups must not be modified.
+// Build is Build, reusing the previous proxy groups and endpoints when
+// their inputs are unchanged. The result must not be modified.
 func (m *Memo) Build(b *Bundle) *Result {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.in = m.inputs(b)
 	return buildWith(b, m)
+}
+
+func (m *Memo) key(b *Bundle, kinds ...int) groupInputs {
+	k := groupInputs{domain: b.ClusterDomain, valid: m.in.valid}
+	for _, kind := range kinds {
+		// Distinct multipliers keep one kind's objects from standing in
+		// for another's.
+		k.sum += m.in.sum[kind] * uint64(2*kind+1)
+		k.count = k.count*1_000_003 + m.in.count[kind]
+	}
+	return k
 }
 
 func (s *state) proxyGroups(m *Memo) []*ir.ProxyGroup {
 	if m == nil {
 		return s.buildProxyGroups()
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	key := m.inputs(s.b)
-	if key.valid && key == m.key {
+	key := m.key(s.b, kindNamespace, kindService, kindEndpointSlice, kindPod, kindMeshIdentity, kindAccessPolicy)
+	if key.valid && key == m.groupsKey {
 		return m.groups
 	}
-	m.key, m.groups = key, s.buildProxyGroups()
+	m.groupsKey, m.groups = key, s.buildProxyGroups()
 	return m.groups
 }
 
-// inputs sums a hash of the identity and version of every object the
-// groups are made from; the sum does not depend on the order of the lists.
-func (m *Memo) inputs(b *Bundle) groupInputs {
-	in := groupInputs{domain: b.ClusterDomain, valid: true}
-	add := func(kind string, o metav1.Object) {
+// endpoints fills in every Service's endpoints, identities and target
+// ports, from the memo when their inputs are unchanged.
+func (s *state) endpoints(m *Memo) {
+	if m == nil {
+		s.buildEndpoints()
+		return
+	}
+	key := m.key(s.b, kindNamespace, kindService, kindEndpointSlice, kindPod, kindMeshIdentity)
+	if key.valid && key == m.endpointsKey {
+		for k, st := range s.services {
+			e := m.endpoints[k]
+			if e == nil {
+				continue
+			}
+			for _, p := range st.ir.Ports {
+				p.Endpoints = e.ports[p.Port]
+			}
+			st.targetPorts = e.targetPorts
+			st.ir.Identities = e.identities
+		}
+		return
+	}
+	s.buildEndpoints()
+	m.endpointsKey = key
+	m.endpoints = make(map[string]*serviceEndpoints, len(s.services))
+	for k, st := range s.services {
+		e := &serviceEndpoints{ports: make(map[int32][]ir.Endpoint, len(st.ir.Ports)), targetPorts: st.targetPorts, identities: st.ir.Identities}
+		for _, p := range st.ir.Ports {
+			e.ports[p.Port] = p.Endpoints
+		}
+		m.endpoints[k] = e
+	}
+}
+
+// inputs sums, per kind, a hash of the identity and version of every
+// object; the sums do not depend on the order of the lists.
+func (m *Memo) inputs(b *Bundle) kindSums {
+	in := kindSums{valid: true}
+	add := func(kind int, o metav1.Object) {
 		if o.GetResourceVersion() == "" || o.GetUID() == "" {
 			in.valid = false
 			return
 		}
 		var h maphash.Hash
 		h.SetSeed(m.seed)
-		for _, s := range []string{kind, o.GetNamespace(), o.GetName(), string(o.GetUID()), o.GetResourceVersion()} {
+		for _, s := range []string{o.GetNamespace(), o.GetName(), string(o.GetUID()), o.GetResourceVersion()} {
 			_, _ = h.WriteString(s)
 			_ = h.WriteByte(0)
 		}
-		in.sum += h.Sum64()
-		in.count++
+		in.sum[kind] += h.Sum64()
+		in.count[kind]++
 	}
 	for _, o := range b.Namespaces {
-		add("Namespace", o)
+		add(kindNamespace, o)
 	}
 	for _, o := range b.Services {
-		add("Service", o)
+		add(kindService, o)
 	}
 	for _, o := range b.EndpointSlices {
-		add("EndpointSlice", o)
+		add(kindEndpointSlice, o)
 	}
 	for _, o := range b.Pods {
-		add("Pod", o)
+		add(kindPod, o)
 	}
 	for _, o := range b.MeshIdentities {
-		add("MeshIdentity", o)
+		add(kindMeshIdentity, o)
 	}
 	for _, o := range b.AccessPolicies {
-		add("AccessPolicy", o)
+		add(kindAccessPolicy, o)
 	}
 	return in
 }

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
+	"github.com/weft-mesh/weft/internal/ir"
 )
 
 // objects lists every object of a bundle.
@@ -93,10 +94,27 @@ func TestMemoReusesGroupsUntilTheirInputsChange(t *testing.T) {
 	if len(first.Mesh.ProxyGroups) == 0 {
 		t.Fatal("the bundle has no proxy groups")
 	}
+	// firstEndpoints is the first endpoint of the first Service port that
+	// has one: the same element when the memo reused the endpoints.
+	firstEndpoints := func(r *Result) *ir.Endpoint {
+		for _, s := range r.Mesh.Services {
+			for _, p := range s.Ports {
+				if len(p.Endpoints) > 0 {
+					return &p.Endpoints[0]
+				}
+			}
+		}
+		t.Fatal("no endpoints")
+		return nil
+	}
 	check := func(what string, reuse bool) {
 		t.Helper()
 		prev := first.Mesh.ProxyGroups
+		prevEndpoints := firstEndpoints(first)
 		got := memo.Build(b)
+		if (firstEndpoints(got) == prevEndpoints) != reuse {
+			t.Errorf("%s: endpoints reused = %v, want %v", what, !reuse, reuse)
+		}
 		if want := resultJSON(t, Build(b)); resultJSON(t, got) != want {
 			t.Errorf("%s: the memo's result differs from Build's", what)
 		}
@@ -121,7 +139,12 @@ func TestMemoReusesGroupsUntilTheirInputsChange(t *testing.T) {
 
 	b.AccessPolicies[0].Spec.Action = meshv1alpha1.ActionDeny
 	stamp(t, b)
-	check("an access policy", false)
+	prev := firstEndpoints(first)
+	got := memo.Build(b)
+	if slices.Equal(got.Mesh.ProxyGroups, first.Mesh.ProxyGroups) || firstEndpoints(got) != prev {
+		t.Error("an access policy: want new groups and the same endpoints")
+	}
+	first = got
 
 	b.Pods[1].ResourceVersion = ""
 	check("an object without a version", false)
