@@ -2,6 +2,7 @@ package translate
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -154,4 +155,38 @@ func configBytes(cfgs []*Config, eps []types.Resource) int {
 		total += s + epBytes + size(c.Own.Listeners) + size(c.Own.Routes) + size(c.Own.Clusters) + size(c.Own.Secrets)
 	}
 	return total
+}
+
+// BenchmarkRebuild is what the controller does after a TrafficSplit weight
+// change: Prepare, ForGroup for every group and Endpoints through a Memo
+// that holds the previous rebuild, with one route changed.
+func BenchmarkRebuild(b *testing.B) {
+	for _, n := range []int{1000, 5000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			m := syntheticMesh(n)
+			memo := NewMemo()
+			rebuild := func() {
+				p, err := memo.Prepare(m, Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, g := range m.ProxyGroups {
+					if _, err := memo.ForGroup(p, g); err != nil {
+						b.Fatal(err)
+					}
+				}
+				memo.Endpoints(p)
+			}
+			rebuild()
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				r := m.Services[0].Ports[0].Routes[0]
+				r.Backends = slices.Clone(r.Backends)
+				r.Backends[0].Weight, r.Backends[1].Weight = uint32(i%100), uint32(100-i%100)
+				i++
+				rebuild()
+			}
+		})
+	}
 }

@@ -103,17 +103,27 @@ func (m *Memo) Prepare(mesh *ir.Mesh, opts Options) (*Prepared, error) {
 }
 
 // portKeys computes the memo key of every port, on every core: keys are
-// most of what a rebuild with few changes costs.
+// most of what a rebuild with few changes costs. A Service's part of the
+// key is encoded once for all of its ports.
 func (p *Prepared) portKeys() error {
 	workers := min(runtime.GOMAXPROCS(0), 8, max(1, len(p.ports)/64))
+	chunk := (len(p.ports) + workers - 1) / workers
 	errs := make([]error, workers)
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
-			for i := w; i < len(p.ports); i += workers {
-				e := p.ports[i]
+			var svc *ir.Service
+			var svcKey []byte
+			for _, e := range p.ports[min(w*chunk, len(p.ports)):min((w+1)*chunk, len(p.ports))] {
 				var err error
-				if e.key, err = p.b.portKey(e.svc, e.port); err != nil {
+				if e.svc != svc {
+					svc = e.svc
+					if svcKey, err = serviceKey(svc); err != nil {
+						errs[w] = err
+						return
+					}
+				}
+				if e.key, err = p.b.portKey(svcKey, e.svc, e.port); err != nil {
 					errs[w] = err
 					return
 				}
@@ -124,17 +134,23 @@ func (p *Prepared) portKeys() error {
 	return errors.Join(errs...)
 }
 
+// serviceKey is the part of a port's memo key that comes from its Service
+// (without its ports).
+func serviceKey(svc *ir.Service) ([]byte, error) {
+	s := *svc
+	// Access policies apply on the inbound side only.
+	s.Ports, s.AccessPolicies = nil, nil
+	return json.Marshal(&s)
+}
+
 // portKey is the memo key of a Service port: everything preparePort reads
 // apart from the addresses other ports claimed.
-func (b *builder) portKey(svc *ir.Service, port *ir.Port) (string, error) {
+func (b *builder) portKey(svcKey []byte, svc *ir.Service, port *ir.Port) (string, error) {
 	type backend struct {
 		Cluster string
 		Known   bool
 		LB      *ir.LoadBalancer `json:",omitempty"`
 	}
-	s := *svc
-	// Access policies apply on the inbound side only.
-	s.Ports, s.AccessPolicies = nil, nil
 	pt := *port
 	if len(svc.VIPs) > 0 {
 		// Endpoints matter only to headless chains.
@@ -169,10 +185,10 @@ func (b *builder) portKey(svc *ir.Service, port *ir.Port) (string, error) {
 	}
 	k, err := json.Marshal(struct {
 		Domain   string
-		Service  *ir.Service
+		Service  json.RawMessage
 		Port     *ir.Port
 		Backends []backend
-	}{b.mesh.ClusterDomain, &s, &pt, backends})
+	}{b.mesh.ClusterDomain, svcKey, &pt, backends})
 	if err != nil {
 		return "", err
 	}

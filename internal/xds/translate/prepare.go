@@ -346,6 +346,9 @@ func (p *Prepared) buildPort(e *portEntry) error {
 	if err != nil {
 		return err
 	}
+	if err := validate(c); err != nil {
+		return err
+	}
 	e.cluster = c
 	if port.Protocol.IsHTTP() {
 		if e.route, err = b.routeConfig(ir.RouteConfigName(svc.Hostname, port.Port), svc, port, port.Routes); err != nil {
@@ -443,6 +446,9 @@ func (p *Prepared) prepareHeadless(e *portEntry, seen map[netip.AddrPort]bool) e
 	if err != nil {
 		return err
 	}
+	if err := validate(od); err != nil {
+		return err
+	}
 	p.clusters = append(p.clusters, stable(p.memo, "cluster/"+od.GetName(), od))
 	byPort := make(map[int32][]string)
 	var order []int32
@@ -498,16 +504,15 @@ func (p *Prepared) prepareShared() error {
 		}
 		p.clusters = append(p.clusters, c)
 	}
+	// Port clusters were validated when built; these are the rest.
 	for i := shared; i < len(p.clusters); i++ {
+		if err := validate(p.clusters[i]); err != nil {
+			return err
+		}
 		p.clusters[i] = stable(p.memo, "cluster/"+resourceName(p.clusters[i]), p.clusters[i])
 	}
 	p.defaultOutbound = stable(p.memo, "chain/default", p.defaultOutbound)
 	sortResources(p.clusters)
-	for _, c := range p.clusters {
-		if err := validate(c); err != nil {
-			return err
-		}
-	}
 	p.secrets = secrets(b.opts)
 	for i, s := range p.secrets {
 		p.secrets[i] = stable(p.memo, "secret/"+resourceName(s), s)
