@@ -72,6 +72,9 @@ type MeshReconciler struct {
 	// the proxy groups ingest finds.
 	memo   *translate.Memo
 	groups *ingest.Memo
+	// routeRefs are the route configurations each listener of the last
+	// rebuild names.
+	routeRefs map[cachetypes.Resource][]string
 
 	mu           sync.Mutex
 	pendingSince time.Time
@@ -234,7 +237,7 @@ func (r *MeshReconciler) apply(ctx context.Context, b *ingest.Bundle, res *inges
 		nodes:   map[string]*ir.ProxyGroup{},
 		sources: resourceSources(res.Mesh),
 	}}
-	lb := &layerBuilder{content: map[string]server.LayerResources{}, eds: map[string]bool{}}
+	lb := &layerBuilder{content: map[string]server.LayerResources{}, eds: map[string]bool{}, viewRoutes: map[string]map[string]bool{}, refs: r.routeRefs, nextRefs: map[cachetypes.Resource][]string{}}
 	envoyNodes := map[string][]string{}
 	for _, g := range res.Mesh.ProxyGroups {
 		var grpcSnap *cachev3.Snapshot
@@ -247,7 +250,9 @@ func (r *MeshReconciler) apply(ctx context.Context, b *ingest.Bundle, res *inges
 					if err != nil {
 						return nil, fmt.Errorf("proxy group %s: %w", g.Key, err)
 					}
-					keys = lb.add(g, cfg)
+					if keys, err = lb.add(g, cfg); err != nil {
+						return nil, fmt.Errorf("proxy group %s: %w", g.Key, err)
+					}
 				}
 				envoyNodes[node] = keys
 				continue
@@ -275,6 +280,7 @@ func (r *MeshReconciler) apply(ctx context.Context, b *ingest.Bundle, res *inges
 	}
 	r.memo.PruneGroups(res.Mesh.ProxyGroups)
 	lb.endpoints(endpoints)
+	r.routeRefs = lb.nextRefs
 	changed, err := r.XDS.Publish(lb.content, envoyNodes)
 	if err != nil {
 		return nil, err
@@ -305,12 +311,20 @@ type layerBuilder struct {
 	content map[string]server.LayerResources
 	// eds are the endpoint assignments that EDS clusters name.
 	eds map[string]bool
+	// viewRoutes are the route configuration names of each view layer.
+	viewRoutes map[string]map[string]bool
+	// refs are the route configurations each listener names, from the
+	// previous rebuild (listeners the memo kept are read once); nextRefs
+	// collects this rebuild's.
+	refs, nextRefs map[cachetypes.Resource][]string
 }
 
 // add records a group's layers and returns their keys. The outbound
 // listener, the same for every group of a view, goes into the view's
-// layer with the routes and clusters it uses.
-func (lb *layerBuilder) add(g *ir.ProxyGroup, cfg *translate.Config) []string {
+// layer with the routes and clusters it uses. Every route configuration a
+// listener names must be in the group's layers, as go-control-plane's
+// Snapshot.Consistent demands of a snapshot.
+func (lb *layerBuilder) add(g *ir.ProxyGroup, cfg *translate.Config) ([]string, error) {
 	view := viewLayerPrefix + cfg.View
 	own := server.LayerResources{
 		resourcev3.RouteType:   cfg.Own.Routes,
@@ -326,18 +340,53 @@ func (lb *layerBuilder) add(g *ir.ProxyGroup, cfg *translate.Config) []string {
 		}
 	}
 	if _, ok := lb.content[view]; !ok {
+		listeners := append(slices.Clone(cfg.Shared.Listeners), outbound...)
 		lb.content[view] = server.LayerResources{
-			resourcev3.ListenerType: append(slices.Clone(cfg.Shared.Listeners), outbound...),
+			resourcev3.ListenerType: listeners,
 			resourcev3.RouteType:    cfg.Shared.Routes,
 			resourcev3.ClusterType:  cfg.Shared.Clusters,
 			resourcev3.SecretType:   cfg.Shared.Secrets,
 		}
 		lb.needEndpoints(cfg.Shared.Clusters)
+		names := make(map[string]bool, len(cfg.Shared.Routes))
+		for _, r := range cfg.Shared.Routes {
+			names[cachev3.GetResourceName(r)] = true
+		}
+		lb.viewRoutes[view] = names
+		if err := lb.consistent(listeners, names, nil); err != nil {
+			return nil, err
+		}
+	}
+	if err := lb.consistent(own[resourcev3.ListenerType], lb.viewRoutes[view], cfg.Own.Routes); err != nil {
+		return nil, err
 	}
 	lb.needEndpoints(cfg.Own.Clusters)
 	key := groupLayerPrefix + g.Key
 	lb.content[key] = own
-	return []string{view, endpointsLayer, key}
+	return []string{view, endpointsLayer, key}, nil
+}
+
+// consistent checks that the route configurations the listeners name are
+// in the view's or the group's own routes.
+func (lb *layerBuilder) consistent(listeners []cachetypes.Resource, view map[string]bool, own []cachetypes.Resource) error {
+	for _, l := range listeners {
+		refs, ok := lb.nextRefs[l]
+		if !ok {
+			if refs, ok = lb.refs[l]; !ok {
+				all := cachev3.GetAllResourceReferences([cachetypes.UnknownType]cachev3.Resources{
+					cachetypes.Listener: cachev3.NewResources("", []cachetypes.Resource{l}),
+				})
+				refs = slices.Sorted(maps.Keys(all[resourcev3.RouteType]))
+			}
+			lb.nextRefs[l] = refs
+		}
+		for _, name := range refs {
+			if !view[name] && !slices.ContainsFunc(own, func(r cachetypes.Resource) bool { return cachev3.GetResourceName(r) == name }) {
+				return fmt.Errorf("inconsistent configuration: listener %s names route configuration %q, which is missing", cachev3.GetResourceName(l), name)
+			}
+		}
+	}
+	return nil
 }
 
 func (lb *layerBuilder) needEndpoints(clusters []cachetypes.Resource) {
