@@ -145,6 +145,11 @@ func (s *Server) Start(ctx context.Context) error {
 		grpc.MaxRecvMsgSize(s.opts.MaxMessageBytes),
 		grpc.MaxSendMsgSize(s.opts.MaxMessageBytes),
 		grpc.MaxConcurrentStreams(1<<20),
+		// Thousands of proxies each hold a connection that is idle between
+		// pushes: the write buffer goes back to a pool after each flush,
+		// and requests (subscriptions and ACKs) are small.
+		grpc.SharedWriteBuffer(true),
+		grpc.ReadBufferSize(8<<10),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
