@@ -109,13 +109,13 @@ func benchPropagation(b *testing.B, services, proxies, conns int) {
 		return ts.Spec.Service + ".bench.svc.cluster.local:80"
 	}
 	acks := newAckBoard()
-	acks.await(route(splits[0]))
+	acks.await(route(splits[0]), proxies)
 	for n := range proxies {
 		if err := startDeltaProxy(ctx, clients[n%conns], fmt.Sprintf("p%d.bench", n), acks); err != nil {
 			b.Fatal(err)
 		}
 	}
-	if err := acks.waitAll(ctx, proxies, 10*time.Minute); err != nil {
+	if err := acks.waitAll(ctx, 10*time.Minute); err != nil {
 		b.Fatal(err)
 	}
 
@@ -141,14 +141,14 @@ func benchPropagation(b *testing.B, services, proxies, conns int) {
 		}
 		orig := cur.DeepCopy()
 		cur.Spec.Backends[0].Weight, cur.Spec.Backends[1].Weight = int32(50+i%40), int32(50-i%40)
-		acks.await(route(ts))
+		acks.await(route(ts), proxies)
 		start := time.Now()
 		// A merge patch of the spec, as kubectl or a canary controller
 		// would send; it does not race the status writer.
 		if err := cfgClient.Patch(ctx, &cur, client.MergeFrom(orig)); err != nil {
 			b.Fatal(err)
 		}
-		if err := acks.waitAll(ctx, proxies, 2*time.Minute); err != nil {
+		if err := acks.waitAll(ctx, 2*time.Minute); err != nil {
 			b.Fatal(err)
 		}
 		lat = append(lat, time.Since(start))
@@ -182,54 +182,54 @@ func benchPropagation(b *testing.B, services, proxies, conns int) {
 
 // ackBoard records which proxies acknowledged one awaited resource since
 // the board was pointed at it: the benchmark's own bookkeeping stays a
-// few thousand entries, out of the heap it reports.
+// few thousand entries, out of the heap it reports, and wakes the waiter
+// once, when the last proxy has acknowledged, rather than on every ACK.
 type ackBoard struct {
-	mu      sync.Mutex
-	target  string
-	acked   map[string]bool
-	changed chan struct{}
+	mu     sync.Mutex
+	target string
+	want   int
+	acked  map[string]bool
+	done   chan struct{}
 }
 
 func newAckBoard() *ackBoard {
-	return &ackBoard{acked: map[string]bool{}, changed: make(chan struct{})}
+	return &ackBoard{acked: map[string]bool{}, done: make(chan struct{})}
 }
 
-// await points the board at resource and forgets earlier acknowledgements.
-func (a *ackBoard) await(resource string) {
+// await points the board at resource, to be acknowledged by count
+// proxies, and forgets earlier acknowledgements.
+func (a *ackBoard) await(resource string, count int) {
 	a.mu.Lock()
-	a.target, a.acked = resource, map[string]bool{}
+	a.target, a.want, a.acked, a.done = resource, count, map[string]bool{}, make(chan struct{})
 	a.mu.Unlock()
 }
 
 func (a *ackBoard) record(node string, names []string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if !slices.Contains(names, a.target) {
+	if len(a.acked) >= a.want || !slices.Contains(names, a.target) {
 		return
 	}
 	a.acked[node] = true
-	close(a.changed)
-	a.changed = make(chan struct{})
+	if len(a.acked) == a.want {
+		close(a.done)
+	}
 }
 
-// waitAll waits until count proxies acknowledged the awaited resource.
-func (a *ackBoard) waitAll(ctx context.Context, count int, timeout time.Duration) error {
-	deadline := time.After(timeout)
-	for {
+// waitAll waits until every awaited proxy acknowledged the resource.
+func (a *ackBoard) waitAll(ctx context.Context, timeout time.Duration) error {
+	a.mu.Lock()
+	done := a.done
+	a.mu.Unlock()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(timeout):
 		a.mu.Lock()
-		n := len(a.acked)
-		ch, target := a.changed, a.target
-		a.mu.Unlock()
-		if n >= count {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-deadline:
-			return fmt.Errorf("only %d of %d proxies acknowledged %s", n, count, target)
-		}
+		defer a.mu.Unlock()
+		return fmt.Errorf("only %d of %d proxies acknowledged %s", len(a.acked), a.want, a.target)
 	}
 }
 

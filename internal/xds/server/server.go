@@ -281,6 +281,16 @@ func (s *Server) Nacks() map[string]Nack {
 	return out
 }
 
+// LastAck is when a node last acknowledged a response (zero if never).
+func (s *Server) LastAck(nodeID string) time.Time {
+	s.tracker.mu.Lock()
+	defer s.tracker.mu.Unlock()
+	if n := s.tracker.nodes[nodeID]; n != nil {
+		return n.AckedAt
+	}
+	return time.Time{}
+}
+
 // ConnectedNodes lists the proxies with an open stream.
 func (s *Server) ConnectedNodes() []string { return s.tracker.connectedNodes() }
 
@@ -443,6 +453,7 @@ func (c *callbacks) request(id int64, node *corev3.Node, typeURL, version, nonce
 		version = sent
 	}
 	n.Acked[typeURL] = version
+	n.AckedAt = t.now()
 	if n.Nack != nil && n.Nack.TypeURL == typeURL && n.Nack.Version != version {
 		n.Nack = nil
 	}

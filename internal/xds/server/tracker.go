@@ -27,6 +27,8 @@ type NodeStatus struct {
 	Nack *Nack
 	// Subscribed are the types the node has asked for.
 	Subscribed map[string]bool
+	// AckedAt is when the node last acknowledged a response.
+	AckedAt time.Time
 }
 
 type streamInfo struct {
