@@ -64,7 +64,7 @@ func main() {
 	flag.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader so that only one replica writes status.")
 	flag.StringVar(&o.leaderNamespace, "leader-election-namespace", "", "Namespace of the leader election lease (default: the pod's namespace).")
 	flag.StringVar(&o.clusterDomain, "cluster-domain", "cluster.local", "DNS suffix of Services.")
-	flag.DurationVar(&o.debounce, "debounce", 20*time.Millisecond, "Coalesce changes for this long before rebuilding; a steady stream still rebuilds at this interval.")
+	flag.DurationVar(&o.debounce, "debounce", 20*time.Millisecond, "Coalesce changes: the first change after a quiet interval this long rebuilds at once, later ones wait up to this long; a steady stream still rebuilds at this interval.")
 	flag.BoolVar(&o.debugConfig, "enable-debug-config", false, "Serve /debug/config?node=<pod>.<namespace> on the metrics endpoint, behind its authentication.")
 	flag.BoolVar(&o.blockUnknown, "block-unknown-destinations", false, "Refuse outbound traffic to destinations outside the mesh instead of passing it through.")
 	flag.IntVar(&o.webhookPort, "webhook-port", 9443, "Port of the sidecar injection webhook.")
