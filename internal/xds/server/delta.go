@@ -3,7 +3,6 @@ package server
 import (
 	"errors"
 	"io"
-	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -261,32 +260,28 @@ func (st *deltaStream) diff(ti int, sub *deltaSub, comp []*layer) *discoverygrpc
 	if sub.current(ti, comp) {
 		return nil
 	}
-	send := map[string]*entry{}
-	gone := map[string]bool{}
+	// names are the candidates to send or remove; a name may come twice.
+	var names []string
 	consider := func(name string) {
-		if !sub.wants(name) {
-			return
-		}
-		if e := lookup(comp, ti, name); e != nil {
-			send[name] = e
-		} else {
-			gone[name] = true
+		if sub.wants(name) {
+			names = append(names, name)
 		}
 	}
-	if !sub.synced {
+	first := !sub.synced
+	if first {
 		// First response: compare with what the proxy says it holds.
 		for _, ly := range comp {
 			if cur := ly.types[ti].cur; cur != nil {
 				for name, e := range cur.items {
 					if sub.wants(name) && sub.initial[name] != e.version {
-						send[name] = e
+						names = append(names, name)
 					}
 				}
 			}
 		}
 		for name := range sub.initial {
 			if lookup(comp, ti, name) == nil {
-				gone[name] = true
+				names = append(names, name)
 			}
 		}
 		sub.initial = nil
@@ -336,33 +331,40 @@ func (st *deltaStream) diff(ti int, sub *deltaSub, comp []*layer) *discoverygrpc
 			}
 		}
 		for _, name := range sub.fresh {
-			if e := lookup(comp, ti, name); e != nil {
-				send[name] = e
+			if lookup(comp, ti, name) != nil {
+				names = append(names, name)
 			}
 		}
 	}
 	sub.fresh = nil
-	first := !sub.synced
 	sub.synced = true
 	sub.knownLayers = comp
-	sub.knownRevs = make([]*revision, len(comp))
+	if cap(sub.knownRevs) < len(comp) {
+		sub.knownRevs = make([]*revision, len(comp))
+	}
+	sub.knownRevs = sub.knownRevs[:len(comp)]
 	for i, ly := range comp {
 		sub.knownRevs[i] = ly.types[ti].cur
 	}
 	// The first answer to a wildcard subscription goes out even when
 	// empty: the proxy waits for it before it starts serving.
-	if len(send) == 0 && len(gone) == 0 && (!first || !sub.wildcard) {
+	if len(names) == 0 && (!first || !sub.wildcard) {
 		return nil
 	}
+	slices.Sort(names)
+	names = slices.Compact(names)
 	resp := &discoverygrpc.DeltaDiscoveryResponse{
 		TypeUrl:           layerTypes[ti],
 		SystemVersionInfo: compositionVersion(comp, ti),
-		Resources:         make([]*discoverygrpc.Resource, 0, len(send)),
+		Resources:         make([]*discoverygrpc.Resource, 0, len(names)),
 	}
-	for _, name := range slices.Sorted(maps.Keys(send)) {
-		resp.Resources = append(resp.Resources, send[name].wire)
+	for _, name := range names {
+		if e := lookup(comp, ti, name); e != nil {
+			resp.Resources = append(resp.Resources, e.wire)
+		} else {
+			resp.RemovedResources = append(resp.RemovedResources, name)
+		}
 	}
-	resp.RemovedResources = slices.Sorted(maps.Keys(gone))
 	return resp
 }
 
