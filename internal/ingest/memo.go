@@ -135,13 +135,23 @@ func (s *state) endpoints(m *Memo) {
 // object; the sums do not depend on the order of the lists.
 func (m *Memo) inputs(b *Bundle) kindSums {
 	in := kindSums{valid: true}
-	add := func(kind int, o metav1.Object) {
+	sumKind(m.seed, &in, kindNamespace, b.Namespaces)
+	sumKind(m.seed, &in, kindService, b.Services)
+	sumKind(m.seed, &in, kindEndpointSlice, b.EndpointSlices)
+	sumKind(m.seed, &in, kindPod, b.Pods)
+	sumKind(m.seed, &in, kindMeshIdentity, b.MeshIdentities)
+	sumKind(m.seed, &in, kindAccessPolicy, b.AccessPolicies)
+	return in
+}
+
+func sumKind[T metav1.Object](seed maphash.Seed, in *kindSums, kind int, objs []T) {
+	for _, o := range objs {
 		if o.GetResourceVersion() == "" || o.GetUID() == "" {
 			in.valid = false
 			return
 		}
 		var h maphash.Hash
-		h.SetSeed(m.seed)
+		h.SetSeed(seed)
 		for _, s := range []string{o.GetNamespace(), o.GetName(), string(o.GetUID()), o.GetResourceVersion()} {
 			_, _ = h.WriteString(s)
 			_ = h.WriteByte(0)
@@ -149,23 +159,4 @@ func (m *Memo) inputs(b *Bundle) kindSums {
 		in.sum[kind] += h.Sum64()
 		in.count[kind]++
 	}
-	for _, o := range b.Namespaces {
-		add(kindNamespace, o)
-	}
-	for _, o := range b.Services {
-		add(kindService, o)
-	}
-	for _, o := range b.EndpointSlices {
-		add(kindEndpointSlice, o)
-	}
-	for _, o := range b.Pods {
-		add(kindPod, o)
-	}
-	for _, o := range b.MeshIdentities {
-		add(kindMeshIdentity, o)
-	}
-	for _, o := range b.AccessPolicies {
-		add(kindAccessPolicy, o)
-	}
-	return in
 }

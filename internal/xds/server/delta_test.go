@@ -60,6 +60,25 @@ func startServer(t *testing.T) (*server.Server, *grpc.ClientConn) {
 	return s, conn
 }
 
+// serve starts a server with newMesh(n) published.
+func serve(t *testing.T, n int) (*server.Server, *grpc.ClientConn, *mesh) {
+	t.Helper()
+	s, conn := startServer(t)
+	m := newMesh(n)
+	m.publish(t, s)
+	return s, conn, m
+}
+
+// dial opens an Envoy-like delta stream for node.
+func dial(t *testing.T, conn *grpc.ClientConn, node string, subs map[string][]string) *xdstest.Client {
+	t.Helper()
+	c, err := xdstest.DialDelta(t.Context(), conn, node, subs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func cluster(name string) *clusterv3.Cluster {
 	return &clusterv3.Cluster{Name: name, ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}}
 }
@@ -154,17 +173,9 @@ func weightOf(c *xdstest.Client, name string) uint32 {
 }
 
 func TestDeltaServesEachNodeItsLayers(t *testing.T) {
-	s, conn := startServer(t)
-	m := newMesh(3)
-	m.publish(t, s)
-	a, err := xdstest.DialDelta(t.Context(), conn, "a.ns", allTypes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := xdstest.DialDelta(t.Context(), conn, "b.ns", allTypes)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, conn, _ := serve(t, 3)
+	a := dial(t, conn, "a.ns", allTypes)
+	b := dial(t, conn, "b.ns", allTypes)
 	waitFor(t, a, "a's clusters", func(c *xdstest.Client) bool { return len(c.Names(xdstest.ClusterType)) == 3 })
 	waitFor(t, b, "b's clusters", func(c *xdstest.Client) bool { return len(c.Names(xdstest.ClusterType)) == 3 })
 	if got := sorted(a.Names(xdstest.ClusterType)); !slices.Equal(got, []string{"c1", "c2", "inbound-a"}) {
@@ -185,9 +196,7 @@ func TestDeltaServesEachNodeItsLayers(t *testing.T) {
 }
 
 func TestDeltaPushesOnlyWhatChanged(t *testing.T) {
-	s, conn := startServer(t)
-	m := newMesh(50)
-	m.publish(t, s)
+	s, conn, m := serve(t, 50)
 	a := rawStream(t, conn, "a.ns")
 	first := a.recvAll(t, 3)
 	if n := len(first[xdstest.RouteType].GetResources()); n != 50 {
@@ -217,13 +226,8 @@ func TestDeltaPushesOnlyWhatChanged(t *testing.T) {
 }
 
 func TestDeltaRemovalsAndMoves(t *testing.T) {
-	s, conn := startServer(t)
-	m := newMesh(2)
-	m.publish(t, s)
-	a, err := xdstest.DialDelta(t.Context(), conn, "a.ns", allTypes)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, conn, m := serve(t, 2)
+	a := dial(t, conn, "a.ns", allTypes)
 	waitFor(t, a, "initial", func(c *xdstest.Client) bool { return len(c.Names(xdstest.RouteType)) == 2 })
 
 	// A route goes away.
@@ -249,13 +253,8 @@ func TestDeltaRemovalsAndMoves(t *testing.T) {
 }
 
 func TestDeltaNackIsNotResent(t *testing.T) {
-	s, conn := startServer(t)
-	m := newMesh(2)
-	m.publish(t, s)
-	a, err := xdstest.DialDelta(t.Context(), conn, "a.ns", allTypes)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, conn, m := serve(t, 2)
+	a := dial(t, conn, "a.ns", allTypes)
 	eventually(t, "up to date", func() bool { return s.UpToDate("a.ns") })
 
 	a.RejectNext(xdstest.RouteType, "r0: bad weights")
@@ -280,9 +279,7 @@ func TestDeltaNackIsNotResent(t *testing.T) {
 }
 
 func TestDeltaReconnectSendsOnlyWhatDiffers(t *testing.T) {
-	s, conn := startServer(t)
-	m := newMesh(3)
-	m.publish(t, s)
+	s, conn, m := serve(t, 3)
 	a := rawStream(t, conn, "a.ns")
 	first := a.recvAll(t, 3)
 	a.ackAll(t, first)
@@ -314,9 +311,7 @@ func TestDeltaReconnectSendsOnlyWhatDiffers(t *testing.T) {
 }
 
 func TestDeltaCatchesUpBeyondTheLog(t *testing.T) {
-	s, conn := startServer(t)
-	m := newMesh(5)
-	m.publish(t, s)
+	s, conn, m := serve(t, 5)
 	a := rawStream(t, conn, "a.ns")
 	first := a.recvAll(t, 3)
 	a.ackAll(t, first)
@@ -343,13 +338,8 @@ func TestDeltaCatchesUpBeyondTheLog(t *testing.T) {
 }
 
 func TestDeltaNamedSubscriptions(t *testing.T) {
-	s, conn := startServer(t)
-	m := newMesh(3)
-	m.publish(t, s)
-	a, err := xdstest.DialDelta(t.Context(), conn, "a.ns", map[string][]string{xdstest.RouteType: {"r1", "missing"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, conn, m := serve(t, 3)
+	a := dial(t, conn, "a.ns", map[string][]string{xdstest.RouteType: {"r1", "missing"}})
 	waitFor(t, a, "r1", func(c *xdstest.Client) bool { return len(c.Names(xdstest.RouteType)) == 1 })
 	if got := a.Names(xdstest.RouteType); !slices.Equal(got, []string{"r1"}) {
 		t.Fatalf("named subscription got %v", got)
@@ -367,9 +357,7 @@ func TestDeltaNamedSubscriptions(t *testing.T) {
 }
 
 func TestDeltaRefusals(t *testing.T) {
-	s, conn := startServer(t)
-	m := newMesh(1)
-	m.publish(t, s)
+	s, conn, m := serve(t, 1)
 	ctx := t.Context()
 
 	t.Run("unauthorized node", func(t *testing.T) {
