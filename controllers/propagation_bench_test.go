@@ -93,7 +93,7 @@ func benchPropagation(b *testing.B, services, proxies, conns int) {
 	// is measured, and a real proxy's buffers are not the controller's.
 	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256 << 20))}
 	if conns > 1 {
-		opts = append(opts, grpc.WithReadBufferSize(4<<10), grpc.WithWriteBufferSize(4<<10), grpc.WithSharedWriteBuffer(true))
+		opts = append(opts, grpc.WithReadBufferSize(4<<10), grpc.WithWriteBufferSize(4<<10))
 	}
 	var clients []*grpc.ClientConn
 	for range conns {

@@ -146,9 +146,9 @@ func (s *Server) Start(ctx context.Context) error {
 		grpc.MaxSendMsgSize(s.opts.MaxMessageBytes),
 		grpc.MaxConcurrentStreams(1<<20),
 		// Thousands of proxies each hold a connection that is idle between
-		// pushes: the write buffer goes back to a pool after each flush,
-		// and requests (subscriptions and ACKs) are small.
-		grpc.SharedWriteBuffer(true),
+		// pushes, and their requests (subscriptions and ACKs) are small:
+		// a small read buffer per connection (gRPC already returns write
+		// buffers to a pool after each flush).
 		grpc.ReadBufferSize(8<<10),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
