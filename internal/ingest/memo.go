@@ -68,6 +68,9 @@ func NewMemo() *Memo { return &Memo{seed: maphash.MakeSeed()} }
 // Build is Build, reusing the previous proxy groups and endpoints when
 // their inputs are unchanged. The result must not be modified.
 func (m *Memo) Build(b *Bundle) *Result {
+	if m == nil {
+		return Build(b)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.in = m.inputs(b)
