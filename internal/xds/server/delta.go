@@ -12,6 +12,7 @@ import (
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // Delta ADS for Envoy, served from layers (see layers.go). Per stream and
@@ -29,6 +30,8 @@ type deltaStream struct {
 	id   int64
 	send func(*discoverygrpc.DeltaDiscoveryResponse) error
 	wake chan struct{}
+	// slotWake says the stream was woken for a free slot.
+	slotWake atomic.Bool
 
 	// mu guards what follows; it is taken after layers.mu.
 	mu    sync.Mutex
@@ -53,6 +56,8 @@ type deltaSub struct {
 	synced      bool
 	inflight    string
 	nacked      bool
+	// slot is held while a large response is unacknowledged.
+	slot *slotHold
 }
 
 func (d *deltaSub) wants(name string) bool {
@@ -87,6 +92,7 @@ func (s *Server) serveDelta(stream discoverygrpc.AggregatedDiscoveryService_Delt
 			}
 		}
 		s.layers.mu.Unlock()
+		st.releaseAll()
 		cb.closed(st.id)
 	}()
 
@@ -189,6 +195,10 @@ func (st *deltaStream) handle(cb *callbacks, req *discoverygrpc.DeltaDiscoveryRe
 	if n := req.GetResponseNonce(); n != "" && n == sub.inflight {
 		sub.inflight = ""
 		sub.nacked = nackErr != nil
+		if sub.slot != nil {
+			sub.slot.release()
+			sub.slot = nil
+		}
 	}
 	for _, name := range req.GetResourceNamesSubscribe() {
 		if name == "*" {
@@ -225,15 +235,29 @@ func (st *deltaStream) push() error {
 	st.mu.Lock()
 	comp, configured := l.nodes[st.node]
 	var out []*discoverygrpc.DeltaDiscoveryResponse
+	took := false
 	if configured {
 		for ti := range layerTypes {
 			sub := st.subs[ti]
-			if sub == nil || sub.inflight != "" {
+			if sub == nil || sub.inflight != "" || sub.current(ti, comp) {
 				continue
 			}
+			saved, savedRevs := *sub, slices.Clone(sub.knownRevs)
 			resp := st.diff(ti, sub, comp)
 			if resp == nil {
 				continue
+			}
+			if proto.Size(resp) > largeResponse {
+				if !st.s.slots.take(st) {
+					// Wait for a slot; later types wait too, so that
+					// a proxy never gets what the held type names
+					// before it.
+					*sub = saved
+					sub.knownRevs = savedRevs
+					break
+				}
+				sub.slot = st.s.slots.hold()
+				took = true
 			}
 			st.nonce++
 			resp.Nonce = strconv.FormatInt(st.nonce, 10)
@@ -243,6 +267,10 @@ func (st *deltaStream) push() error {
 	}
 	st.mu.Unlock()
 	l.mu.RUnlock()
+	if st.slotWake.Swap(false) && !took {
+		// Woken for a slot it no longer needs: wake the next in line.
+		st.s.slots.wakeNext()
+	}
 	cb := callbacks{s: st.s}
 	for _, resp := range out {
 		cb.response(st.id, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce())
@@ -251,6 +279,19 @@ func (st *deltaStream) push() error {
 		}
 	}
 	return nil
+}
+
+// releaseAll gives back the slots the stream holds; it is closing.
+func (st *deltaStream) releaseAll() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, sub := range st.subs {
+		if sub != nil && sub.slot != nil {
+			sub.slot.release()
+			sub.slot = nil
+		}
+	}
+	st.s.slots.forget(st)
 }
 
 // diff computes the response that brings a subscription up to the node's

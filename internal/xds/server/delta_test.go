@@ -30,12 +30,19 @@ import (
 // in except those named "intruder.*".
 func startServer(t *testing.T) (*server.Server, *grpc.ClientConn) {
 	t.Helper()
-	s, err := server.New(server.Options{Address: "127.0.0.1:0", Insecure: true, Authorizer: server.AuthorizerFunc(func(node string, _ server.Peer) error {
+	return startServerWith(t, server.Options{})
+}
+
+func startServerWith(t *testing.T, opts server.Options) (*server.Server, *grpc.ClientConn) {
+	t.Helper()
+	opts.Address, opts.Insecure = "127.0.0.1:0", true
+	opts.Authorizer = server.AuthorizerFunc(func(node string, _ server.Peer) error {
 		if pod, _, _ := server.NodeIDParts(node); pod == "intruder" {
 			return errors.New("not this one")
 		}
 		return nil
-	})})
+	})
+	s, err := server.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -408,6 +415,55 @@ func TestDeltaRefusals(t *testing.T) {
 			t.Errorf("after refused publishes a.ns has %v", cfg)
 		}
 	})
+}
+
+// TestDeltaLargePushesWaitForSlots checks that whole-mesh responses of
+// proxies connecting at once do not all wait in memory together: with one
+// slot, a second proxy gets its large route response only when the first
+// has acknowledged its own, or gone.
+func TestDeltaLargePushesWaitForSlots(t *testing.T) {
+	s, conn := startServerWith(t, server.Options{LargePushes: 1})
+	m := newMesh(0)
+	var domains []string
+	for i := range 1000 {
+		domains = append(domains, fmt.Sprintf("host-%04d.example.internal", i))
+	}
+	for i := range 60 {
+		rc := route(fmt.Sprintf("r%d", i), 50)
+		rc.VirtualHosts[0].Domains = domains
+		m.routes = append(m.routes, rc)
+	}
+	m.content["view/"][xdstest.RouteType] = m.routes
+	m.publish(t, s)
+
+	a := rawStream(t, conn, "a.ns")
+	first := a.recvAll(t, 3)
+	if n := len(first[xdstest.RouteType].GetResources()); n != 60 {
+		t.Fatalf("a got %d routes, want 60", n)
+	}
+	b := rawStream(t, conn, "b.ns")
+	got := b.recvAll(t, 2)
+	if _, ok := got[xdstest.RouteType]; ok {
+		t.Fatal("b got its large routes while a held the only slot")
+	}
+	b.expectNothing(t)
+	a.ack(t, first[xdstest.RouteType], nil)
+	resp := b.recv(t)
+	if resp.GetTypeUrl() != xdstest.RouteType || len(resp.GetResources()) != 60 {
+		t.Fatalf("after a's ACK b got %s with %d resources", resp.GetTypeUrl(), len(resp.GetResources()))
+	}
+	b.ack(t, resp, nil)
+
+	// A proxy that leaves without acknowledging gives its slot back.
+	c := rawStream(t, conn, "a.ns")
+	c.recvAll(t, 3)
+	d := rawStream(t, conn, "b.ns")
+	d.recvAll(t, 2)
+	d.expectNothing(t)
+	c.close()
+	if resp := d.recv(t); resp.GetTypeUrl() != xdstest.RouteType {
+		t.Fatalf("after c left d got %s", resp.GetTypeUrl())
+	}
 }
 
 // raw is a delta stream the test drives by hand.

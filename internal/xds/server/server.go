@@ -65,6 +65,9 @@ type Options struct {
 	Authorizer Authorizer
 	// MaxMessageBytes bounds a single xDS message; default 64 MiB.
 	MaxMessageBytes int
+	// LargePushes bounds how many responses over 1 MiB (a proxy's first,
+	// whole-mesh configuration) may wait for their ACK at once; default 32.
+	LargePushes int
 	// Metrics, if nil, are created unregistered.
 	Metrics *Metrics
 	Log     logr.Logger
@@ -89,6 +92,7 @@ type Server struct {
 	log      logr.Logger
 	lis      net.Listener
 	stopping chan struct{}
+	slots    *pushSlots
 }
 
 // New creates a Server. Call Start (or run it as a manager Runnable) to serve.
@@ -108,7 +112,10 @@ func New(opts Options) (*Server, error) {
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics(nil)
 	}
-	s := &Server{opts: opts, tracker: newTracker(), metrics: opts.Metrics, log: opts.Log, layers: newLayers(), stopping: make(chan struct{})}
+	if opts.LargePushes <= 0 {
+		opts.LargePushes = 32
+	}
+	s := &Server{slots: newPushSlots(opts.LargePushes), opts: opts, tracker: newTracker(), metrics: opts.Metrics, log: opts.Log, layers: newLayers(), stopping: make(chan struct{})}
 	s.grpcCache = cachev3.NewSnapshotCache(false, cachev3.IDHash{}, cacheLogger{opts.Log.WithName("grpc-cache")})
 	s.withSnap = map[string]bool{}
 	return s, nil
