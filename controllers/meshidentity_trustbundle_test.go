@@ -1,14 +1,8 @@
 package controllers
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"maps"
-	"math/big"
 	"slices"
 	"testing"
 	"time"
@@ -26,33 +20,17 @@ import (
 	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 	"github.com/weft-mesh/weft/internal/identity"
 	"github.com/weft-mesh/weft/internal/testenv"
+	"github.com/weft-mesh/weft/internal/xds/xdstest"
 )
 
 // testRoot makes a self-signed root CA, returned parsed and as PEM.
 func testRoot(t *testing.T, name string, notBefore, notAfter time.Time) (*x509.Certificate, []byte) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := xdstest.NewRoot(name, notBefore, notAfter)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(notBefore.UnixNano()),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             notBefore,
-		NotAfter:              notAfter,
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	return ca.Cert, ca.PEM
 }
 
 // bundleNames are the common names of the roots in a trust bundle ConfigMap.

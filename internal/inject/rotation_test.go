@@ -2,17 +2,10 @@ package inject
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -28,6 +21,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/weft-mesh/weft/internal/xds/xdstest"
 )
 
 // TestEnvoyWatchesTheIdentityVolume checks that every file Envoy's SDS file
@@ -138,9 +133,9 @@ func TestGRPCFileWatcherFollowsRotation(t *testing.T) {
 
 	oldRoot, newRoot := newTestCA(t, "old root"), newTestCA(t, "new root")
 	spiffeID := "spiffe://mesh.example/ns/shop/sa/cart"
-	oldCert, oldKey := oldRoot.issue(t, spiffeID)
+	oldCert, oldKey := issue(t, oldRoot, spiffeID)
 	kw := &kubeletWriter{t: t, dir: dir}
-	kw.write(map[string][]byte{CertificateFile: oldCert, PrivateKeyFile: oldKey, CAFile: oldRoot.pem})
+	kw.write(map[string][]byte{CertificateFile: oldCert, PrivateKeyFile: oldKey, CAFile: oldRoot.PEM})
 
 	prov, err := certprovider.GetProvider(p.PluginName, json.RawMessage(cfg), certprovider.BuildOptions{WantIdentity: true, WantRoot: true})
 	if err != nil {
@@ -151,22 +146,22 @@ func TestGRPCFileWatcherFollowsRotation(t *testing.T) {
 	awaitKeyMaterial(t, prov, "the initial certificate and root", oldCert, oldRoot)
 
 	// A new root appears: the trust bundle ConfigMap changes, the Secret does not.
-	kw.write(map[string][]byte{CertificateFile: oldCert, PrivateKeyFile: oldKey, CAFile: slices.Concat(oldRoot.pem, newRoot.pem)})
+	kw.write(map[string][]byte{CertificateFile: oldCert, PrivateKeyFile: oldKey, CAFile: slices.Concat(oldRoot.PEM, newRoot.PEM)})
 	awaitKeyMaterial(t, prov, "the bundle with both roots", oldCert, oldRoot, newRoot)
 
 	// cert-manager renews the certificate from the new root.
-	newCert, newKey := newRoot.issue(t, spiffeID)
-	kw.write(map[string][]byte{CertificateFile: newCert, PrivateKeyFile: newKey, CAFile: slices.Concat(oldRoot.pem, newRoot.pem)})
+	newCert, newKey := issue(t, newRoot, spiffeID)
+	kw.write(map[string][]byte{CertificateFile: newCert, PrivateKeyFile: newKey, CAFile: slices.Concat(oldRoot.PEM, newRoot.PEM)})
 	awaitKeyMaterial(t, prov, "the renewed certificate", newCert, oldRoot, newRoot)
 }
 
 // awaitKeyMaterial waits until prov serves certPEM as its identity and
 // exactly roots as its trust.
-func awaitKeyMaterial(t *testing.T, prov certprovider.Provider, what string, certPEM []byte, roots ...*testCA) {
+func awaitKeyMaterial(t *testing.T, prov certprovider.Provider, what string, certPEM []byte, roots ...*xdstest.CA) {
 	t.Helper()
 	want := x509.NewCertPool()
 	for _, r := range roots {
-		want.AddCert(r.cert)
+		want.AddCert(r.Cert)
 	}
 	leaf, _ := pem.Decode(certPEM)
 	var last string
@@ -239,78 +234,20 @@ func (w *kubeletWriter) write(files map[string][]byte) {
 	}
 }
 
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
+func newTestCA(t *testing.T, name string) *xdstest.CA {
+	t.Helper()
+	ca, err := xdstest.NewRoot(name, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
 }
 
-func newTestCA(t *testing.T, name string) *testCA {
+func issue(t *testing.T, ca *xdstest.CA, spiffeID string) (certPEM, keyPEM []byte) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	certPEM, keyPEM, err := ca.Issue(spiffeID, nil, nil)
 	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(t),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue returns a workload certificate and key for spiffeID, as PEM.
-func (ca *testCA) issue(t *testing.T, spiffeID string) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, err := url.Parse(spiffeID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(t),
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		URIs:         []*url.URL{u},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
 		t.Fatal(err)
 	}
 	return certPEM, keyPEM
-}
-
-func serial(t *testing.T) *big.Int {
-	t.Helper()
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
 }

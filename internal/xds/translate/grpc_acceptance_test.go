@@ -6,7 +6,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"math/big"
@@ -32,6 +31,7 @@ import (
 	"google.golang.org/grpc/xds"
 
 	"github.com/weft-mesh/weft/internal/ir"
+	"github.com/weft-mesh/weft/internal/xds/xdstest"
 )
 
 // TestGRPCAcceptance serves ForGRPC and GRPCServerListener output from a
@@ -278,28 +278,11 @@ type testCA struct {
 
 func newTestCA(t *testing.T) *testCA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := xdstest.NewRoot("test mesh CA", time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "test mesh CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{key: key, cert: cert, der: der}
+	return &testCA{key: ca.Key, cert: ca.Cert, der: ca.Cert.Raw}
 }
 
 // issue writes a workload certificate for a SPIFFE ID and returns the

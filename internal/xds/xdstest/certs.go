@@ -24,17 +24,27 @@ type CA struct {
 	PEM  []byte
 }
 
-// NewCA creates a self-signed CA.
+// NewCA creates a self-signed CA valid from an hour ago for a day.
 func NewCA() (*CA, error) {
+	return NewRoot("weft test CA", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
+}
+
+// NewRoot creates a self-signed CA with the given name and validity and a
+// random serial number.
+func NewRoot(name string, notBefore, notAfter time.Time) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("ca key: %w", err)
 	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		return nil, fmt.Errorf("ca serial: %w", err)
+	}
 	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "weft test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
 		IsCA:                  true,
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
