@@ -91,6 +91,7 @@ func startHarness(t testing.TB, opts ...harnessOptions) *harness {
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
+		Cache:                  controllers.CacheOptions(),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -132,6 +132,17 @@ func benchPropagation(b *testing.B, services, proxies, conns int) {
 		}
 		defer func() { pprof.StopCPUProfile(); _ = f.Close() }()
 	}
+	// WEFT_BENCH_MEMPROFILE also writes, to <path>.base, the heap profile
+	// as the measured changes begin, so that
+	// "go tool pprof -sample_index=alloc_space -diff_base <path>.base <path>"
+	// shows what the changes allocated.
+	if path := os.Getenv("WEFT_BENCH_MEMPROFILE"); path != "" {
+		// A heap profile is as of the last collection.
+		runtime.GC()
+		writeHeapProfile(b, path+".base")
+	}
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
 	b.ResetTimer()
 	for i := range b.N {
 		ts := splits[i%len(splits)]
@@ -166,18 +177,25 @@ func benchPropagation(b *testing.B, services, proxies, conns int) {
 	runtime.ReadMemStats(&ms)
 	// WEFT_BENCH_MEMPROFILE writes the heap that heap-MiB reports.
 	if path := os.Getenv("WEFT_BENCH_MEMPROFILE"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := pprof.WriteHeapProfile(f); err != nil {
-			b.Fatal(err)
-		}
-		_ = f.Close()
+		writeHeapProfile(b, path)
 	}
 	b.ReportMetric(pct(0.50), "p50-ms")
 	b.ReportMetric(pct(0.99), "p99-ms")
 	b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heap-MiB")
+	// What the process (controller, API client and simulated proxies
+	// together) allocated per change.
+	b.ReportMetric(float64(ms.TotalAlloc-before.TotalAlloc)/float64(b.N)/(1<<20), "alloc-MiB/change")
+}
+
+func writeHeapProfile(b *testing.B, path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // ackBoard records which proxies acknowledged one awaited resource since

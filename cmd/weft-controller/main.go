@@ -16,12 +16,9 @@ import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/protobuf/encoding/protojson"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -113,12 +110,7 @@ func run(ctx context.Context, o options, inj *injectOptions) error {
 		// Followers keep serving xDS while they wait; the leader steps down
 		// fast on shutdown so status writing moves on quickly.
 		LeaderElectionReleaseOnCancel: true,
-		Cache: cache.Options{
-			DefaultTransform: cache.TransformStripManagedFields(),
-			ByObject: map[client.Object]cache.ByObject{
-				&corev1.Pod{}: {Transform: trimPod},
-			},
-		},
+		Cache:                         controllers.CacheOptions(),
 	}
 	if o.enableWebhook {
 		mgrOpts.WebhookServer = newWebhookServer(o)
@@ -202,31 +194,6 @@ func run(ctx context.Context, o options, inj *injectOptions) error {
 		return fmt.Errorf("running manager: %w", err)
 	}
 	return nil
-}
-
-// trimPod keeps what the mesh reads of a pod, to keep the cache small.
-func trimPod(obj any) (any, error) {
-	pod, ok := obj.(*corev1.Pod)
-	if !ok {
-		return obj, nil
-	}
-	trim := func(cs []corev1.Container) []corev1.Container {
-		out := make([]corev1.Container, len(cs))
-		for i, c := range cs {
-			out[i] = corev1.Container{Name: c.Name, Image: c.Image, Ports: c.Ports, RestartPolicy: c.RestartPolicy}
-		}
-		return out
-	}
-	pod.Spec = corev1.PodSpec{
-		ServiceAccountName: pod.Spec.ServiceAccountName,
-		HostNetwork:        pod.Spec.HostNetwork,
-		NodeName:           pod.Spec.NodeName,
-		InitContainers:     trim(pod.Spec.InitContainers),
-		Containers:         trim(pod.Spec.Containers),
-	}
-	pod.Status = corev1.PodStatus{Phase: pod.Status.Phase, PodIP: pod.Status.PodIP, PodIPs: pod.Status.PodIPs}
-	pod.ManagedFields = nil
-	return pod, nil
 }
 
 // debugConfig dumps one proxy's current configuration as JSON.

@@ -32,6 +32,9 @@ type deltaStream struct {
 	wake chan struct{}
 	// slotWake says the stream was woken for a free slot.
 	slotWake atomic.Bool
+	// closed is set, under layers.mu, when the stream ends, so that a
+	// first request handled late does not register it.
+	closed bool
 
 	// mu guards what follows; it is taken after layers.mu.
 	mu    sync.Mutex
@@ -85,6 +88,7 @@ func (s *Server) serveDelta(stream discoverygrpc.AggregatedDiscoveryService_Delt
 	}
 	defer func() {
 		s.layers.mu.Lock()
+		st.closed = true
 		if m := s.layers.streams[st.node]; m != nil {
 			delete(m, st)
 			if len(m) == 0 {
@@ -96,19 +100,22 @@ func (s *Server) serveDelta(stream discoverygrpc.AggregatedDiscoveryService_Delt
 		cb.closed(st.id)
 	}()
 
-	reqs := make(chan *discoverygrpc.DeltaDiscoveryRequest)
+	// Requests are handled as they arrive, on their own goroutine; the
+	// stream's goroutine below only pushes, when a request or a Publish
+	// left something to send.
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
 			req, err := stream.Recv()
+			if err == nil {
+				err = st.handle(cb, req)
+			}
 			if err != nil {
 				recvErr <- err
 				return
 			}
-			select {
-			case reqs <- req:
-			case <-ctx.Done():
-				return
+			if st.pending() {
+				st.poke()
 			}
 		}
 	}()
@@ -123,16 +130,32 @@ func (s *Server) serveDelta(stream discoverygrpc.AggregatedDiscoveryService_Delt
 				return nil
 			}
 			return err
-		case req := <-reqs:
-			if err := st.handle(cb, req); err != nil {
-				return err
-			}
 		case <-st.wake:
 		}
 		if err := st.push(); err != nil {
 			return err
 		}
 	}
+}
+
+// pending says whether a push would send something: some subscription
+// awaits no ACK and lacks the current revision of a layer.
+func (st *deltaStream) pending() bool {
+	l := st.s.layers
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	comp, ok := l.nodes[st.node]
+	if !ok {
+		return false
+	}
+	for ti, sub := range st.subs {
+		if sub != nil && sub.inflight == "" && !sub.current(ti, comp) {
+			return true
+		}
+	}
+	return false
 }
 
 // handle applies one request: authentication on the first, then ACK or
@@ -161,6 +184,11 @@ func (st *deltaStream) handle(cb *callbacks, req *discoverygrpc.DeltaDiscoveryRe
 			return status.Error(codes.FailedPrecondition, "xds: proxyless gRPC clients are served over state-of-the-world ADS")
 		}
 		st.s.layers.mu.Lock()
+		if st.closed {
+			// The stream ended while its first request was handled.
+			st.s.layers.mu.Unlock()
+			return status.Error(codes.Canceled, "xds: stream closed")
+		}
 		m := st.s.layers.streams[reqNode.GetId()]
 		if m == nil {
 			m = map[*deltaStream]struct{}{}

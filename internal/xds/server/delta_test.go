@@ -28,12 +28,12 @@ import (
 
 // startServer runs an insecure xDS server on loopback that lets every node
 // in except those named "intruder.*".
-func startServer(t *testing.T) (*server.Server, *grpc.ClientConn) {
+func startServer(t testing.TB) (*server.Server, *grpc.ClientConn) {
 	t.Helper()
 	return startServerWith(t, server.Options{})
 }
 
-func startServerWith(t *testing.T, opts server.Options) (*server.Server, *grpc.ClientConn) {
+func startServerWith(t testing.TB, opts server.Options) (*server.Server, *grpc.ClientConn) {
 	t.Helper()
 	opts.Address, opts.Insecure = "127.0.0.1:0", true
 	opts.Authorizer = server.AuthorizerFunc(func(node string, _ server.Peer) error {

@@ -130,7 +130,7 @@ func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]s
 
 	// Build the new revisions without holding mu: only Publish writes them.
 	l.mu.RLock()
-	old := l.byKey
+	old, old0 := l.byKey, l.nodes
 	next := l.next
 	l.mu.RUnlock()
 	type update struct {
@@ -141,21 +141,32 @@ func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]s
 	var updates []update
 	byKey := make(map[string]*layer, len(content))
 	changed := map[*layer]bool{}
+	// grew are the layers that gained a resource name: only they can make
+	// two layers of a node share one.
+	grew := map[*layer]bool{}
 	for key, res := range content {
 		ly := old[key]
 		if ly == nil {
 			ly = &layer{key: key}
-			changed[ly] = true
+			changed[ly], grew[ly] = true, true
 		}
 		byKey[key] = ly
-		for typ := range res {
-			if layerTypeIndex(typ) < 0 {
-				return nil, fmt.Errorf("layer %s: type %s is not served", key, typ)
+		served := 0
+		for _, typ := range layerTypes {
+			if _, ok := res[typ]; ok {
+				served++
+			}
+		}
+		if served != len(res) {
+			for typ := range res {
+				if layerTypeIndex(typ) < 0 {
+					return nil, fmt.Errorf("layer %s: type %s is not served", key, typ)
+				}
 			}
 		}
 		for i, typ := range layerTypes {
 			lt := &ly.types[i]
-			items, names, err := diffRevision(lt.cur, res[typ])
+			items, names, added, err := diffRevision(lt.cur, res[typ])
 			if err != nil {
 				return nil, fmt.Errorf("layer %s: %w", key, err)
 			}
@@ -165,6 +176,9 @@ func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]s
 			next++
 			updates = append(updates, update{lt: lt, rev: &revision{n: next, items: items}, chg: names})
 			changed[ly] = true
+			if added {
+				grew[ly] = true
+			}
 		}
 	}
 	revs := make(map[*layerType]*revision, len(updates))
@@ -193,7 +207,13 @@ func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]s
 			comp = append(comp, ly)
 		}
 		// A resource name means one resource: no two layers of a node
-		// may both have it. Each pair of layers is checked once.
+		// may both have it. Each pair of layers is checked once, and a
+		// node whose layers are the ones it had, none with a new name,
+		// was checked before.
+		if prev, had := old0[node]; had && slices.Equal(prev, comp) && !slices.ContainsFunc(comp, func(ly *layer) bool { return grew[ly] }) {
+			newNodes[node] = prev
+			continue
+		}
 		for i, a := range comp {
 			for _, b := range comp[i+1:] {
 				if a == b {
@@ -250,28 +270,31 @@ func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]s
 }
 
 // diffRevision indexes a layer type's new resources against its current
-// revision and lists the names that were added, changed or removed.
-func diffRevision(cur *revision, res []types.Resource) (map[string]*entry, []string, error) {
+// revision and lists the names that were added, changed or removed; added
+// says whether any name is new.
+func diffRevision(cur *revision, res []types.Resource) (items map[string]*entry, names []string, added bool, err error) {
 	if cur != nil && len(cur.items) == len(res) && !slices.ContainsFunc(res, func(r types.Resource) bool {
 		e := cur.items[cachev3.GetResourceName(r)]
 		return e == nil || e.res != r
 	}) {
 		// The very same messages: nothing to index or marshal.
-		return cur.items, nil, nil
+		return cur.items, nil, false, nil
 	}
-	items := make(map[string]*entry, len(res))
-	var names []string
+	items = make(map[string]*entry, len(res))
 	for _, r := range res {
 		name := cachev3.GetResourceName(r)
 		if name == "" {
-			return nil, nil, fmt.Errorf("a %T has no name", r)
+			return nil, nil, false, fmt.Errorf("a %T has no name", r)
 		}
 		if _, dup := items[name]; dup {
-			return nil, nil, fmt.Errorf("resource %q appears twice", name)
+			return nil, nil, false, fmt.Errorf("resource %q appears twice", name)
 		}
 		var prev *entry
 		if cur != nil {
 			prev = cur.items[name]
+		}
+		if prev == nil {
+			added = true
 		}
 		if prev != nil && prev.res == r {
 			items[name] = prev
@@ -279,7 +302,7 @@ func diffRevision(cur *revision, res []types.Resource) (map[string]*entry, []str
 		}
 		e, err := newEntry(name, r)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, false, err
 		}
 		if prev != nil && prev.version == e.version {
 			// Same bytes in a new message: keep what streams hold.
@@ -296,7 +319,7 @@ func diffRevision(cur *revision, res []types.Resource) (map[string]*entry, []str
 			}
 		}
 	}
-	return items, names, nil
+	return items, names, added, nil
 }
 
 var deterministic = proto.MarshalOptions{Deterministic: true}

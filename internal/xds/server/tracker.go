@@ -42,8 +42,10 @@ type tracker struct {
 	mu      sync.Mutex
 	streams map[int64]*streamInfo
 	nodes   map[string]*NodeStatus
-	// ackWaiters are notified whenever an ACK arrives.
+	// changed is closed at the next ACK, NACK or disconnect once armed
+	// (handed out by Changed).
 	changed chan struct{}
+	armed   bool
 	now     func() time.Time
 }
 
@@ -62,14 +64,18 @@ func (t *tracker) node(id string) *NodeStatus {
 
 // notify wakes everything waiting for a change; the caller holds mu.
 func (t *tracker) notify() {
-	close(t.changed)
-	t.changed = make(chan struct{})
+	// Only a channel someone was handed needs closing.
+	if t.armed {
+		close(t.changed)
+		t.changed, t.armed = make(chan struct{}), false
+	}
 }
 
 // Changed returns a channel closed at the next ACK, NACK or disconnect.
 func (t *tracker) Changed() <-chan struct{} {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.armed = true
 	return t.changed
 }
 

@@ -185,14 +185,15 @@ func (b *builder) portKey(svcKey []byte, svc *ir.Service, port *ir.Port) (string
 	}
 	k, err := json.Marshal(struct {
 		Domain   string
-		Service  json.RawMessage
 		Port     *ir.Port
 		Backends []backend
-	}{b.mesh.ClusterDomain, svcKey, &pt, backends})
+	}{b.mesh.ClusterDomain, &pt, backends})
 	if err != nil {
 		return "", err
 	}
-	return string(k), nil
+	// The Service's part goes in as it is: embedding it in the JSON above
+	// would have it parsed again for every port.
+	return string(svcKey) + "\x00" + string(k), nil
 }
 
 // stable returns the message the previous rebuild had under key when it

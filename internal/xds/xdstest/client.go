@@ -70,6 +70,10 @@ func Dial(ctx context.Context, conn grpc.ClientConnInterface, node string, subs 
 	for typ, names := range subs {
 		c.names[typ] = names
 		if err := c.send(&discoverygrpc.DiscoveryRequest{Node: &corev3.Node{Id: node, UserAgentName: "weft-xdstest"}, TypeUrl: typ, ResourceNames: names}); err != nil {
+			if errors.Is(err, io.EOF) {
+				// The server ended the stream; the loop receives why.
+				break
+			}
 			cancel()
 			return nil, fmt.Errorf("subscribing to %s: %w", typ, err)
 		}

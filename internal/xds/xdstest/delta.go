@@ -41,6 +41,10 @@ func DialDelta(ctx context.Context, conn grpc.ClientConnInterface, node string, 
 			first = false
 		}
 		if err := c.sendDelta(req); err != nil {
+			if errors.Is(err, io.EOF) {
+				// The server ended the stream; the loop receives why.
+				break
+			}
 			cancel()
 			return nil, fmt.Errorf("subscribing to %s: %w", typ, err)
 		}
