@@ -21,6 +21,7 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -72,6 +73,8 @@ type MeshReconciler struct {
 	// the proxy groups ingest finds.
 	memo   *translate.Memo
 	groups *ingest.Memo
+	// informers are the manager's: rebuilds read their stores directly.
+	informers cache.Informers
 	// routeRefs are the route configurations each listener of the last
 	// rebuild names.
 	routeRefs map[cachetypes.Resource][]string
@@ -108,6 +111,7 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.wake = make(chan struct{}, 1)
 	r.memo = translate.NewMemo()
 	r.groups = ingest.NewMemo()
+	r.informers = mgr.GetCache()
 	enqueue := handler.TypedFuncs[client.Object, reconcile.Request]{
 		CreateFunc: func(_ context.Context, _ event.TypedCreateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			r.changed(q)
@@ -171,7 +175,7 @@ func (r *MeshReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ct
 		since = start
 	}
 
-	b, err := listBundle(ctx, r.Client, r.ClusterDomain)
+	b, err := listBundle(ctx, bundleSource{informers: r.informers, reader: r.Client}, r.ClusterDomain)
 	if err != nil {
 		return ctrl.Result{}, err
 	}

@@ -16,6 +16,9 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -252,38 +255,119 @@ func (a *ackBoard) waitAll(ctx context.Context, timeout time.Duration) error {
 }
 
 // startDeltaProxy opens a delta ADS stream that subscribes to everything
-// and acknowledges every response without decoding it, like a proxy that
-// applies configuration instantly.
-func startDeltaProxy(ctx context.Context, conn grpc.ClientConnInterface, node string, acks *ackBoard) error {
-	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+// and acknowledges every response, like a proxy that applies configuration
+// instantly. It reads of each response only what an ACK needs (type,
+// nonce, resource names), so that the simulated proxies, which share the
+// controller's cores, spend little of them.
+func startDeltaProxy(ctx context.Context, conn *grpc.ClientConn, node string, acks *ackBoard) error {
+	desc := &grpc.StreamDesc{StreamName: "DeltaAggregatedResources", ServerStreams: true, ClientStreams: true}
+	stream, err := conn.NewStream(ctx, desc, discoverygrpc.AggregatedDiscoveryService_DeltaAggregatedResources_FullMethodName, grpc.ForceCodecV2(ackCodec{}))
 	if err != nil {
 		return fmt.Errorf("opening delta stream: %w", err)
 	}
 	for _, typ := range []string{xdstest.ClusterType, xdstest.EndpointType, xdstest.ListenerType, xdstest.RouteType, xdstest.SecretType} {
-		if err := stream.Send(&discoverygrpc.DeltaDiscoveryRequest{Node: &corev3.Node{Id: node}, TypeUrl: typ, ResourceNamesSubscribe: []string{"*"}}); err != nil {
+		if err := stream.SendMsg(&discoverygrpc.DeltaDiscoveryRequest{Node: &corev3.Node{Id: node}, TypeUrl: typ, ResourceNamesSubscribe: []string{"*"}}); err != nil {
 			return fmt.Errorf("subscribing: %w", err)
 		}
 	}
 	go func() {
 		for {
-			resp, err := stream.Recv()
-			if err != nil {
+			var resp deltaHeader
+			if err := stream.RecvMsg(&resp); err != nil {
 				return
 			}
-			// Only route configurations are awaited; recording every
-			// resource would put the benchmark's own bookkeeping into the
-			// heap it reports.
-			var names []string
-			if resp.GetTypeUrl() == xdstest.RouteType {
-				for _, r := range resp.GetResources() {
-					names = append(names, r.GetName())
-				}
-			}
-			if err := stream.Send(&discoverygrpc.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}); err != nil {
+			if err := stream.SendMsg(&discoverygrpc.DeltaDiscoveryRequest{TypeUrl: resp.typeURL, ResponseNonce: resp.nonce}); err != nil {
 				return
 			}
-			acks.record(node, names)
+			acks.record(node, resp.names)
 		}
 	}()
+	return nil
+}
+
+// deltaHeader is what a simulated proxy reads of a delta response: its
+// type, its nonce and, for route configurations (the only type the
+// benchmark awaits), the names of its resources.
+type deltaHeader struct {
+	typeURL, nonce string
+	names          []string
+}
+
+// ackCodec marshals requests as protobuf and reads responses into a
+// deltaHeader.
+type ackCodec struct{}
+
+func (ackCodec) Name() string { return "proto" }
+
+func (ackCodec) Marshal(v any) (mem.BufferSlice, error) {
+	m, ok := v.(proto.Message)
+	if !ok {
+		return nil, fmt.Errorf("ackCodec: cannot marshal %T", v)
+	}
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+}
+
+func (ackCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	h, ok := v.(*deltaHeader)
+	if !ok {
+		return fmt.Errorf("ackCodec: cannot unmarshal into %T", v)
+	}
+	buf := data.Materialize()
+	// DeltaDiscoveryResponse: resources = 2 (Resource.name = 3),
+	// type_url = 4, nonce = 5. Resources come before the type URL.
+	var resources [][]byte
+	for b := buf; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		if typ != protowire.BytesType {
+			n = protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return protowire.ParseError(n)
+			}
+			b = b[n:]
+			continue
+		}
+		v, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		switch num {
+		case 2:
+			resources = append(resources, v)
+		case 4:
+			h.typeURL = string(v)
+		case 5:
+			h.nonce = string(v)
+		}
+	}
+	if h.typeURL != xdstest.RouteType {
+		return nil
+	}
+	for _, r := range resources {
+		for len(r) > 0 {
+			num, typ, n := protowire.ConsumeTag(r)
+			if n < 0 {
+				return protowire.ParseError(n)
+			}
+			r = r[n:]
+			n = protowire.ConsumeFieldValue(num, typ, r)
+			if n < 0 {
+				return protowire.ParseError(n)
+			}
+			if num == 3 && typ == protowire.BytesType {
+				name, _ := protowire.ConsumeBytes(r)
+				h.names = append(h.names, string(name))
+			}
+			r = r[n:]
+		}
+	}
 	return nil
 }

@@ -95,3 +95,28 @@ func syntheticBundle(n int) *Bundle {
 	}
 	return b
 }
+
+// BenchmarkRebuildIngest is what the controller's ingest does after a
+// TrafficSplit weight change: Build through a Memo that holds the previous
+// build, with one split changed.
+func BenchmarkRebuildIngest(b *testing.B) {
+	for _, n := range []int{1000, 5000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			bundle := syntheticBundle(n)
+			stamp(b, bundle)
+			memo := NewMemo()
+			memo.Build(bundle)
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				ts := bundle.TrafficSplits[i%len(bundle.TrafficSplits)].DeepCopy()
+				ts.ResourceVersion = fmt.Sprint(i + 1)
+				ts.Spec.Backends[0].Weight, ts.Spec.Backends[1].Weight = int32(i%100), int32(100-i%100)
+				bundle.TrafficSplits[i%len(bundle.TrafficSplits)] = ts
+				i++
+				memo.Build(bundle)
+			}
+		})
+	}
+}
+

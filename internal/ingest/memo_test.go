@@ -62,7 +62,7 @@ func objects(b *Bundle) []metav1.Object {
 
 // stamp gives every object a UID and a resourceVersion that follows its
 // content, as the API server does: a changed object gets a new version.
-func stamp(t *testing.T, b *Bundle) {
+func stamp(t testing.TB, b *Bundle) {
 	t.Helper()
 	for _, o := range objects(b) {
 		o.SetUID(types.UID(o.GetNamespace() + "/" + o.GetName()))

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"reflect"
@@ -104,7 +105,8 @@ func (m *Memo) Prepare(mesh *ir.Mesh, opts Options) (*Prepared, error) {
 
 // portKeys computes the memo key of every port, on every core: keys are
 // most of what a rebuild with few changes costs. A Service's part of the
-// key is encoded once for all of its ports.
+// key is encoded once for all of its ports, and a key equal to the one the
+// memo holds is not allocated again.
 func (p *Prepared) portKeys() error {
 	workers := min(runtime.GOMAXPROCS(0), 8, max(1, len(p.ports)/64))
 	chunk := (len(p.ports) + workers - 1) / workers
@@ -112,20 +114,31 @@ func (p *Prepared) portKeys() error {
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
+			var buf bytes.Buffer
+			enc := json.NewEncoder(&buf)
+			enc.SetEscapeHTML(false)
 			var svc *ir.Service
-			var svcKey []byte
+			svcLen := 0
 			for _, e := range p.ports[min(w*chunk, len(p.ports)):min((w+1)*chunk, len(p.ports))] {
-				var err error
 				if e.svc != svc {
 					svc = e.svc
-					if svcKey, err = serviceKey(svc); err != nil {
+					buf.Reset()
+					if err := encodeServiceKey(enc, svc); err != nil {
 						errs[w] = err
 						return
 					}
+					svcLen = buf.Len()
 				}
-				if e.key, err = p.b.portKey(svcKey, e.svc, e.port); err != nil {
+				buf.Truncate(svcLen)
+				if err := p.b.encodePortKey(enc, e.svc, e.port); err != nil {
 					errs[w] = err
 					return
+				}
+				// The memo is only read while keys are computed.
+				if old := p.memo.ports[e.port.Cluster]; old != nil && old.key == string(buf.Bytes()) {
+					e.key = old.key
+				} else {
+					e.key = buf.String()
 				}
 			}
 		})
@@ -134,18 +147,18 @@ func (p *Prepared) portKeys() error {
 	return errors.Join(errs...)
 }
 
-// serviceKey is the part of a port's memo key that comes from its Service
-// (without its ports).
-func serviceKey(svc *ir.Service) ([]byte, error) {
+// encodeServiceKey writes the part of a port's memo key that comes from
+// its Service (without its ports).
+func encodeServiceKey(enc *json.Encoder, svc *ir.Service) error {
 	s := *svc
 	// Access policies apply on the inbound side only.
 	s.Ports, s.AccessPolicies = nil, nil
-	return json.Marshal(&s)
+	return enc.Encode(&s)
 }
 
-// portKey is the memo key of a Service port: everything preparePort reads
-// apart from the addresses other ports claimed.
-func (b *builder) portKey(svcKey []byte, svc *ir.Service, port *ir.Port) (string, error) {
+// encodePortKey writes the rest of a Service port's memo key: everything
+// preparePort reads apart from the addresses other ports claimed.
+func (b *builder) encodePortKey(enc *json.Encoder, svc *ir.Service, port *ir.Port) error {
 	type backend struct {
 		Cluster string
 		Known   bool
@@ -183,17 +196,11 @@ func (b *builder) portKey(svcKey []byte, svc *ir.Service, port *ir.Port) (string
 			routes(cr.Routes)
 		}
 	}
-	k, err := json.Marshal(struct {
+	return enc.Encode(struct {
 		Domain   string
 		Port     *ir.Port
 		Backends []backend
 	}{b.mesh.ClusterDomain, &pt, backends})
-	if err != nil {
-		return "", err
-	}
-	// The Service's part goes in as it is: embedding it in the JSON above
-	// would have it parsed again for every port.
-	return string(svcKey) + "\x00" + string(k), nil
 }
 
 // stable returns the message the previous rebuild had under key when it
