@@ -119,4 +119,3 @@ func BenchmarkRebuildIngest(b *testing.B) {
 		})
 	}
 }
-
