@@ -316,7 +316,12 @@ func (ackCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return fmt.Errorf("ackCodec: cannot unmarshal into %T", v)
 	}
-	buf := data.Materialize()
+	var buf []byte
+	if len(data) == 1 {
+		buf = data[0].ReadOnlyData()
+	} else {
+		buf = data.Materialize()
+	}
 	// DeltaDiscoveryResponse: resources = 2 (Resource.name = 3),
 	// type_url = 4, nonce = 5. Resources come before the type URL.
 	var resources [][]byte

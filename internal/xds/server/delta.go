@@ -56,6 +56,8 @@ type deltaSub struct {
 	// the revision of each.
 	knownLayers []*layer
 	knownRevs   []*revision
+	// saved is scratch space for push, to restore knownRevs.
+	saved []*revision
 	synced      bool
 	inflight    string
 	nacked      bool
@@ -270,7 +272,10 @@ func (st *deltaStream) push() error {
 			if sub == nil || sub.inflight != "" || sub.current(ti, comp) {
 				continue
 			}
-			saved, savedRevs := *sub, slices.Clone(sub.knownRevs)
+			// diff records what it sends; keep what to restore if the
+			// response must wait for a slot.
+			sub.saved = append(sub.saved[:0], sub.knownRevs...)
+			saved := *sub
 			resp := st.diff(ti, sub, comp)
 			if resp == nil {
 				continue
@@ -280,8 +285,9 @@ func (st *deltaStream) push() error {
 					// Wait for a slot; later types wait too, so that
 					// a proxy never gets what the held type names
 					// before it.
+					revs := sub.knownRevs[:0]
 					*sub = saved
-					sub.knownRevs = savedRevs
+					sub.knownRevs = append(revs, saved.saved...)
 					break
 				}
 				sub.slot = st.s.slots.hold()

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -10,6 +12,19 @@ type Metrics struct {
 	Pushes           *prometheus.CounterVec
 	Nacks            *prometheus.CounterVec
 	Rejected         *prometheus.CounterVec
+
+	// pushes caches the Pushes counter of each type URL: every response
+	// counts, so the label lookup is done once per type.
+	pushes sync.Map
+}
+
+// pushed counts one response of a type.
+func (m *Metrics) pushed(typeURL string) {
+	c, ok := m.pushes.Load(typeURL)
+	if !ok {
+		c, _ = m.pushes.LoadOrStore(typeURL, m.Pushes.WithLabelValues(shortType(typeURL)))
+	}
+	c.(prometheus.Counter).Inc()
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not

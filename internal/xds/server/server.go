@@ -469,7 +469,7 @@ func (c *callbacks) request(id int64, node *corev3.Node, typeURL, version, nonce
 }
 
 func (c *callbacks) response(id int64, typeURL, version, nonce string) {
-	c.s.metrics.Pushes.WithLabelValues(shortType(typeURL)).Inc()
+	c.s.metrics.pushed(typeURL)
 	t := c.s.tracker
 	t.mu.Lock()
 	defer t.mu.Unlock()
