@@ -12,7 +12,6 @@ import (
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 )
 
 // Delta ADS for Envoy, served from layers (see layers.go). Per stream and
@@ -280,7 +279,7 @@ func (st *deltaStream) push() error {
 			if resp == nil {
 				continue
 			}
-			if proto.Size(resp) > largeResponse {
+			if responseSize(resp) > largeResponse {
 				if !st.s.slots.take(st) {
 					// Wait for a slot; later types wait too, so that
 					// a proxy never gets what the held type names
@@ -313,6 +312,20 @@ func (st *deltaStream) push() error {
 		}
 	}
 	return nil
+}
+
+// responseSize is about the size of a response on the wire: the bytes of
+// its resources and names, without walking every message as proto.Size
+// does.
+func responseSize(resp *discoverygrpc.DeltaDiscoveryResponse) int {
+	n := len(resp.GetTypeUrl()) + len(resp.GetSystemVersionInfo())
+	for _, r := range resp.GetResources() {
+		n += len(r.GetName()) + len(r.GetVersion()) + len(r.GetResource().GetTypeUrl()) + len(r.GetResource().GetValue()) + 16
+	}
+	for _, name := range resp.GetRemovedResources() {
+		n += len(name) + 2
+	}
+	return n
 }
 
 // releaseAll gives back the slots the stream holds; it is closing.
