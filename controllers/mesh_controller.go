@@ -93,8 +93,9 @@ type built struct {
 	// nodes maps every node with a snapshot to its group.
 	nodes map[string]*ir.ProxyGroup
 	// sources maps resource names to the objects that shaped them, to
-	// pin a NACK on the objects a user would fix.
-	sources map[string][]ir.ObjectRef
+	// pin a NACK on the objects a user would fix; it is worked out when a
+	// NACK first needs it.
+	sources func() map[string][]ir.ObjectRef
 }
 
 // epoch is one rebuild waiting for its proxies to acknowledge it.
@@ -239,7 +240,7 @@ func (r *MeshReconciler) apply(ctx context.Context, b *ingest.Bundle, res *inges
 	out := &applied{built: &built{
 		result:  res,
 		nodes:   map[string]*ir.ProxyGroup{},
-		sources: resourceSources(res.Mesh),
+		sources: sync.OnceValue(func() map[string][]ir.ObjectRef { return resourceSources(res.Mesh) }),
 	}}
 	lb := &layerBuilder{content: map[string]server.LayerResources{}, eds: map[string]bool{}, viewRoutes: map[string]map[string]bool{}, refs: r.routeRefs, nextRefs: map[cachetypes.Resource][]string{}}
 	envoyNodes := map[string][]string{}

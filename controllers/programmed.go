@@ -125,7 +125,7 @@ func programmed(b *built, connected map[string]bool, isUpToDate func(string) boo
 			continue
 		}
 		matched := false
-		for name, refs := range b.sources {
+		for name, refs := range b.sources() {
 			if strings.Contains(nack.Message, name) {
 				for _, ref := range refs {
 					nackedSources[ref] = fmt.Sprintf("proxy %s rejected its configuration: %s", node, nack.Message)
