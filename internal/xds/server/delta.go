@@ -56,10 +56,10 @@ type deltaSub struct {
 	knownLayers []*layer
 	knownRevs   []*revision
 	// saved is scratch space for push, to restore knownRevs.
-	saved []*revision
-	synced      bool
-	inflight    string
-	nacked      bool
+	saved    []*revision
+	synced   bool
+	inflight string
+	nacked   bool
 	// slot is held while a large response is unacknowledged.
 	slot *slotHold
 }

@@ -34,14 +34,14 @@ func BenchmarkPush(b *testing.B) {
 func benchPush(b *testing.B, services, proxies int) {
 	s, conn := startServerWith(b, server.Options{})
 	m := newMesh(services)
-	var clusters, clas []types.Resource
+	var clusters, assignments []types.Resource
 	for i := range services {
 		clusters = append(clusters, cluster(fmt.Sprintf("c%d", i)))
-		clas = append(clas, cla(fmt.Sprintf("c%d", i)))
+		assignments = append(assignments, cla(fmt.Sprintf("c%d", i)))
 	}
 	m.content = map[string]server.LayerResources{
 		"view/":     {xdstest.RouteType: m.routes, xdstest.ClusterType: clusters},
-		"endpoints": {xdstest.EndpointType: clas},
+		"endpoints": {xdstest.EndpointType: assignments},
 	}
 	m.nodes = map[string][]string{}
 	for i := range proxies {

@@ -134,11 +134,13 @@ func (p *Prepared) portKeys() error {
 					errs[w] = err
 					return
 				}
-				// The memo is only read while keys are computed.
-				if old := p.memo.ports[e.port.Cluster]; old != nil && old.key == string(buf.Bytes()) {
+				// The memo is only read while keys are computed. The
+				// comparison converts without allocating.
+				key := buf.Bytes()
+				if old := p.memo.ports[e.port.Cluster]; old != nil && old.key == string(key) {
 					e.key = old.key
 				} else {
-					e.key = buf.String()
+					e.key = string(key)
 				}
 			}
 		})
