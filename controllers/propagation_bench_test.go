@@ -124,17 +124,8 @@ func benchPropagation(b *testing.B, services, proxies, conns int) {
 
 	var lat []time.Duration
 	// WEFT_BENCH_CPUPROFILE profiles the measured changes only, not the
-	// setup that connects every proxy.
-	if path := os.Getenv("WEFT_BENCH_CPUPROFILE"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			b.Fatal(err)
-		}
-		defer func() { pprof.StopCPUProfile(); _ = f.Close() }()
-	}
+	// setup.
+	defer xdstest.ProfileCPU(b)()
 	// WEFT_BENCH_MEMPROFILE also writes, to <path>.base, the heap profile
 	// as the measured changes begin, so that
 	// "go tool pprof -sample_index=alloc_space -diff_base <path>.base <path>"

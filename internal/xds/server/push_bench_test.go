@@ -3,8 +3,6 @@ package server_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"runtime/pprof"
 	"sync"
 	"testing"
 	"time"
@@ -60,17 +58,9 @@ func benchPush(b *testing.B, services, proxies int) {
 		}
 	}
 	acks.wait(b, time.Minute)
-	// WEFT_BENCH_CPUPROFILE profiles the changes only, not the setup.
-	if path := os.Getenv("WEFT_BENCH_CPUPROFILE"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			b.Fatal(err)
-		}
-		defer func() { pprof.StopCPUProfile(); _ = f.Close() }()
-	}
+	// WEFT_BENCH_CPUPROFILE profiles the measured changes only, not the
+	// setup.
+	defer xdstest.ProfileCPU(b)()
 	b.ResetTimer()
 	for i := range b.N {
 		r := (i + 1) % services
