@@ -46,7 +46,7 @@ func (s *state) buildTrafficSplits() {
 					}
 					continue
 				}
-				bp := bs.ports[p.Port]
+				bp := bs.port(p.Port)
 				if bp == nil {
 					v.unresolved(meshv1alpha1.ReasonBackendNotFound, "spec.backends[%d].service: Service %s/%s has no port %d, which the apex Service has", i, ts.Namespace, b.Service, p.Port)
 					continue
@@ -194,7 +194,7 @@ func (s *state) buildRetryPolicies() {
 func (s *state) setBudgetOnBackends(r *ir.Route, b *ir.RetryBudget) {
 	for _, be := range r.Backends {
 		if st := s.services[be.Service.Namespace+"/"+be.Service.Name]; st != nil {
-			if p := st.ports[be.Port]; p != nil {
+			if p := st.port(be.Port); p != nil {
 				p.RetryBudget = b
 			}
 		}
@@ -292,7 +292,7 @@ func (s *state) buildCircuitBreakers() {
 		}
 		ports := st.ir.Ports
 		if tp := cb.Spec.TargetRef.Port; tp != nil {
-			p := st.ports[*tp]
+			p := st.port(*tp)
 			if p == nil {
 				v.unresolved(meshv1alpha1.ReasonTargetNotFound, "spec.targetRef.port: Service %s has no TCP port %d", st.ir.Name, *tp)
 				continue
@@ -462,7 +462,7 @@ func sortAccessPolicies(aps []*ir.AccessPolicy) {
 
 // resolveTargetPort maps a Service port to the container ports it reaches.
 func (st *service) resolveTargetPort(port int32) []int32 {
-	sp, ok := st.spec[port]
+	sp, ok := st.specPort(port)
 	if !ok {
 		return nil
 	}

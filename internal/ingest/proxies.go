@@ -100,7 +100,8 @@ func (s *state) inboundPorts(pod *corev1.Pod, candidates []*service) []*ir.Inbou
 	slices.SortFunc(candidates, func(a, b *service) int { return strings.Compare(a.ir.Key(), b.ir.Key()) })
 	for _, st := range candidates {
 		for _, p := range st.ir.Ports {
-			target := containerPort(pod, st.spec[p.Port])
+			sp, _ := st.specPort(p.Port)
+			target := containerPort(pod, sp)
 			if target == 0 {
 				continue
 			}

@@ -125,7 +125,7 @@ func (s *state) attachRoute(obj routeObject, rules []builtRule, refs *refProblem
 		case parent.SectionName != nil:
 			accepted, reason, msg = false, string(gwapiv1.RouteReasonUnsupportedValue), "parentRef sectionName is not supported for Service parents: use port"
 		case parent.Port != nil:
-			p := st.ports[*parent.Port]
+			p := st.port(*parent.Port)
 			if p == nil {
 				accepted, reason, msg = false, string(gwapiv1.RouteReasonNoMatchingParent), fmt.Sprintf("Service %s/%s has no TCP port %d", parentNS, parent.Name, *parent.Port)
 			} else {
@@ -526,7 +526,7 @@ func (s *state) resolveBackend(obj routeObject, field string, b gwapiv1.BackendO
 		problems.add(string(gwapiv1.RouteReasonUnsupportedValue), fmt.Sprintf("%s: port is required for a Service backend", field))
 		return ir.Backend{}, false
 	}
-	p := st.ports[*b.Port]
+	p := st.port(*b.Port)
 	if p == nil {
 		problems.add(string(gwapiv1.RouteReasonBackendNotFound), fmt.Sprintf("%s: Service %s/%s has no TCP port %d", field, ns, b.Name, *b.Port))
 		return ir.Backend{}, false
@@ -570,7 +570,7 @@ func (s *state) finishRoutes() {
 			continue
 		}
 		st := s.services[key.service]
-		p := st.ports[key.port]
+		p := st.port(key.port)
 		routes := append(orderRoutes(s.tables[key].entries), s.defaultRoute(st, p))
 		p.ConsumerRoutes = append(p.ConsumerRoutes, &ir.ConsumerRoutes{Namespace: key.consumer, Routes: routes})
 	}

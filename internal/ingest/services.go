@@ -16,11 +16,8 @@ import (
 
 // service is a Service being built.
 type service struct {
-	obj    *corev1.Service
-	ir     *ir.Service
-	ports  map[int32]*ir.Port
-	byName map[string]*ir.Port
-	spec   map[int32]corev1.ServicePort
+	obj *corev1.Service
+	ir  *ir.Service
 	// targetPorts are the endpoint ports seen per Service port, i.e. the
 	// container ports that a Service port resolves to.
 	targetPorts map[int32][]int32
@@ -59,12 +56,12 @@ func (s *state) buildServices() {
 			}
 		}
 		slices.Sort(out.VIPs)
-		st := &service{obj: svc, ir: out, ports: map[int32]*ir.Port{}, byName: map[string]*ir.Port{}, spec: map[int32]corev1.ServicePort{}, targetPorts: map[int32][]int32{}}
+		st := &service{obj: svc, ir: out, targetPorts: map[int32][]int32{}}
 		for _, p := range svc.Spec.Ports {
-			if p.Protocol != "" && p.Protocol != corev1.ProtocolTCP {
+			if !meshedPort(p) {
 				continue // the mesh carries TCP only; UDP and SCTP bypass the proxy
 			}
-			if _, dup := st.ports[p.Port]; dup {
+			if st.port(p.Port) != nil {
 				continue
 			}
 			port := &ir.Port{
@@ -73,14 +70,49 @@ func (s *state) buildServices() {
 				Protocol: PortProtocol(p),
 				Cluster:  ir.ClusterName(out.Hostname, p.Port),
 			}
-			st.ports[p.Port] = port
-			st.byName[p.Name] = port
-			st.spec[p.Port] = p
 			out.Ports = append(out.Ports, port)
 		}
 		slices.SortFunc(out.Ports, func(a, b *ir.Port) int { return cmp.Compare(a.Port, b.Port) })
 		s.services[svc.Namespace+"/"+svc.Name] = st
 	}
+}
+
+// meshedPort says whether the mesh carries a Service port: TCP only; UDP
+// and SCTP bypass the proxy.
+func meshedPort(p corev1.ServicePort) bool {
+	return p.Protocol == "" || p.Protocol == corev1.ProtocolTCP
+}
+
+// port returns the Service's port with a number; a Service has few ports,
+// so a search costs less than a map per Service.
+func (st *service) port(n int32) *ir.Port {
+	for _, p := range st.ir.Ports {
+		if p.Port == n {
+			return p
+		}
+	}
+	return nil
+}
+
+// portNamed returns the Service's port with a name.
+func (st *service) portNamed(name string) *ir.Port {
+	for _, p := range st.ir.Ports {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// specPort returns the spec of the port the mesh carries with a number:
+// the first TCP one, as buildServices keeps.
+func (st *service) specPort(n int32) (corev1.ServicePort, bool) {
+	for _, p := range st.obj.Spec.Ports {
+		if p.Port == n && meshedPort(p) {
+			return p, true
+		}
+	}
+	return corev1.ServicePort{}, false
 }
 
 // PortProtocol decides how a Service port is handled: appProtocol first,
@@ -229,7 +261,7 @@ func (s *state) buildEndpoints() {
 				if esp.Name != nil {
 					name = *esp.Name
 				}
-				port := st.byName[name]
+				port := st.portNamed(name)
 				if port == nil {
 					continue
 				}

@@ -58,7 +58,7 @@ func (v *verdict) status() ObjectStatus {
 		}
 		return metav1.Condition{Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: v.generation}
 	}
-	var conds []metav1.Condition
+	conds := make([]metav1.Condition, 0, 3)
 	if v.accepted() {
 		conds = append(conds, cond(meshv1alpha1.ConditionAccepted, true, meshv1alpha1.ReasonAccepted, "the policy is valid"))
 	} else {
