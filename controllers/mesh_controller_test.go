@@ -156,6 +156,45 @@ func TestMeshControlPlane(t *testing.T) {
 				res != nil && res.Status == metav1.ConditionTrue
 			return ok, fmt.Sprintf("%+v", p)
 		})
+
+		// A gateway controller reports on the route too.
+		gateway := gwapiv1.RouteParentStatus{
+			ParentRef:      gwapiv1.ParentReference{Name: "edge"},
+			ControllerName: "example.com/gateway-controller",
+			Conditions: []metav1.Condition{{Type: "Accepted", Status: metav1.ConditionTrue, Reason: "Accepted", Message: "attached", LastTransitionTime: metav1.Now(), ObservedGeneration: 1}},
+		}
+		eventually(t, 20*time.Second, "gateway entry written", func() (bool, string) {
+			var r gwapiv1.HTTPRoute
+			if err := h.c.Get(ctx, client.ObjectKeyFromObject(route), &r); err != nil {
+				return false, err.Error()
+			}
+			r.Status.Parents = append(r.Status.Parents, gateway)
+			if err := h.c.Status().Update(ctx, &r); err != nil {
+				return false, err.Error()
+			}
+			return true, ""
+		})
+		// Moved to the Gateway alone, the route is no longer ours: our
+		// entry goes, the gateway controller's stays.
+		eventually(t, 20*time.Second, "parentRefs moved", func() (bool, string) {
+			var r gwapiv1.HTTPRoute
+			if err := h.c.Get(ctx, client.ObjectKeyFromObject(route), &r); err != nil {
+				return false, err.Error()
+			}
+			r.Spec.ParentRefs = []gwapiv1.ParentReference{{Name: "edge"}}
+			if err := h.c.Update(ctx, &r); err != nil {
+				return false, err.Error()
+			}
+			return true, ""
+		})
+		eventually(t, 20*time.Second, "only the gateway's entry left", func() (bool, string) {
+			var r gwapiv1.HTTPRoute
+			if err := h.c.Get(ctx, client.ObjectKeyFromObject(route), &r); err != nil {
+				return false, err.Error()
+			}
+			ps := r.Status.Parents
+			return len(ps) == 1 && ps[0].ControllerName == gateway.ControllerName && ps[0].ParentRef.Name == "edge", fmt.Sprintf("%+v", r.Status)
+		})
 	})
 
 	t.Run("a route Envoy would reject is reported on the route", func(t *testing.T) {

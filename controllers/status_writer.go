@@ -186,7 +186,8 @@ func (w *StatusWriter) writeRoute(ctx context.Context, rs ingest.RouteStatus) er
 	if obj.GetGeneration() != rs.Generation {
 		return nil
 	}
-	var next []gwapiv1.RouteParentStatus
+	// Never nil: the schema wants a list, empty when no parent is left.
+	next := make([]gwapiv1.RouteParentStatus, 0, len(*parents)+len(rs.Parents))
 	for _, p := range *parents {
 		if p.ControllerName != ingest.ControllerName {
 			next = append(next, p)

@@ -40,6 +40,15 @@ type routeObject struct {
 	ref     ir.ObjectRef
 	parents []gwapiv1.ParentReference
 	grpc    bool
+	// reported says the route's status has an entry of ours, which must
+	// go when the route no longer names a Service parent.
+	reported bool
+}
+
+// reportedByUs says whether a route status lists a parent under Weft's
+// controller name.
+func reportedByUs(parents []gwapiv1.RouteParentStatus) bool {
+	return slices.ContainsFunc(parents, func(p gwapiv1.RouteParentStatus) bool { return p.ControllerName == ControllerName })
 }
 
 // rule is one route rule turned into the model, before it is attached to a
@@ -53,7 +62,7 @@ type builtRule struct {
 
 func (s *state) buildRoutes() {
 	for _, r := range s.b.HTTPRoutes {
-		obj := routeObject{meta: r, ref: ir.ObjectRef{Group: gatewayGroup, Kind: "HTTPRoute", Namespace: r.Namespace, Name: r.Name}, parents: r.Spec.ParentRefs}
+		obj := routeObject{meta: r, ref: ir.ObjectRef{Group: gatewayGroup, Kind: "HTTPRoute", Namespace: r.Namespace, Name: r.Name}, parents: r.Spec.ParentRefs, reported: reportedByUs(r.Status.Parents)}
 		rv := &refProblems{}
 		var rules []builtRule
 		for i, rule := range r.Spec.Rules {
@@ -62,7 +71,7 @@ func (s *state) buildRoutes() {
 		s.attachRoute(obj, rules, rv)
 	}
 	for _, r := range s.b.GRPCRoutes {
-		obj := routeObject{meta: r, ref: ir.ObjectRef{Group: gatewayGroup, Kind: "GRPCRoute", Namespace: r.Namespace, Name: r.Name}, parents: r.Spec.ParentRefs, grpc: true}
+		obj := routeObject{meta: r, ref: ir.ObjectRef{Group: gatewayGroup, Kind: "GRPCRoute", Namespace: r.Namespace, Name: r.Name}, parents: r.Spec.ParentRefs, grpc: true, reported: reportedByUs(r.Status.Parents)}
 		rv := &refProblems{}
 		var rules []builtRule
 		for i, rule := range r.Spec.Rules {
@@ -194,7 +203,9 @@ func (s *state) attachRoute(obj routeObject, rules []builtRule, refs *refProblem
 			}
 		}
 	}
-	if len(status.Parents) > 0 {
+	// A route without Service parents gets a status only to clear the
+	// entries an earlier version of it had from us.
+	if len(status.Parents) > 0 || obj.reported {
 		s.routes = append(s.routes, status)
 	}
 }
