@@ -161,7 +161,7 @@ func TestMeshControlPlane(t *testing.T) {
 		gateway := gwapiv1.RouteParentStatus{
 			ParentRef:      gwapiv1.ParentReference{Name: "edge"},
 			ControllerName: "example.com/gateway-controller",
-			Conditions: []metav1.Condition{{Type: "Accepted", Status: metav1.ConditionTrue, Reason: "Accepted", Message: "attached", LastTransitionTime: metav1.Now(), ObservedGeneration: 1}},
+			Conditions:     []metav1.Condition{{Type: "Accepted", Status: metav1.ConditionTrue, Reason: "Accepted", Message: "attached", LastTransitionTime: metav1.Now(), ObservedGeneration: 1}},
 		}
 		eventually(t, 20*time.Second, "gateway entry written", func() (bool, string) {
 			var r gwapiv1.HTTPRoute
