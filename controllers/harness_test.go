@@ -255,6 +255,33 @@ func (h *harness) tryService(ctx context.Context, ns, name, ip string, selector 
 }
 
 // routeWeights returns the traffic share in percent of each cluster of the
+
+// update reads obj's current version, applies change and writes it back
+// (its status when status is set), until the write lands.
+func update[T client.Object](t *testing.T, h *harness, obj T, status bool, change func(T)) {
+	t.Helper()
+	eventually(t, 20*time.Second, "updating "+obj.GetName(), func() (bool, string) {
+		cur, ok := obj.DeepCopyObject().(T)
+		if !ok {
+			return false, fmt.Sprintf("%T does not copy to itself", obj)
+		}
+		if err := h.c.Get(t.Context(), client.ObjectKeyFromObject(obj), cur); err != nil {
+			return false, err.Error()
+		}
+		change(cur)
+		var err error
+		if status {
+			err = h.c.Status().Update(t.Context(), cur)
+		} else {
+			err = h.c.Update(t.Context(), cur)
+		}
+		if err != nil {
+			return false, err.Error()
+		}
+		return true, ""
+	})
+}
+
 // first forwarding route of a route configuration.
 func routeWeights(rc *routev3.RouteConfiguration) map[string]uint32 {
 	out := map[string]uint32{}

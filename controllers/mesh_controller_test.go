@@ -163,30 +163,10 @@ func TestMeshControlPlane(t *testing.T) {
 			ControllerName: "example.com/gateway-controller",
 			Conditions:     []metav1.Condition{{Type: "Accepted", Status: metav1.ConditionTrue, Reason: "Accepted", Message: "attached", LastTransitionTime: metav1.Now(), ObservedGeneration: 1}},
 		}
-		eventually(t, 20*time.Second, "gateway entry written", func() (bool, string) {
-			var r gwapiv1.HTTPRoute
-			if err := h.c.Get(ctx, client.ObjectKeyFromObject(route), &r); err != nil {
-				return false, err.Error()
-			}
-			r.Status.Parents = append(r.Status.Parents, gateway)
-			if err := h.c.Status().Update(ctx, &r); err != nil {
-				return false, err.Error()
-			}
-			return true, ""
-		})
+		update(t, h, route, true, func(r *gwapiv1.HTTPRoute) { r.Status.Parents = append(r.Status.Parents, gateway) })
 		// Moved to the Gateway alone, the route is no longer ours: our
 		// entry goes, the gateway controller's stays.
-		eventually(t, 20*time.Second, "parentRefs moved", func() (bool, string) {
-			var r gwapiv1.HTTPRoute
-			if err := h.c.Get(ctx, client.ObjectKeyFromObject(route), &r); err != nil {
-				return false, err.Error()
-			}
-			r.Spec.ParentRefs = []gwapiv1.ParentReference{{Name: "edge"}}
-			if err := h.c.Update(ctx, &r); err != nil {
-				return false, err.Error()
-			}
-			return true, ""
-		})
+		update(t, h, route, false, func(r *gwapiv1.HTTPRoute) { r.Spec.ParentRefs = []gwapiv1.ParentReference{{Name: "edge"}} })
 		eventually(t, 20*time.Second, "only the gateway's entry left", func() (bool, string) {
 			var r gwapiv1.HTTPRoute
 			if err := h.c.Get(ctx, client.ObjectKeyFromObject(route), &r); err != nil {
@@ -308,15 +288,7 @@ func TestMeshControlPlane(t *testing.T) {
 
 func setWeights(t *testing.T, h *harness, split *meshv1alpha1.TrafficSplit, w1, w2 int32) {
 	t.Helper()
-	eventually(t, 20*time.Second, "updating weights", func() (bool, string) {
-		var ts meshv1alpha1.TrafficSplit
-		if err := h.c.Get(t.Context(), client.ObjectKeyFromObject(split), &ts); err != nil {
-			return false, err.Error()
-		}
+	update(t, h, split, false, func(ts *meshv1alpha1.TrafficSplit) {
 		ts.Spec.Backends[0].Weight, ts.Spec.Backends[1].Weight = w1, w2
-		if err := h.c.Update(t.Context(), &ts); err != nil {
-			return false, err.Error()
-		}
-		return true, ""
 	})
 }

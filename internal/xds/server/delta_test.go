@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -413,6 +414,17 @@ func TestDeltaRefusals(t *testing.T) {
 		// What failed changed nothing: a.ns still has its configuration.
 		if cfg, ok := s.Config("a.ns"); !ok || len(cfg[xdstest.RouteType]) != 1 || cachev3.GetResourceName(cfg[xdstest.RouteType][0]) != "r0" {
 			t.Errorf("after refused publishes a.ns has %v", cfg)
+		}
+	})
+	t.Run("a layer of a published node gains a name another has", func(t *testing.T) {
+		// a.ns keeps its layers; group/a now also holds view/'s c1.
+		grown := maps.Clone(m.content)
+		grown["group/a"] = server.LayerResources{xdstest.ClusterType: {cluster("inbound-a"), cluster("c1")}}
+		if _, err := s.Publish(grown, m.nodes); err == nil {
+			t.Error("Publish accepted a node whose layers both have cluster c1")
+		}
+		if _, err := s.Publish(m.content, m.nodes); err != nil {
+			t.Errorf("the mesh as it was: %v", err)
 		}
 	})
 }

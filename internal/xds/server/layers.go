@@ -130,7 +130,7 @@ func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]s
 
 	// Build the new revisions without holding mu: only Publish writes them.
 	l.mu.RLock()
-	old, old0 := l.byKey, l.nodes
+	old, oldNodes := l.byKey, l.nodes
 	next := l.next
 	l.mu.RUnlock()
 	type update struct {
@@ -151,17 +151,9 @@ func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]s
 			changed[ly], grew[ly] = true, true
 		}
 		byKey[key] = ly
-		served := 0
-		for _, typ := range layerTypes {
-			if _, ok := res[typ]; ok {
-				served++
-			}
-		}
-		if served != len(res) {
-			for typ := range res {
-				if layerTypeIndex(typ) < 0 {
-					return nil, fmt.Errorf("layer %s: type %s is not served", key, typ)
-				}
+		for typ := range res {
+			if layerTypeIndex(typ) < 0 {
+				return nil, fmt.Errorf("layer %s: type %s is not served", key, typ)
 			}
 		}
 		for i, typ := range layerTypes {
@@ -210,7 +202,7 @@ func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]s
 		// may both have it. Each pair of layers is checked once, and a
 		// node whose layers are the ones it had, none with a new name,
 		// was checked before.
-		if prev, had := old0[node]; had && slices.Equal(prev, comp) && !slices.ContainsFunc(comp, func(ly *layer) bool { return grew[ly] }) {
+		if prev, had := oldNodes[node]; had && slices.Equal(prev, comp) && !slices.ContainsFunc(comp, func(ly *layer) bool { return grew[ly] }) {
 			newNodes[node] = prev
 			continue
 		}
