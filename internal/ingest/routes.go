@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -56,8 +57,44 @@ func reportedByUs(parents []gwapiv1.RouteParentStatus) bool {
 type builtRule struct {
 	matches  []ir.Match
 	template ir.Route
-	// unsupported names the field that made the rule unusable.
-	unsupported string
+	// problems name the fields that make the rule unusable, each with why;
+	// a rule with problems is dropped (Gateway API's PartiallyInvalid).
+	problems []string
+}
+
+func (r *builtRule) problem(format string, args ...any) {
+	r.problems = append(r.problems, fmt.Sprintf(format, args...))
+}
+
+// checkMatches reports every regular expression of a rule's matches that
+// RE2 refuses: the proxy would refuse the whole route configuration. The
+// path of a GRPCRoute match comes from its method.
+func (r *builtRule) checkMatches(field string, grpc bool) {
+	pathField := "path"
+	if grpc {
+		pathField = "method"
+	}
+	for j, m := range r.matches {
+		if m.Path != nil && m.Path.Type == ir.PathRegex {
+			if err := ir.CheckRegex(m.Path.Value); err != nil {
+				r.problem("%s.matches[%d].%s: %q: %v", field, j, pathField, m.Path.Value, err)
+			}
+		}
+		for _, h := range m.Headers {
+			if h.Type == ir.MatchRegex {
+				if err := ir.CheckRegex(h.Value); err != nil {
+					r.problem("%s.matches[%d].headers[%s]: %q: %v", field, j, h.Name, h.Value, err)
+				}
+			}
+		}
+		for _, q := range m.QueryParams {
+			if q.Type == ir.MatchRegex {
+				if err := ir.CheckRegex(q.Value); err != nil {
+					r.problem("%s.matches[%d].queryParams[%s]: %q: %v", field, j, q.Name, q.Value, err)
+				}
+			}
+		}
+	}
 }
 
 func (s *state) buildRoutes() {
@@ -159,12 +196,18 @@ func (s *state) attachRoute(obj routeObject, rules []builtRule, refs *refProblem
 			}
 			ports = usable
 		}
-		if accepted {
-			for i, r := range rules {
-				if r.unsupported != "" {
-					accepted, reason, msg = false, string(gwapiv1.RouteReasonUnsupportedValue), fmt.Sprintf("%s; rule %d is not programmed", r.unsupported, i)
-					break
-				}
+		// Invalid rules are dropped and the rest programmed: the route is
+		// Accepted while one rule is left, with PartiallyInvalid naming
+		// what was dropped (Gateway API's "Drop Rule(s)" approach).
+		dropped := droppedRules(rules)
+		if accepted && dropped != "" {
+			if len(rules) > 0 && !slices.ContainsFunc(rules, func(r builtRule) bool { return len(r.problems) == 0 }) {
+				accepted, reason, msg = false, string(gwapiv1.RouteReasonUnsupportedValue), "every rule is invalid, so nothing is programmed: "+dropped
+			} else {
+				ps.Conditions = append(ps.Conditions, metav1.Condition{
+					Type: string(gwapiv1.RouteConditionPartiallyInvalid), Status: metav1.ConditionTrue,
+					Reason: string(gwapiv1.RouteReasonUnsupportedValue), Message: "Dropped " + dropped, ObservedGeneration: obj.meta.GetGeneration(),
+				})
 			}
 		}
 		cond(string(gwapiv1.RouteConditionAccepted), accepted, reason, msg)
@@ -186,7 +229,7 @@ func (s *state) attachRoute(obj routeObject, rules []builtRule, refs *refProblem
 				s.tables[key] = t
 			}
 			for ri, r := range rules {
-				if r.unsupported != "" {
+				if len(r.problems) > 0 {
 					continue
 				}
 				matches := r.matches
@@ -210,6 +253,25 @@ func (s *state) attachRoute(obj routeObject, rules []builtRule, refs *refProblem
 	}
 }
 
+// droppedRules names the rules with problems and why, or is empty.
+func droppedRules(rules []builtRule) string {
+	var idx, why []string
+	for i, r := range rules {
+		if len(r.problems) > 0 {
+			idx = append(idx, strconv.Itoa(i))
+			why = append(why, r.problems...)
+		}
+	}
+	if len(idx) == 0 {
+		return ""
+	}
+	noun := "Rule "
+	if len(idx) > 1 {
+		noun = "Rules "
+	}
+	return noun + strings.Join(idx, ", ") + ": " + strings.Join(why, "; ")
+}
+
 func portTakesRoute(p *ir.Port, grpc bool) bool {
 	if grpc {
 		return p.Protocol == ir.ProtocolGRPC || p.Protocol == ir.ProtocolHTTP2
@@ -225,14 +287,14 @@ func (s *state) httpRule(obj routeObject, i int, rule gwapiv1.HTTPRouteRule, ref
 	field := fmt.Sprintf("spec.rules[%d]", i)
 	for j, f := range rule.Filters {
 		if msg := s.applyHTTPFilter(obj, &out.template, f, refs); msg != "" {
-			out.unsupported = fmt.Sprintf("%s.filters[%d]: %s", field, j, msg)
+			out.problem("%s.filters[%d]: %s", field, j, msg)
 		}
 	}
 	if rule.Timeouts != nil && rule.Timeouts.Request != nil {
 		d, err := time.ParseDuration(string(*rule.Timeouts.Request))
 		switch {
 		case err != nil:
-			out.unsupported = fmt.Sprintf("%s.timeouts.request: %q is not a duration", field, *rule.Timeouts.Request)
+			out.problem("%s.timeouts.request: %q is not a duration", field, *rule.Timeouts.Request)
 		case d > 0:
 			dd := ir.Duration(d)
 			out.template.Timeout = &dd
@@ -244,11 +306,12 @@ func (s *state) httpRule(obj routeObject, i int, rule gwapiv1.HTTPRouteRule, ref
 	var backends []gwapiv1.BackendRef
 	for j, b := range rule.BackendRefs {
 		if len(b.Filters) > 0 {
-			out.unsupported = fmt.Sprintf("%s.backendRefs[%d].filters: per-backend filters are not supported; put them on the rule", field, j)
+			out.problem("%s.backendRefs[%d].filters: per-backend filters are not supported; put them on the rule", field, j)
 		}
 		backends = append(backends, b.BackendRef)
 	}
 	s.setBackends(obj, field, &out.template, backends, refs)
+	out.checkMatches(field, false)
 	return out
 }
 
@@ -267,17 +330,18 @@ func (s *state) grpcRule(obj routeObject, i int, rule gwapiv1.GRPCRouteRule, ref
 			ExtensionRef:           f.ExtensionRef,
 		}
 		if msg := s.applyHTTPFilter(obj, &out.template, hf, refs); msg != "" {
-			out.unsupported = fmt.Sprintf("%s.filters[%d]: %s", field, j, msg)
+			out.problem("%s.filters[%d]: %s", field, j, msg)
 		}
 	}
 	var backends []gwapiv1.BackendRef
 	for j, b := range rule.BackendRefs {
 		if len(b.Filters) > 0 {
-			out.unsupported = fmt.Sprintf("%s.backendRefs[%d].filters: per-backend filters are not supported; put them on the rule", field, j)
+			out.problem("%s.backendRefs[%d].filters: per-backend filters are not supported; put them on the rule", field, j)
 		}
 		backends = append(backends, b.BackendRef)
 	}
 	s.setBackends(obj, field, &out.template, backends, refs)
+	out.checkMatches(field, true)
 	return out
 }
 

@@ -1,7 +1,9 @@
 package ir
 
 import (
+	"errors"
 	"fmt"
+	"regexp/syntax"
 	"time"
 )
 
@@ -460,4 +462,18 @@ func InboundClusterName(port int32) string {
 // SpiffeID is the SPIFFE ID of a service account.
 func SpiffeID(trustDomain, namespace, serviceAccount string) string {
 	return fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", trustDomain, namespace, serviceAccount)
+}
+
+// CheckRegex says why Envoy's and grpc-go's regular expression engine
+// (RE2) would refuse re, or returns nil. Go's regexp/syntax parses the same
+// RE2 dialect, so look-around and back-references fail here as they would
+// in the proxy.
+func CheckRegex(re string) error {
+	if re == "" {
+		return errors.New("the regular expression is empty")
+	}
+	if _, err := syntax.Parse(re, syntax.Perl); err != nil {
+		return fmt.Errorf("not an RE2 regular expression: %w", err)
+	}
+	return nil
 }

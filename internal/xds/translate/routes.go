@@ -3,7 +3,6 @@ package translate
 import (
 	"fmt"
 	"math"
-	"regexp/syntax"
 	"slices"
 	"strings"
 
@@ -229,12 +228,8 @@ func (b *builder) stringMatcher(r *ir.Route, m ir.StringMatch) (*matcherv3.Strin
 // checkRegex keeps a regular expression Envoy would reject (and so reject
 // the whole route configuration) out of the configuration.
 func (b *builder) checkRegex(r *ir.Route, re string) bool {
-	if re == "" {
-		b.problem(r.Source, ReasonInvalidRegex, fmt.Sprintf("route %q has an empty regular expression; the match is left out", r.Name))
-		return false
-	}
-	if _, err := syntax.Parse(re, syntax.Perl); err != nil {
-		b.problem(r.Source, ReasonInvalidRegex, fmt.Sprintf("route %q: regular expression %q is not RE2: %v; the match is left out", r.Name, re, err))
+	if err := ir.CheckRegex(re); err != nil {
+		b.problem(r.Source, ReasonInvalidRegex, fmt.Sprintf("route %q: regular expression %q: %v; the match is left out", r.Name, re, err))
 		return false
 	}
 	return true
