@@ -33,6 +33,7 @@ import (
 
 	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 	"github.com/weft-mesh/weft/internal/identity"
+	"github.com/weft-mesh/weft/internal/workload"
 )
 
 // +kubebuilder:rbac:groups=mesh.weft.dev,resources=meshidentities,verbs=get;list;watch
@@ -276,13 +277,10 @@ func (r *MeshIdentityReconciler) scope(ctx context.Context, mi *meshv1alpha1.Mes
 // one that has not terminated. Pending pods count, since they wait for the
 // certificate to start, and so do pods shutting down, which still serve.
 func identityServiceAccount(pod *corev1.Pod) (string, bool) {
-	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+	if workload.Finished(pod) {
 		return "", false
 	}
-	if pod.Spec.ServiceAccountName == "" {
-		return "default", true
-	}
-	return pod.Spec.ServiceAccountName, true
+	return workload.ServiceAccount(pod), true
 }
 
 // identityReport collects what the reconcile found, for the status.
@@ -837,7 +835,7 @@ func (r *MeshIdentityReconciler) meshIdentityForRequest(ctx context.Context, obj
 // meshIdentitiesByLabel maps a Weft-labelled Secret or ConfigMap to the
 // MeshIdentity its weft.dev/identity label names.
 func (r *MeshIdentityReconciler) meshIdentitiesByLabel(ctx context.Context, obj client.Object) []reconcile.Request {
-	v, ok := obj.GetLabels()[identity.LabelIdentity]
+	v, ok := obj.GetLabels()[meshv1alpha1.LabelIdentity]
 	if !ok {
 		return nil
 	}

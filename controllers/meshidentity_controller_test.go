@@ -309,7 +309,7 @@ func (h *identityHarness) testIssuance(t *testing.T) {
 		hasCondition(meshv1alpha1.ConditionDegraded, metav1.ConditionFalse, meshv1alpha1.ReasonNoWorkloads),
 	))
 
-	h.namespace(t, "shop", map[string]string{identity.InjectLabel: identity.InjectEnabled}, "web", "db", "batch")
+	h.namespace(t, "shop", map[string]string{meshv1alpha1.LabelInject: meshv1alpha1.NamespaceInjectEnabled}, "web", "db", "batch")
 	h.namespace(t, "outside", nil, "web")
 	h.pod(t, "shop", "web-1", "web")
 	h.pod(t, "shop", "web-2", "web")
@@ -339,7 +339,7 @@ func (h *identityHarness) testIssuance(t *testing.T) {
 	if cert.Spec.URIs[0] != "spiffe://cluster.local/ns/shop/sa/web" || cert.Spec.Duration.Duration != 24*time.Hour || cert.Spec.RenewBefore.Duration != 8*time.Hour {
 		t.Errorf("spec = %+v", cert.Spec)
 	}
-	if cert.Labels[identity.LabelIdentity] != "issuance" || cert.Labels[identity.LabelManagedBy] != "weft" {
+	if cert.Labels[meshv1alpha1.LabelIdentity] != "issuance" || cert.Labels[identity.LabelManagedBy] != "weft" {
 		t.Errorf("labels = %v", cert.Labels)
 	}
 	owner := metav1.GetControllerOf(&cert)
@@ -811,7 +811,7 @@ func (h *identityHarness) testConflict(t *testing.T) {
 	if ref := metav1.GetControllerOf(&cert); ref == nil || ref.UID != b.UID {
 		t.Fatalf("controller of the certificate = %+v, want conflict-b", ref)
 	}
-	if cert.Spec.URIs[0] != "spiffe://other.example/ns/conflict/sa/app" || cert.Labels[identity.LabelIdentity] != "conflict-b" {
+	if cert.Spec.URIs[0] != "spiffe://other.example/ns/conflict/sa/app" || cert.Labels[meshv1alpha1.LabelIdentity] != "conflict-b" {
 		t.Fatalf("certificate not rewritten for conflict-b: %v %v", cert.Spec.URIs, cert.Labels)
 	}
 }

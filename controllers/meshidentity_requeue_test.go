@@ -33,7 +33,7 @@ func TestMeshIdentityRequeuesOnExpiry(t *testing.T) {
 			Duration:    metav1.Duration{Duration: 24 * time.Hour},
 		},
 	}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{identity.InjectLabel: identity.InjectEnabled}}}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{meshv1alpha1.LabelInject: meshv1alpha1.NamespaceInjectEnabled}}}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"}, Spec: corev1.PodSpec{ServiceAccountName: "web"}}
 	issuer := &cmapi.ClusterIssuer{ObjectMeta: metav1.ObjectMeta{Name: "mesh-ca"}}
 

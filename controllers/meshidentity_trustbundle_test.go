@@ -78,7 +78,7 @@ func TestMeshIdentityTrustBundleOverlap(t *testing.T) {
 			Duration:    metav1.Duration{Duration: 24 * time.Hour},
 		},
 	}
-	labels := map[string]string{identity.InjectLabel: identity.InjectEnabled}
+	labels := map[string]string{meshv1alpha1.LabelInject: meshv1alpha1.NamespaceInjectEnabled}
 	objs := []client.Object{mi, &cmapi.ClusterIssuer{ObjectMeta: metav1.ObjectMeta{Name: "mesh-ca"}}}
 	for _, ns := range []string{"shop", "bank"} {
 		objs = append(objs,

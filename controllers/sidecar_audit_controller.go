@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"strings"
@@ -23,14 +22,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	"github.com/weft-mesh/weft/internal/inject"
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
+	"github.com/weft-mesh/weft/internal/workload"
 )
 
 // +kubebuilder:rbac:groups="",resources=pods;namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // SidecarAuditRecorderName is the reporting controller of the audit's events.
-const SidecarAuditRecorderName = "weft.dev/sidecar-audit"
+const SidecarAuditRecorderName = meshv1alpha1.SidecarAuditName
 
 // Reasons of the events the sidecar audit records on pods.
 const (
@@ -147,7 +147,7 @@ func (r *SidecarAuditReconciler) request(namespace string) []reconcile.Request {
 }
 
 func (r *SidecarAuditReconciler) exempt(namespace string) bool {
-	return namespace == "" || namespace == inject.KubeSystemNamespace || namespace == r.ControlPlaneNamespace
+	return namespace == "" || namespace == workload.KubeSystemNamespace || namespace == r.ControlPlaneNamespace
 }
 
 // Reconcile recounts the pods of the namespace named by req and reports
@@ -212,7 +212,7 @@ func (r *SidecarAuditReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	// A meshed namespace keeps its series at zero, so a dashboard shows it
 	// as clean rather than as missing; other namespaces appear only while
 	// they have something to report.
-	meshed := ns != nil && ns.Labels[inject.LabelInject] == inject.NamespaceInjectEnabled
+	meshed := ns != nil && workload.NamespaceMeshed(ns.Labels)
 	if m := r.Metrics; m != nil && (meshed || withoutSidecar+outdated > 0) {
 		m.PodsWithoutSidecar.WithLabelValues(nsName).Set(float64(withoutSidecar))
 		m.PodsOutdatedProxy.WithLabelValues(nsName).Set(float64(outdated))
@@ -243,43 +243,34 @@ func (r *SidecarAuditReconciler) Reconcile(ctx context.Context, req reconcile.Re
 
 // audit classifies one pod; why says what asks for the mesh.
 func (r *SidecarAuditReconciler) audit(pod *corev1.Pod, ns *corev1.Namespace) (podFinding, string) {
-	// Terminal pods run nothing, host-network pods are never injected, and
-	// pods being deleted are already on their way out.
-	if pod.Spec.HostNetwork || pod.DeletionTimestamp != nil ||
-		pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+	// Pods being deleted are already on their way out; a restart hint
+	// would only be noise.
+	if pod.DeletionTimestamp != nil {
 		return podFinding{}, ""
 	}
-	if _, injected := pod.Annotations[inject.AnnotationStatus]; injected {
-		v := injectedVersion(pod)
-		if r.ProxyVersion == "" || v == "" || v == r.ProxyVersion {
+	var nsLabels map[string]string
+	if ns != nil {
+		nsLabels = ns.Labels
+	}
+	// Finished, host-network and opted-out pods are not meshed, so there
+	// is nothing to report about them.
+	w := workload.Of(pod, nsLabels)
+	if !w.Meshed {
+		return podFinding{}, ""
+	}
+	if w.Injected {
+		if r.ProxyVersion == "" || w.ProxyVersion == "" || w.ProxyVersion == r.ProxyVersion {
 			return podFinding{}, ""
 		}
-		return podFinding{reason: ReasonProxyOutdated, version: v}, ""
+		return podFinding{reason: ReasonProxyOutdated, version: w.ProxyVersion}, ""
 	}
-	switch v := pod.Annotations[inject.AnnotationInject]; v {
-	case inject.InjectFalse:
-		return podFinding{}, ""
-	case inject.InjectTrue, inject.InjectGRPCAgent:
-		return podFinding{reason: ReasonNotInjected}, fmt.Sprintf("it is annotated %s: %s", inject.AnnotationInject, v)
-	}
-	if ns != nil && ns.Labels[inject.LabelInject] == inject.NamespaceInjectEnabled {
-		return podFinding{reason: ReasonNotInjected}, fmt.Sprintf("namespace %s is labelled %s=%s", ns.Name, inject.LabelInject, inject.NamespaceInjectEnabled)
+	switch w.Reason {
+	case workload.ReasonPodAnnotation:
+		return podFinding{reason: ReasonNotInjected}, fmt.Sprintf("it is annotated %s: %s", meshv1alpha1.AnnotationInject, pod.Annotations[meshv1alpha1.AnnotationInject])
+	case workload.ReasonNamespaceLabel:
+		return podFinding{reason: ReasonNotInjected}, fmt.Sprintf("namespace %s is labelled %s=%s", ns.Name, meshv1alpha1.LabelInject, meshv1alpha1.NamespaceInjectEnabled)
 	}
 	return podFinding{}, ""
-}
-
-// injectedVersion is the proxy version a pod was injected with: the
-// annotation, or the version in the status of injectors that did not write
-// one.
-func injectedVersion(pod *corev1.Pod) string {
-	if v := pod.Annotations[inject.AnnotationProxyVersion]; v != "" {
-		return v
-	}
-	var st inject.Status
-	if err := json.Unmarshal([]byte(pod.Annotations[inject.AnnotationStatus]), &st); err != nil {
-		return ""
-	}
-	return st.Version
 }
 
 // restartHint tells how to recreate the pod, naming its workload when the

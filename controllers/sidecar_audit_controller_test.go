@@ -22,8 +22,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 	"github.com/weft-mesh/weft/controllers"
-	"github.com/weft-mesh/weft/internal/inject"
 	"github.com/weft-mesh/weft/internal/testenv"
 )
 
@@ -212,12 +212,12 @@ func annotate(kv ...string) func(*corev1.Pod) {
 }
 
 func injected(version string) func(*corev1.Pod) {
-	return annotate(inject.AnnotationStatus, `{"version":"`+version+`","mode":"native-sidecar"}`, inject.AnnotationProxyVersion, version)
+	return annotate(meshv1alpha1.AnnotationStatus, `{"version":"`+version+`","mode":"native-sidecar"}`, meshv1alpha1.AnnotationProxyVersion, version)
 }
 
 func TestSidecarAudit(t *testing.T) {
 	a := startAudit(t)
-	enabled := map[string]string{inject.LabelInject: inject.NamespaceInjectEnabled}
+	enabled := map[string]string{meshv1alpha1.LabelInject: meshv1alpha1.NamespaceInjectEnabled}
 	a.namespace(t, "shop", enabled)
 	a.namespace(t, "plain", nil)
 	a.namespace(t, auditControlPlane, enabled)
@@ -225,9 +225,9 @@ func TestSidecarAudit(t *testing.T) {
 	// Pods the audit must leave alone. They are created before the first
 	// pod it reports, so by the time that report is seen they have been
 	// looked at too (one worker, informer order).
-	a.pod(t, "kube-system", "system", annotate(inject.AnnotationInject, inject.InjectTrue))
+	a.pod(t, "kube-system", "system", annotate(meshv1alpha1.AnnotationInject, meshv1alpha1.InjectTrue))
 	a.pod(t, auditControlPlane, "controller", nil)
-	a.pod(t, "shop", "opted-out", annotate(inject.AnnotationInject, inject.InjectFalse))
+	a.pod(t, "shop", "opted-out", annotate(meshv1alpha1.AnnotationInject, meshv1alpha1.InjectFalse))
 	a.pod(t, "shop", "host", func(p *corev1.Pod) { p.Spec.HostNetwork = true })
 	a.pod(t, "shop", "current", injected(auditProxyVersion))
 	a.pod(t, "plain", "bystander", nil)
@@ -299,7 +299,7 @@ func TestSidecarAudit(t *testing.T) {
 	})
 
 	t.Run("opted in by annotation in an unlabelled namespace", func(t *testing.T) {
-		p := a.pod(t, "plain", "opted-in", annotate(inject.AnnotationInject, inject.InjectGRPCAgent))
+		p := a.pod(t, "plain", "opted-in", annotate(meshv1alpha1.AnnotationInject, meshv1alpha1.InjectGRPCAgent))
 		e := a.awaitPodEvent(t, "plain", p.Name, controllers.ReasonNotInjected)
 		if want := "annotated weft.dev/inject: grpc-agent"; !strings.Contains(e.Note, want) {
 			t.Errorf("note %q does not say %q", e.Note, want)
@@ -340,7 +340,7 @@ func TestSidecarAudit(t *testing.T) {
 		a.awaitPodEvent(t, "plain", "bystander", controllers.ReasonNotInjected)
 		a.awaitGauge(t, withoutSidecar, "plain", 1)
 
-		delete(ns.Labels, inject.LabelInject)
+		delete(ns.Labels, meshv1alpha1.LabelInject)
 		if err := a.c.Update(t.Context(), ns); err != nil {
 			t.Fatal(err)
 		}

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 	"github.com/weft-mesh/weft/internal/inject"
 )
 
@@ -27,7 +28,7 @@ import (
 const InjectPath = "/inject-weft-dev-v1-pod"
 
 // EventRecorderName is the reporting controller of injection events.
-const EventRecorderName = "weft.dev/injector"
+const EventRecorderName = meshv1alpha1.InjectorName
 
 // Event reasons and actions.
 const (

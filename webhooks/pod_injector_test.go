@@ -19,7 +19,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 	"github.com/weft-mesh/weft/internal/inject"
+	"github.com/weft-mesh/weft/internal/workload"
 )
 
 func testInjector(t *testing.T) *inject.Injector {
@@ -39,7 +41,7 @@ func namespace(name string, labels map[string]string) *corev1.Namespace {
 	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
 }
 
-var meshed = map[string]string{inject.LabelInject: inject.NamespaceInjectEnabled}
+var meshed = map[string]string{meshv1alpha1.LabelInject: meshv1alpha1.NamespaceInjectEnabled}
 
 type harness struct {
 	handler  *PodInjector
@@ -150,7 +152,7 @@ func TestInjectsPodInMeshedNamespace(t *testing.T) {
 	if len(pod.Spec.InitContainers) != 2 || pod.Spec.InitContainers[0].Name != inject.InitContainerName || pod.Spec.InitContainers[1].Name != inject.ProxyContainerName {
 		t.Errorf("init containers after patch: %+v", pod.Spec.InitContainers)
 	}
-	if pod.Annotations[inject.AnnotationStatus] == "" {
+	if pod.Annotations[meshv1alpha1.AnnotationStatus] == "" {
 		t.Error("no status annotation after patch")
 	}
 
@@ -206,13 +208,13 @@ func TestEventForGeneratedNameGoesToOwner(t *testing.T) {
 func TestRejectsBadAnnotation(t *testing.T) {
 	h := newHarness(t, []client.Object{namespace("shop", meshed)})
 	pod := appPod(func(p *corev1.Pod) {
-		p.Annotations = map[string]string{inject.AnnotationExcludeOutboundPorts: "5432,postgres"}
+		p.Annotations = map[string]string{meshv1alpha1.AnnotationExcludeOutboundPorts: "5432,postgres"}
 	})
 	resp := h.handler.Handle(t.Context(), request(t, pod, admissionv1.Create))
 	if resp.Allowed {
 		t.Fatal("allowed, want denied")
 	}
-	if resp.Result.Code != http.StatusForbidden || !strings.Contains(resp.Result.Message, inject.AnnotationExcludeOutboundPorts) || !strings.Contains(resp.Result.Message, `"postgres"`) {
+	if resp.Result.Code != http.StatusForbidden || !strings.Contains(resp.Result.Message, meshv1alpha1.AnnotationExcludeOutboundPorts) || !strings.Contains(resp.Result.Message, `"postgres"`) {
 		t.Errorf("result %+v, want 403 naming the annotation and the bad entry", resp.Result)
 	}
 	if evs := recorded(h.recorder); len(evs) != 0 {
@@ -230,8 +232,8 @@ func TestSkipsExplainThemselves(t *testing.T) {
 	}{
 		{"host network", appPod(func(p *corev1.Pod) { p.Spec.HostNetwork = true }), inject.SkipHostNetwork, true},
 		{"system namespace", appPod(func(p *corev1.Pod) { p.Namespace = "kube-system" }), inject.SkipSystemNamespace, true},
-		{"opted out", appPod(func(p *corev1.Pod) { p.Annotations = map[string]string{inject.AnnotationInject: "false"} }), inject.SkipOptedOut, false},
-		{"already injected", appPod(func(p *corev1.Pod) { p.Annotations = map[string]string{inject.AnnotationStatus: "{}"} }), inject.SkipAlreadyInjected, false},
+		{"opted out", appPod(func(p *corev1.Pod) { p.Annotations = map[string]string{meshv1alpha1.AnnotationInject: "false"} }), inject.SkipOptedOut, false},
+		{"already injected", appPod(func(p *corev1.Pod) { p.Annotations = map[string]string{meshv1alpha1.AnnotationStatus: "{}"} }), inject.SkipAlreadyInjected, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp := h.handler.Handle(t.Context(), request(t, tc.pod, admissionv1.Create))
@@ -254,14 +256,14 @@ func TestSkipsExplainThemselves(t *testing.T) {
 func TestInjectionWarningsReachTheUser(t *testing.T) {
 	h := newHarness(t, []client.Object{namespace("shop", nil)})
 	pod := appPod(func(p *corev1.Pod) {
-		p.Annotations = map[string]string{inject.AnnotationInject: inject.InjectGRPCAgent, inject.AnnotationProxyMemory: "1Gi"}
+		p.Annotations = map[string]string{meshv1alpha1.AnnotationInject: meshv1alpha1.InjectGRPCAgent, meshv1alpha1.AnnotationProxyMemory: "1Gi"}
 	})
 	resp := h.handler.Handle(t.Context(), request(t, pod, admissionv1.Create))
 	if !resp.Allowed || len(resp.Patches) == 0 {
 		t.Fatalf("response %+v, want allowed with a patch", resp.AdmissionResponse)
 	}
-	if len(resp.Warnings) != 1 || !strings.HasPrefix(resp.Warnings[0], "weft: ") || !strings.Contains(resp.Warnings[0], inject.AnnotationProxyMemory) {
-		t.Errorf("warnings %q, want one about %s", resp.Warnings, inject.AnnotationProxyMemory)
+	if len(resp.Warnings) != 1 || !strings.HasPrefix(resp.Warnings[0], "weft: ") || !strings.Contains(resp.Warnings[0], meshv1alpha1.AnnotationProxyMemory) {
+		t.Errorf("warnings %q, want one about %s", resp.Warnings, meshv1alpha1.AnnotationProxyMemory)
 	}
 }
 
@@ -321,5 +323,54 @@ func TestBadRequestObject(t *testing.T) {
 	resp := h.handler.Handle(t.Context(), req)
 	if resp.Allowed || resp.Result.Code != http.StatusBadRequest {
 		t.Errorf("response %+v, want 400", resp.AdmissionResponse)
+	}
+}
+
+// What the webhook admits must be what the rest of Weft then sees: a pod
+// the classification meshes comes out injected with its data plane, any
+// other pod comes out unchanged.
+func TestAdmittedPodsMatchTheirClassification(t *testing.T) {
+	h := newHarness(t, []client.Object{namespace("shop", meshed), namespace("plain", nil)})
+	inNS := func(ns string, mutate ...func(*corev1.Pod)) *corev1.Pod {
+		return appPod(append([]func(*corev1.Pod){func(p *corev1.Pod) { p.Namespace = ns }}, mutate...)...)
+	}
+	annotate := func(v string) func(*corev1.Pod) {
+		return func(p *corev1.Pod) { p.Annotations = map[string]string{meshv1alpha1.AnnotationInject: v} }
+	}
+	for _, tc := range []struct {
+		name string
+		pod  *corev1.Pod
+	}{
+		{"meshed namespace", inNS("shop")},
+		{"opted out", inNS("shop", annotate(meshv1alpha1.InjectFalse))},
+		{"grpc-agent in a meshed namespace", inNS("shop", annotate(meshv1alpha1.InjectGRPCAgent))},
+		{"host network", inNS("shop", func(p *corev1.Pod) { p.Spec.HostNetwork = true })},
+		{"plain namespace", inNS("plain")},
+		{"opted in", inNS("plain", annotate(meshv1alpha1.InjectTrue))},
+		{"grpc-agent", inNS("plain", annotate(meshv1alpha1.InjectGRPCAgent))},
+		{"generateName", inNS("shop", func(p *corev1.Pod) { p.Name, p.GenerateName = "", "cart-" })},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nsLabels := map[string]string(nil)
+			if tc.pod.Namespace == "shop" {
+				nsLabels = meshed
+			}
+			before := workload.Of(tc.pod, nsLabels)
+			req := request(t, tc.pod, admissionv1.Create)
+			resp := h.handler.Handle(t.Context(), req)
+			if !resp.Allowed {
+				t.Fatalf("denied: %+v", resp.Result)
+			}
+			if !before.Meshed {
+				if len(resp.Patches) != 0 {
+					t.Errorf("pod classified %s was patched", before.Reason)
+				}
+				return
+			}
+			after := workload.Of(applyResponse(t, req, resp), nsLabels)
+			if !after.Injected || !after.Meshed || after.Mode != before.Mode {
+				t.Errorf("classified %s (%s) before admission, injected %v meshed %v %s after", before.Mode, before.Reason, after.Injected, after.Meshed, after.Mode)
+			}
+		})
 	}
 }

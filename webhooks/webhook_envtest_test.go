@@ -27,6 +27,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 	"github.com/weft-mesh/weft/internal/identity"
 	"github.com/weft-mesh/weft/internal/inject"
 	"github.com/weft-mesh/weft/internal/testenv"
@@ -54,10 +55,10 @@ func TestWebhookThroughAPIServer(t *testing.T) {
 	ctx := t.Context()
 
 	for _, ns := range []*corev1.Namespace{
-		{ObjectMeta: metav1.ObjectMeta{Name: meshedNS, Labels: map[string]string{inject.LabelInject: inject.NamespaceInjectEnabled}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: meshedNS, Labels: map[string]string{meshv1alpha1.LabelInject: meshv1alpha1.NamespaceInjectEnabled}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: unmeshedNS}},
 		// The control plane's namespace, labelled as if by mistake.
-		{ObjectMeta: metav1.ObjectMeta{Name: "weft-system", Labels: map[string]string{inject.LabelInject: inject.NamespaceInjectEnabled}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "weft-system", Labels: map[string]string{meshv1alpha1.LabelInject: meshv1alpha1.NamespaceInjectEnabled}}},
 	} {
 		if err := c.Create(ctx, ns); err != nil {
 			t.Fatal(err)
@@ -93,8 +94,8 @@ func TestWebhookThroughAPIServer(t *testing.T) {
 			t.Errorf("status volumes %v", status.Volumes)
 		}
 		wantIdentityVolume(t, got, "cart")
-		if got.Labels[inject.LabelProxyVersion] != testConfig().ProxyVersion {
-			t.Errorf("proxy version label %q", got.Labels[inject.LabelProxyVersion])
+		if got.Labels[meshv1alpha1.LabelProxyVersion] != testConfig().ProxyVersion {
+			t.Errorf("proxy version label %q", got.Labels[meshv1alpha1.LabelProxyVersion])
 		}
 
 		// What the create returned is what the API server stored.
@@ -102,19 +103,19 @@ func TestWebhookThroughAPIServer(t *testing.T) {
 		if err := c.Get(ctx, client.ObjectKeyFromObject(got), stored); err != nil {
 			t.Fatal(err)
 		}
-		if stored.Annotations[inject.AnnotationStatus] != got.Annotations[inject.AnnotationStatus] || len(stored.Spec.InitContainers) != 3 {
+		if stored.Annotations[meshv1alpha1.AnnotationStatus] != got.Annotations[meshv1alpha1.AnnotationStatus] || len(stored.Spec.InitContainers) != 3 {
 			t.Error("the stored pod differs from the create response")
 		}
 		awaitEvent(t, c, meshedNS, "Pod", "cart-1", "injected weft v0.1.0 (native-sidecar)")
 	})
 
 	t.Run("opted out in a labelled namespace", func(t *testing.T) {
-		pod := appPod(meshedNS, "cart-opted-out", withAnnotation(inject.AnnotationInject, inject.InjectFalse))
+		pod := appPod(meshedNS, "cart-opted-out", withAnnotation(meshv1alpha1.AnnotationInject, meshv1alpha1.InjectFalse))
 		wantUntouched(t, create(t, c, pod))
 	})
 
 	t.Run("opted in by annotation in an unlabelled namespace", func(t *testing.T) {
-		pod := appPod(unmeshedNS, "cart-opted-in", withAnnotation(inject.AnnotationInject, inject.InjectTrue))
+		pod := appPod(unmeshedNS, "cart-opted-in", withAnnotation(meshv1alpha1.AnnotationInject, meshv1alpha1.InjectTrue))
 		got := create(t, c, pod)
 		wantInjected(t, got, inject.ModeNativeSidecar)
 		wantIdentityVolume(t, got, "cart")
@@ -126,7 +127,7 @@ func TestWebhookThroughAPIServer(t *testing.T) {
 	})
 
 	t.Run("grpc-agent", func(t *testing.T) {
-		pod := appPod(meshedNS, "greeter-1", withAnnotation(inject.AnnotationInject, inject.InjectGRPCAgent))
+		pod := appPod(meshedNS, "greeter-1", withAnnotation(meshv1alpha1.AnnotationInject, meshv1alpha1.InjectGRPCAgent))
 		got := create(t, c, pod)
 		status := wantInjected(t, got, inject.ModeGRPCAgent)
 		if len(got.Spec.InitContainers) != 0 || !slices.Equal(names(got.Spec.Containers), []string{"cart"}) {
@@ -169,13 +170,13 @@ func TestWebhookThroughAPIServer(t *testing.T) {
 	})
 
 	t.Run("bad annotation is rejected", func(t *testing.T) {
-		pod := appPod(meshedNS, "cart-bad", withAnnotation(inject.AnnotationExcludeOutboundPorts, "5432,postgres"))
+		pod := appPod(meshedNS, "cart-bad", withAnnotation(meshv1alpha1.AnnotationExcludeOutboundPorts, "5432,postgres"))
 		err := c.Create(ctx, pod)
 		if err == nil {
 			t.Fatal("pod with a bad exclude-outbound-ports annotation was created")
 		}
 		msg := err.Error()
-		for _, want := range []string{`admission webhook "namespace.inject.weft.dev" denied the request`, "annotation " + inject.AnnotationExcludeOutboundPorts + "=", "postgres"} {
+		for _, want := range []string{`admission webhook "namespace.inject.weft.dev" denied the request`, "annotation " + meshv1alpha1.AnnotationExcludeOutboundPorts + "=", "postgres"} {
 			if !strings.Contains(msg, want) {
 				t.Errorf("error %q does not contain %q", msg, want)
 			}
@@ -190,7 +191,7 @@ func TestWebhookThroughAPIServer(t *testing.T) {
 
 	t.Run("system namespaces", func(t *testing.T) {
 		for _, ns := range []string{"kube-system", "weft-system"} {
-			pod := appPod(ns, "cart-system", withAnnotation(inject.AnnotationInject, inject.InjectTrue))
+			pod := appPod(ns, "cart-system", withAnnotation(meshv1alpha1.AnnotationInject, meshv1alpha1.InjectTrue))
 			wantUntouched(t, create(t, c, pod))
 		}
 	})
@@ -316,7 +317,7 @@ func awaitWebhookActive(t *testing.T, c client.Client) {
 		if err := c.Create(ctx, pod, client.DryRunAll); err != nil {
 			return false, err.Error(), nil
 		}
-		_, ok := pod.Annotations[inject.AnnotationStatus]
+		_, ok := pod.Annotations[meshv1alpha1.AnnotationStatus]
 		return ok, "dry-run pod not injected", nil
 	})
 }
@@ -368,7 +369,7 @@ func deployment(ns string) *appsv1.Deployment {
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{
 					Labels:      map[string]string{"app": "cart"},
-					Annotations: map[string]string{inject.AnnotationInject: inject.InjectTrue},
+					Annotations: map[string]string{meshv1alpha1.AnnotationInject: meshv1alpha1.InjectTrue},
 				},
 				Spec: pod.Spec,
 			},
@@ -387,9 +388,9 @@ func create(t *testing.T, c client.Client, pod *corev1.Pod) *corev1.Pod {
 
 func wantInjected(t *testing.T, pod *corev1.Pod, mode inject.Mode) inject.Status {
 	t.Helper()
-	raw, ok := pod.Annotations[inject.AnnotationStatus]
+	raw, ok := pod.Annotations[meshv1alpha1.AnnotationStatus]
 	if !ok {
-		t.Fatalf("pod %s/%s has no %s annotation: not injected", pod.Namespace, pod.Name, inject.AnnotationStatus)
+		t.Fatalf("pod %s/%s has no %s annotation: not injected", pod.Namespace, pod.Name, meshv1alpha1.AnnotationStatus)
 	}
 	var status inject.Status
 	if err := json.Unmarshal([]byte(raw), &status); err != nil {
@@ -409,14 +410,14 @@ func wantInjected(t *testing.T, pod *corev1.Pod, mode inject.Mode) inject.Status
 // wantUntouched checks that the API server stored the pod as submitted.
 func wantUntouched(t *testing.T, pod *corev1.Pod) {
 	t.Helper()
-	if _, ok := pod.Annotations[inject.AnnotationStatus]; ok {
+	if _, ok := pod.Annotations[meshv1alpha1.AnnotationStatus]; ok {
 		t.Errorf("pod %s/%s was injected", pod.Namespace, pod.Name)
 	}
 	if len(pod.Spec.InitContainers) != 0 || !slices.Equal(names(pod.Spec.Containers), []string{"cart"}) || len(pod.Spec.Volumes) != 0 {
 		t.Errorf("pod %s/%s changed: init %v containers %v volumes %d", pod.Namespace, pod.Name,
 			names(pod.Spec.InitContainers), names(pod.Spec.Containers), len(pod.Spec.Volumes))
 	}
-	if _, ok := pod.Labels[inject.LabelProxyVersion]; ok {
+	if _, ok := pod.Labels[meshv1alpha1.LabelProxyVersion]; ok {
 		t.Errorf("pod %s/%s has the proxy version label", pod.Namespace, pod.Name)
 	}
 }

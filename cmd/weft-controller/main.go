@@ -105,7 +105,7 @@ func run(ctx context.Context, o options, inj *injectOptions) error {
 		Metrics:                 metricsOpts,
 		HealthProbeBindAddress:  o.probeAddr,
 		LeaderElection:          o.leaderElect,
-		LeaderElectionID:        "weft-controller.weft.dev",
+		LeaderElectionID:        meshv1alpha1.LeaderElectionID,
 		LeaderElectionNamespace: o.leaderNamespace,
 		// Followers keep serving xDS while they wait; the leader steps down
 		// fast on shutdown so status writing moves on quickly.

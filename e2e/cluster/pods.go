@@ -30,7 +30,9 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 	"github.com/weft-mesh/weft/internal/inject"
+	"github.com/weft-mesh/weft/internal/workload"
 )
 
 // Names the box gives its pods' parts.
@@ -99,7 +101,7 @@ func podKey(ns, name string) string { return ns + "/" + name }
 func (c *Cluster) CreateNamespace(ctx context.Context, name string) error {
 	return c.create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
 		Name:   name,
-		Labels: map[string]string{inject.LabelInject: inject.NamespaceInjectEnabled},
+		Labels: map[string]string{meshv1alpha1.LabelInject: meshv1alpha1.NamespaceInjectEnabled},
 	}})
 }
 
@@ -152,7 +154,7 @@ func (c *Cluster) RunPod(ctx context.Context, spec PodSpec) (*Pod, error) {
 			Namespace:   spec.Namespace,
 			Name:        spec.Name,
 			Labels:      spec.Labels,
-			Annotations: map[string]string{inject.AnnotationInject: inject.InjectGRPCAgent},
+			Annotations: map[string]string{meshv1alpha1.AnnotationInject: meshv1alpha1.InjectGRPCAgent},
 		},
 		Spec: corev1.PodSpec{ServiceAccountName: spec.ServiceAccount, NodeName: NodeName, Containers: []corev1.Container{app}},
 	}
@@ -251,7 +253,7 @@ func (p *Pod) bootstrap() ([]byte, error) {
 func (p *Pod) volumeDir(volume string) string { return filepath.Join(p.dir, "volumes", volume) }
 
 // NodeID is the pod's xDS node ID.
-func (p *Pod) NodeID() string { return p.Spec.Name + "." + p.Spec.Namespace }
+func (p *Pod) NodeID() string { return workload.NodeID(p.Spec.Name, p.Spec.Namespace) }
 
 // Address is the workload's listening address.
 func (p *Pod) Address() string {

@@ -18,18 +18,10 @@ import (
 
 // Labels and names Weft puts on the objects it creates for identities.
 const (
-	// LabelIdentity names the MeshIdentity (see LabelValue) a Certificate,
-	// its Secret or a trust bundle ConfigMap belongs to.
-	LabelIdentity = "weft.dev/identity"
 	// LabelManagedBy is the well-known label marking objects Weft manages.
 	LabelManagedBy = "app.kubernetes.io/managed-by"
 	// ManagedByWeft is the value of LabelManagedBy on Weft's objects.
 	ManagedByWeft = "weft"
-
-	// InjectLabel and InjectEnabled select the namespaces a MeshIdentity
-	// covers when it has no namespaceSelector.
-	InjectLabel   = "weft.dev/inject"
-	InjectEnabled = "enabled"
 
 	// CertificateNamePrefix starts the name of every workload Certificate and Secret.
 	CertificateNamePrefix = "weft-identity-"
@@ -60,7 +52,7 @@ func CertificateName(serviceAccount string) string {
 	return truncate(CertificateNamePrefix+serviceAccount, serviceAccount)
 }
 
-// LabelValue is the value of LabelIdentity for a MeshIdentity name: the name
+// LabelValue is the value of meshv1alpha1.LabelIdentity for a MeshIdentity name: the name
 // itself, or for names longer than 63 characters a prefix and a hash.
 func LabelValue(meshIdentityName string) string {
 	return truncate(meshIdentityName, meshIdentityName)
@@ -82,8 +74,8 @@ func truncate(name, key string) string {
 // Labels are the labels of every object that belongs to the MeshIdentity.
 func Labels(meshIdentityName string) map[string]string {
 	return map[string]string{
-		LabelIdentity:  LabelValue(meshIdentityName),
-		LabelManagedBy: ManagedByWeft,
+		meshv1alpha1.LabelIdentity: LabelValue(meshIdentityName),
+		LabelManagedBy:             ManagedByWeft,
 	}
 }
 
@@ -96,7 +88,7 @@ func ManagedSelector() labels.Selector {
 // weft.dev/inject=enabled when it is unset.
 func NamespaceSelector(spec *meshv1alpha1.MeshIdentitySpec) (labels.Selector, error) {
 	if spec.NamespaceSelector == nil {
-		return labels.SelectorFromSet(labels.Set{InjectLabel: InjectEnabled}), nil
+		return labels.SelectorFromSet(labels.Set{meshv1alpha1.LabelInject: meshv1alpha1.NamespaceInjectEnabled}), nil
 	}
 	sel, err := metav1.LabelSelectorAsSelector(spec.NamespaceSelector)
 	if err != nil {

@@ -291,7 +291,7 @@ func TestTrustBundleConfigMap(t *testing.T) {
 	if cm.Name != "weft-trust-bundle" || cm.Namespace != "shop" || cm.Data["ca.crt"] != string(ca.pem) {
 		t.Fatalf("ConfigMap = %+v", cm)
 	}
-	if cm.Labels[LabelIdentity] != "mesh" || cm.Labels[LabelManagedBy] != "weft" {
+	if cm.Labels[meshv1alpha1.LabelIdentity] != "mesh" || cm.Labels[LabelManagedBy] != "weft" {
 		t.Fatalf("labels = %v", cm.Labels)
 	}
 	if cm.Annotations != nil {

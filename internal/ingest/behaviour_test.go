@@ -1,10 +1,13 @@
 package ingest
 
 import (
+	"slices"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 	"github.com/weft-mesh/weft/internal/ir"
 )
 
@@ -174,5 +177,49 @@ func TestOlderMeshIdentityWinsNamespace(t *testing.T) {
 	}
 	if modes["strict"] != ir.MTLSStrict || modes["relaxed"] != ir.MTLSPermissive || modes["plain"] != ir.MTLSDisabled {
 		t.Errorf("modes = %v", modes)
+	}
+}
+
+// Ingest meshes exactly the pods the injector would inject (or did):
+// kube-system never, a pod with a proxy container even without the
+// injector's record. Both used to differ from the injector.
+func TestMeshedPodsFollowTheInjector(t *testing.T) {
+	enabled := map[string]string{meshv1alpha1.LabelInject: meshv1alpha1.NamespaceInjectEnabled}
+	pod := func(ns, name string, edit func(*corev1.Pod)) *corev1.Pod {
+		p := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}},
+			Status:     corev1.PodStatus{Phase: corev1.PodRunning},
+		}
+		if edit != nil {
+			edit(p)
+		}
+		return p
+	}
+	r := Build(&Bundle{
+		Namespaces: []*corev1.Namespace{
+			{ObjectMeta: metav1.ObjectMeta{Name: "kube-system", Labels: enabled}},
+			{ObjectMeta: metav1.ObjectMeta{Name: "shop"}},
+		},
+		Pods: []*corev1.Pod{
+			pod("kube-system", "coredns", func(p *corev1.Pod) {
+				p.Annotations = map[string]string{meshv1alpha1.AnnotationInject: meshv1alpha1.InjectTrue}
+			}),
+			pod("shop", "handmade", func(p *corev1.Pod) {
+				p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "weft-proxy"})
+			}),
+			pod("shop", "opted-in", func(p *corev1.Pod) {
+				p.Annotations = map[string]string{meshv1alpha1.AnnotationInject: meshv1alpha1.InjectTrue}
+			}),
+			pod("shop", "plain", nil),
+		},
+	})
+	var members []string
+	for _, g := range r.Mesh.ProxyGroups {
+		members = append(members, g.Members...)
+	}
+	slices.Sort(members)
+	if want := []string{"handmade.shop", "opted-in.shop"}; !slices.Equal(members, want) {
+		t.Errorf("meshed pods %q, want %q", members, want)
 	}
 }

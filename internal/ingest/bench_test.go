@@ -33,7 +33,7 @@ func BenchmarkIngest(b *testing.B) {
 }
 
 func syntheticBundle(n int) *Bundle {
-	b := &Bundle{Namespaces: []*corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "bench", Labels: map[string]string{LabelInject: "enabled"}}}}}
+	b := &Bundle{Namespaces: []*corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "bench", Labels: map[string]string{meshv1alpha1.LabelInject: meshv1alpha1.NamespaceInjectEnabled}}}}}
 	b.MeshIdentities = []*meshv1alpha1.MeshIdentity{{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1alpha1.MeshIdentitySpec{TrustDomain: "cluster.local"}}}
 	for i := range n {
 		name := fmt.Sprintf("s%d", i)

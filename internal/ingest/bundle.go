@@ -11,20 +11,16 @@ import (
 )
 
 // ControllerName is the Gateway API controller name Weft writes into route
-// status.
-const ControllerName gwapiv1.GatewayController = "weft.dev/mesh-controller"
+// status, typed for the Gateway API fields it fills.
+const ControllerName gwapiv1.GatewayController = meshv1alpha1.GatewayControllerName
 
-// Labels and annotations Weft reads.
-const (
-	// LabelInject on a namespace ("enabled") meshes its pods.
-	LabelInject = "weft.dev/inject"
-	// AnnotationInject on a pod opts in ("true", "grpc-agent") or out ("false").
-	AnnotationInject = "weft.dev/inject"
-	// AnnotationLoadBalancer on a Service picks the load-balancing policy.
-	AnnotationLoadBalancer = "weft.dev/load-balancer"
-	// DefaultClusterDomain is the Services' DNS suffix unless told otherwise.
-	DefaultClusterDomain = "cluster.local"
-)
+// AnnotationInject is the pod annotation that opts in or out of the mesh.
+//
+// Deprecated: use meshv1alpha1.AnnotationInject, and workload.Of to read it.
+const AnnotationInject = meshv1alpha1.AnnotationInject
+
+// DefaultClusterDomain is the Services' DNS suffix unless told otherwise.
+const DefaultClusterDomain = "cluster.local"
 
 // Bundle is everything ingest reads. Slices may be in any order.
 type Bundle struct {

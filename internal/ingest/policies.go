@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
+	"github.com/weft-mesh/weft/internal/identity"
 	"github.com/weft-mesh/weft/internal/ir"
 )
 
@@ -395,7 +396,7 @@ func (s *state) buildAccessPolicies() {
 				switch {
 				case f.ServiceAccount != nil:
 					ns := cmp.Or(f.ServiceAccount.Namespace, ap.Namespace)
-					r.Principals = append(r.Principals, ir.Principal{Exact: ir.SpiffeID(s.trustDomain(ns), ns, f.ServiceAccount.Name)})
+					r.Principals = append(r.Principals, ir.Principal{Exact: identity.SpiffeID(s.trustDomain(ns), ns, f.ServiceAccount.Name)})
 				case f.Namespace != nil:
 					r.Principals = append(r.Principals, ir.Principal{Prefix: fmt.Sprintf("spiffe://%s/ns/%s/sa/", s.trustDomain(*f.Namespace), *f.Namespace)})
 				case f.Identity != nil:

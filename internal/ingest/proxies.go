@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -12,31 +11,13 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/weft-mesh/weft/internal/ir"
+	"github.com/weft-mesh/weft/internal/workload"
 )
 
-// AnnotationStatus marks a pod the injector has changed.
-const AnnotationStatus = "weft.dev/status"
-
-// Meshed says whether a pod runs with a Weft proxy (or as a proxyless gRPC
-// client): injected, or in a meshed namespace and not opted out.
-func Meshed(pod *corev1.Pod, ns *corev1.Namespace) bool {
-	if pod.Spec.HostNetwork || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
-		return false
-	}
-	if _, ok := pod.Annotations[AnnotationStatus]; ok {
-		return true
-	}
-	switch pod.Annotations[AnnotationInject] {
-	case "false":
-		return false
-	case "true", "grpc-agent":
-		return true
-	}
-	return ns != nil && ns.Labels[LabelInject] == "enabled"
-}
-
 // NodeID is the xDS node ID of a pod's proxy.
-func NodeID(pod *corev1.Pod) string { return pod.Name + "." + pod.Namespace }
+//
+// Deprecated: use workload.NodeID, or the NodeID of workload.Of.
+func NodeID(pod *corev1.Pod) string { return workload.NodeID(pod.Name, pod.Namespace) }
 
 // buildProxyGroups groups meshed pods by what their configuration depends
 // on: namespace, service account, and the inbound ports with their
@@ -60,10 +41,15 @@ func (s *state) buildProxyGroups() []*ir.ProxyGroup {
 	}
 	groups := map[string]*ir.ProxyGroup{}
 	for _, pod := range s.b.Pods {
-		if !Meshed(pod, s.namespaces[pod.Namespace]) {
+		var nsLabels map[string]string
+		if ns := s.namespaces[pod.Namespace]; ns != nil {
+			nsLabels = ns.Labels
+		}
+		w := workload.Of(pod, nsLabels)
+		if !w.Meshed {
 			continue
 		}
-		sa := cmp.Or(pod.Spec.ServiceAccountName, "default")
+		sa := w.ServiceAccount
 		var matched []*service
 		podLabels := labels.Set(pod.Labels)
 		for _, k := range sortedKeys(pod.Labels) {
@@ -79,11 +65,11 @@ func (s *state) buildProxyGroups() []*ir.ProxyGroup {
 		if g == nil {
 			g = &ir.ProxyGroup{Key: key, Namespace: pod.Namespace, ServiceAccount: sa, MTLS: s.mtls(pod.Namespace), Inbound: inbound}
 			if td := s.meshNS[pod.Namespace]; td != nil && td.TrustDomain != "" {
-				g.Identity = ir.SpiffeID(td.TrustDomain, pod.Namespace, sa)
+				g.Identity = w.SpiffeID(td.TrustDomain)
 			}
 			groups[key] = g
 		}
-		g.Members = append(g.Members, NodeID(pod))
+		g.Members = append(g.Members, w.NodeID)
 	}
 	out := make([]*ir.ProxyGroup, 0, len(groups))
 	for _, key := range sortedKeys(groups) {

@@ -11,7 +11,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
+	"github.com/weft-mesh/weft/internal/identity"
 	"github.com/weft-mesh/weft/internal/ir"
+	"github.com/weft-mesh/weft/internal/workload"
 )
 
 // service is a Service being built.
@@ -149,13 +152,13 @@ func PortProtocol(p corev1.ServicePort) ir.Protocol {
 // least-request (default), round-robin, ring-hash:header=<name>,
 // ring-hash:cookie=<name>[;ttl=<duration>] or ring-hash:source-ip.
 func (s *state) loadBalancer(svc *corev1.Service, ref ir.ObjectRef) ir.LoadBalancer {
-	v, ok := svc.Annotations[AnnotationLoadBalancer]
+	v, ok := svc.Annotations[meshv1alpha1.AnnotationLoadBalancer]
 	if !ok {
 		return ir.LoadBalancer{Policy: ir.LBLeastRequest}
 	}
 	lb, err := ParseLoadBalancer(v)
 	if err != nil {
-		s.warn(ref, "InvalidLoadBalancer", fmt.Sprintf("annotation %s: %v; using least-request", AnnotationLoadBalancer, err))
+		s.warn(ref, "InvalidLoadBalancer", fmt.Sprintf("annotation %s: %v; using least-request", meshv1alpha1.AnnotationLoadBalancer, err))
 		return ir.LoadBalancer{Policy: ir.LBLeastRequest}
 	}
 	return lb
@@ -214,7 +217,7 @@ func validHeaderName(h string) bool {
 func (s *state) buildEndpoints() {
 	podSA := map[string]string{}
 	for _, p := range s.b.Pods {
-		podSA[p.Namespace+"/"+p.Name] = cmp.Or(p.Spec.ServiceAccountName, "default")
+		podSA[p.Namespace+"/"+p.Name] = workload.ServiceAccount(p)
 	}
 	type epKey struct {
 		addr string
@@ -245,7 +248,7 @@ func (s *state) buildEndpoints() {
 						if identities[st.ir.Key()] == nil {
 							identities[st.ir.Key()] = map[string]bool{}
 						}
-						identities[st.ir.Key()][ir.SpiffeID(td.TrustDomain, podNS, sa)] = true
+						identities[st.ir.Key()][identity.SpiffeID(td.TrustDomain, podNS, sa)] = true
 					}
 				}
 			}

@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 	"github.com/weft-mesh/weft/internal/capture"
 )
 
@@ -47,9 +48,9 @@ type overrides struct {
 }
 
 var proxyAnnotations = []string{
-	AnnotationExcludeInboundPorts, AnnotationExcludeOutboundPorts, AnnotationExcludeOutboundCIDRs,
-	AnnotationProxyCPU, AnnotationProxyMemory, AnnotationProxyCPULimit, AnnotationProxyMemoryLimit,
-	AnnotationProxyLogLevel, AnnotationProxyImage,
+	meshv1alpha1.AnnotationExcludeInboundPorts, meshv1alpha1.AnnotationExcludeOutboundPorts, meshv1alpha1.AnnotationExcludeOutboundCIDRs,
+	meshv1alpha1.AnnotationProxyCPU, meshv1alpha1.AnnotationProxyMemory, meshv1alpha1.AnnotationProxyCPULimit, meshv1alpha1.AnnotationProxyMemoryLimit,
+	meshv1alpha1.AnnotationProxyLogLevel, meshv1alpha1.AnnotationProxyImage,
 }
 
 // parseOverrides reads and validates every proxy annotation, reporting all
@@ -66,24 +67,24 @@ func parseOverrides(ann map[string]string, cfg Config) (overrides, error) {
 		}
 	}
 
-	if v, ok := ann[AnnotationExcludeInboundPorts]; ok {
+	if v, ok := ann[meshv1alpha1.AnnotationExcludeInboundPorts]; ok {
 		ports, err := capture.ParsePorts(v)
 		if err != nil {
-			bad(AnnotationExcludeInboundPorts, err)
+			bad(meshv1alpha1.AnnotationExcludeInboundPorts, err)
 		}
 		o.excludeInboundPorts = ports
 	}
-	if v, ok := ann[AnnotationExcludeOutboundPorts]; ok {
+	if v, ok := ann[meshv1alpha1.AnnotationExcludeOutboundPorts]; ok {
 		ports, err := capture.ParsePorts(v)
 		if err != nil {
-			bad(AnnotationExcludeOutboundPorts, err)
+			bad(meshv1alpha1.AnnotationExcludeOutboundPorts, err)
 		}
 		o.excludeOutboundPorts = ports
 	}
-	if v, ok := ann[AnnotationExcludeOutboundCIDRs]; ok {
+	if v, ok := ann[meshv1alpha1.AnnotationExcludeOutboundCIDRs]; ok {
 		cidrs, err := capture.ParseCIDRs(v)
 		if err != nil {
-			bad(AnnotationExcludeOutboundCIDRs, err)
+			bad(meshv1alpha1.AnnotationExcludeOutboundCIDRs, err)
 		}
 		o.excludeOutboundCIDRs = cidrs
 	}
@@ -98,10 +99,10 @@ func parseOverrides(ann map[string]string, cfg Config) (overrides, error) {
 		list corev1.ResourceList
 		name corev1.ResourceName
 	}{
-		{AnnotationProxyCPU, requests, corev1.ResourceCPU},
-		{AnnotationProxyMemory, requests, corev1.ResourceMemory},
-		{AnnotationProxyCPULimit, limits, corev1.ResourceCPU},
-		{AnnotationProxyMemoryLimit, limits, corev1.ResourceMemory},
+		{meshv1alpha1.AnnotationProxyCPU, requests, corev1.ResourceCPU},
+		{meshv1alpha1.AnnotationProxyMemory, requests, corev1.ResourceMemory},
+		{meshv1alpha1.AnnotationProxyCPULimit, limits, corev1.ResourceCPU},
+		{meshv1alpha1.AnnotationProxyMemoryLimit, limits, corev1.ResourceMemory},
 	}
 	quantityOK := true
 	for _, q := range quantities {
@@ -127,7 +128,7 @@ func parseOverrides(ann map[string]string, cfg Config) (overrides, error) {
 		for _, r := range []struct {
 			name          corev1.ResourceName
 			reqKey, limit string
-		}{{corev1.ResourceCPU, AnnotationProxyCPU, AnnotationProxyCPULimit}, {corev1.ResourceMemory, AnnotationProxyMemory, AnnotationProxyMemoryLimit}} {
+		}{{corev1.ResourceCPU, meshv1alpha1.AnnotationProxyCPU, meshv1alpha1.AnnotationProxyCPULimit}, {corev1.ResourceMemory, meshv1alpha1.AnnotationProxyMemory, meshv1alpha1.AnnotationProxyMemoryLimit}} {
 			req, hasReq := requests[r.name]
 			lim, hasLim := limits[r.name]
 			if !hasReq || !hasLim || req.Cmp(lim) <= 0 {
@@ -147,16 +148,16 @@ func parseOverrides(ann map[string]string, cfg Config) (overrides, error) {
 		o.resources.Limits = limits
 	}
 
-	if v, ok := ann[AnnotationProxyLogLevel]; ok {
+	if v, ok := ann[meshv1alpha1.AnnotationProxyLogLevel]; ok {
 		if !slices.Contains(LogLevels, v) {
-			bad(AnnotationProxyLogLevel, fmt.Errorf("not one of %s", strings.Join(LogLevels, ", ")))
+			bad(meshv1alpha1.AnnotationProxyLogLevel, fmt.Errorf("not one of %s", strings.Join(LogLevels, ", ")))
 		} else {
 			o.logLevel = v
 		}
 	}
-	if v, ok := ann[AnnotationProxyImage]; ok {
+	if v, ok := ann[meshv1alpha1.AnnotationProxyImage]; ok {
 		if v == "" || strings.ContainsFunc(v, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
-			bad(AnnotationProxyImage, errors.New("not an image reference"))
+			bad(meshv1alpha1.AnnotationProxyImage, errors.New("not an image reference"))
 		} else {
 			o.image = v
 		}

@@ -7,6 +7,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 )
 
 // BenchmarkInject measures one admission's work in process: deciding,
@@ -35,14 +37,14 @@ func BenchmarkInject(b *testing.B) {
 			GenerateName: "cart-7d9f8b6c4-",
 			Namespace:    "shop",
 			Labels:       map[string]string{"app": "cart", "pod-template-hash": "7d9f8b6c4"},
-			Annotations:  map[string]string{AnnotationExcludeOutboundPorts: "5432", AnnotationProxyCPU: "200m"},
+			Annotations:  map[string]string{meshv1alpha1.AnnotationExcludeOutboundPorts: "5432", meshv1alpha1.AnnotationProxyCPU: "200m"},
 		},
 		Spec: corev1.PodSpec{
 			ServiceAccountName: "cart",
 			Containers:         []corev1.Container{app("cart", 8080), app("cart-worker", 8081), app("metrics-exporter", 9100)},
 		},
 	}
-	nsLabels := map[string]string{LabelInject: NamespaceInjectEnabled}
+	nsLabels := map[string]string{meshv1alpha1.LabelInject: meshv1alpha1.NamespaceInjectEnabled}
 	// The webhook builds its Injector once at start-up.
 	in, err := New(cfg)
 	if err != nil {

@@ -43,8 +43,8 @@ const (
 // to it by this name for their mTLS certificates and trust bundle.
 const GRPCCertProviderInstance = "weft-identity"
 
-// workload identifies the proxy to the xDS server.
-type workload struct {
+// xdsNode identifies the proxy to the xDS server.
+type xdsNode struct {
 	// nodeID is <pod>.<namespace>; the pod part is $(WEFT_POD_NAME) when the
 	// name is generated after admission (the kubelet fills it in).
 	nodeID         string
@@ -52,7 +52,7 @@ type workload struct {
 	serviceAccount string
 }
 
-func (w workload) cluster() string { return w.serviceAccount + "." + w.namespace }
+func (w xdsNode) cluster() string { return w.serviceAccount + "." + w.namespace }
 
 // envoyBootstrap builds the proxy's bootstrap. The proxy learns listeners
 // and clusters over ADS from the xDS server, authenticating with the
@@ -60,7 +60,7 @@ func (w workload) cluster() string { return w.serviceAccount + "." + w.namespace
 // its own admin interface, and two listeners that expose the admin
 // interface's /ready (15021) and /stats/prometheus (15090) and nothing else,
 // because admin itself is bound to 127.0.0.1.
-func envoyBootstrap(cfg Config, w workload) (*bootstrapv3.Bootstrap, error) {
+func envoyBootstrap(cfg Config, w xdsNode) (*bootstrapv3.Bootstrap, error) {
 	b, err := envoyStatic(cfg)
 	if err != nil {
 		return nil, err
@@ -70,7 +70,7 @@ func envoyBootstrap(cfg Config, w workload) (*bootstrapv3.Bootstrap, error) {
 }
 
 // envoyNode is the only part of the bootstrap that differs between pods.
-func envoyNode(cfg Config, w workload) *corev3.Node {
+func envoyNode(cfg Config, w xdsNode) *corev3.Node {
 	return &corev3.Node{
 		Id:      w.nodeID,
 		Cluster: w.cluster(),
@@ -382,7 +382,7 @@ type grpcCertProvider struct {
 // for; %s is its listening address.
 const GRPCServerListenerTemplate = "weft/inbound/%s"
 
-func grpcBootstrapJSON(cfg Config, w workload) (string, error) {
+func grpcBootstrapJSON(cfg Config, w xdsNode) (string, error) {
 	files := grpcTLSConfig{CertificateFile: CertificatePath, PrivateKeyFile: PrivateKeyPath, CACertificateFile: CAPath}
 	watcher := files
 	// The kubelet refreshes projected Secret and ConfigMap contents about

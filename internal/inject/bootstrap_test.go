@@ -96,7 +96,7 @@ func TestSpliceNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []workload{
+	for _, w := range []xdsNode{
 		{nodeID: "cart-7d9f8.shop", namespace: "shop", serviceAccount: "cart"},
 		{nodeID: "$(WEFT_POD_NAME).batch", namespace: "batch", serviceAccount: "default"},
 	} {

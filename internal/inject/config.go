@@ -10,52 +10,18 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/weft-mesh/weft/internal/workload"
 )
 
-// Labels and annotations Weft reads and writes.
-const (
-	// LabelInject on a Namespace: "enabled" meshes every pod in it.
-	LabelInject = "weft.dev/inject"
-	// AnnotationInject on a Pod: "true" opts in, "false" opts out,
-	// "grpc-agent" opts in as a proxyless gRPC workload.
-	AnnotationInject = "weft.dev/inject"
-
-	// AnnotationStatus records what was injected (JSON, see Status). Its
-	// presence marks a pod as already injected.
-	AnnotationStatus = "weft.dev/status"
-	// AnnotationProxyVersion records the proxy version the pod was injected with.
-	AnnotationProxyVersion = "weft.dev/proxy-version"
-	// LabelProxyVersion carries the same version as a label, so pods still on
-	// an old proxy can be selected (when the version is a valid label value).
-	LabelProxyVersion = "weft.dev/proxy-version"
-
-	AnnotationExcludeInboundPorts  = "weft.dev/exclude-inbound-ports"
-	AnnotationExcludeOutboundPorts = "weft.dev/exclude-outbound-ports"
-	AnnotationExcludeOutboundCIDRs = "weft.dev/exclude-outbound-cidrs"
-	AnnotationProxyCPU             = "weft.dev/proxy-cpu"
-	AnnotationProxyMemory          = "weft.dev/proxy-memory"
-	AnnotationProxyCPULimit        = "weft.dev/proxy-cpu-limit"
-	AnnotationProxyMemoryLimit     = "weft.dev/proxy-memory-limit"
-	AnnotationProxyLogLevel        = "weft.dev/proxy-log-level"
-	AnnotationProxyImage           = "weft.dev/proxy-image"
-
-	// AnnotationDefaultContainer is the kubectl annotation naming the
-	// container that logs and exec pick by default.
-	AnnotationDefaultContainer = "kubectl.kubernetes.io/default-container"
-)
-
-// Values of LabelInject and AnnotationInject.
-const (
-	NamespaceInjectEnabled = "enabled"
-	InjectTrue             = "true"
-	InjectFalse            = "false"
-	InjectGRPCAgent        = "grpc-agent"
-)
+// AnnotationDefaultContainer is the kubectl annotation naming the container
+// that logs and exec pick by default. Weft's own names are in api/v1alpha1.
+const AnnotationDefaultContainer = "kubectl.kubernetes.io/default-container"
 
 // Names and paths of what Inject adds to a pod.
 const (
 	InitContainerName  = "weft-init"
-	ProxyContainerName = "weft-proxy"
+	ProxyContainerName = workload.ProxyContainerName
 	// ProxyVolumeName is an emptyDir weft-init writes the proxy's bootstrap
 	// and its own executable into; weft-proxy mounts it read-only.
 	ProxyVolumeName = "weft-proxy"
@@ -99,9 +65,6 @@ const (
 	ReadinessPort = 15021
 	StatsPort     = 15090
 )
-
-// KubeSystemNamespace is never injected.
-const KubeSystemNamespace = "kube-system"
 
 // LogLevels are the accepted proxy log levels.
 var LogLevels = []string{"trace", "debug", "info", "warn", "error"}

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 	"github.com/weft-mesh/weft/internal/capture"
 	"github.com/weft-mesh/weft/internal/identity"
 )
@@ -42,7 +43,7 @@ var (
 )
 
 // mutateSidecar adds weft-init, weft-proxy and their volumes to pod.
-func (in *Injector) mutateSidecar(pod *corev1.Pod, mode Mode, o overrides, w workload) (*Status, []string, error) {
+func (in *Injector) mutateSidecar(pod *corev1.Pod, mode Mode, o overrides, w xdsNode) (*Status, []string, error) {
 	cfg := in.cfg
 	if err := checkFree(pod, ProxyVolumeName, IdentityVolumeName); err != nil {
 		return nil, nil, err
@@ -143,7 +144,7 @@ func checkFree(pod *corev1.Pod, volumes ...string) error {
 // One volume rather than two keeps a single directory for Envoy's
 // watched_directory and the gRPC file watcher, and a single atomic swap of
 // its ..data symlink whenever either source changes.
-func identityVolume(w workload) corev1.Volume {
+func identityVolume(w xdsNode) corev1.Volume {
 	return corev1.Volume{
 		Name: IdentityVolumeName,
 		VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
@@ -170,7 +171,7 @@ func identityVolume(w workload) corev1.Volume {
 	}
 }
 
-func initContainer(cfg Config, capCfg capture.Config, w workload, bootstrap, sds string) corev1.Container {
+func initContainer(cfg Config, capCfg capture.Config, w xdsNode, bootstrap, sds string) corev1.Container {
 	args := slices.Concat(capCfg.Args(), []string{
 		"--" + capture.FlagFileFromEnv + "=" + EnvProxyBootstrap + "=" + BootstrapPath,
 		"--" + capture.FlagFileFromEnv + "=" + EnvProxySDS + "=" + SDSPath,
@@ -204,7 +205,7 @@ func initContainer(cfg Config, capCfg capture.Config, w workload, bootstrap, sds
 }
 
 // podNameEnv defines $(WEFT_POD_NAME) when a bootstrap refers to it.
-func podNameEnv(w workload) []corev1.EnvVar {
+func podNameEnv(w xdsNode) []corev1.EnvVar {
 	if !strings.Contains(w.nodeID, "$("+EnvPodName+")") {
 		return nil
 	}
@@ -283,7 +284,7 @@ func proxyContainer(cfg Config, o overrides, native bool) corev1.Container {
 
 // mutateGRPCAgent gives every app container the gRPC xDS bootstrap and the
 // workload identity. There is no proxy and no traffic capture.
-func mutateGRPCAgent(pod *corev1.Pod, cfg Config, o overrides, w workload) (*Status, []string, error) {
+func mutateGRPCAgent(pod *corev1.Pod, cfg Config, o overrides, w xdsNode) (*Status, []string, error) {
 	if err := checkFree(pod, IdentityVolumeName); err != nil {
 		return nil, nil, err
 	}
@@ -293,7 +294,7 @@ func mutateGRPCAgent(pod *corev1.Pod, cfg Config, o overrides, w workload) (*Sta
 	}
 	var warnings []string
 	if len(o.set) > 0 {
-		warnings = append(warnings, fmt.Sprintf("%s has no proxy, so %s have no effect", InjectGRPCAgent, strings.Join(o.set, ", ")))
+		warnings = append(warnings, fmt.Sprintf("%s has no proxy, so %s have no effect", meshv1alpha1.InjectGRPCAgent, strings.Join(o.set, ", ")))
 	}
 	status := &Status{Version: cfg.ProxyVersion, Mode: ModeGRPCAgent, Volumes: []string{IdentityVolumeName}}
 	for i := range pod.Spec.Containers {

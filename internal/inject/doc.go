@@ -1,6 +1,7 @@
-// Package inject decides whether a pod joins the mesh and, if it does, builds
-// the mutated pod and the RFC 6902 JSON patch that turns the submitted pod
-// into it.
+// Package inject builds, for a pod that joins the mesh, the mutated pod and
+// the RFC 6902 JSON patch that turns the submitted pod into it. Whether the
+// pod joins, and with which data plane, is internal/workload's answer, the
+// same one ingest and the sidecar audit use.
 //
 // Inject is a pure function: it reads only its arguments (the pod, its
 // namespace's labels and a Config) and has no client, clock, randomness or

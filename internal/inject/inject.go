@@ -12,6 +12,9 @@ import (
 	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
+	"github.com/weft-mesh/weft/internal/workload"
 )
 
 // Mode is how a pod joins the mesh.
@@ -152,45 +155,48 @@ func (in *Injector) Inject(pod *corev1.Pod, namespaceLabels map[string]string) (
 		return &Result{Skip: &Skip{Reason: reason, Message: fmt.Sprintf(format, args...)}}, nil
 	}
 
-	if ns == KubeSystemNamespace || ns == cfg.ControlPlaneNamespace {
+	if ns == workload.KubeSystemNamespace || ns == cfg.ControlPlaneNamespace {
 		return skip(SkipSystemNamespace, "namespace %s is never injected", ns)
 	}
-	if injected(pod) {
+	// The same classification decides what ingest, the sidecar audit and
+	// the xDS server make of the pod once it runs.
+	wl := workload.Of(pod, namespaceLabels)
+	if wl.Injected {
 		return skip(SkipAlreadyInjected, "pod already has the weft proxy")
 	}
-	mode := ModeNativeSidecar
-	if !cfg.NativeSidecars {
-		mode = ModeSidecar
+	if wl.InvalidInject != "" {
+		return nil, &AnnotationError{Annotation: meshv1alpha1.AnnotationInject, Value: wl.InvalidInject,
+			Err: fmt.Errorf("not one of %s, %s, %s", meshv1alpha1.InjectTrue, meshv1alpha1.InjectFalse, meshv1alpha1.InjectGRPCAgent)}
 	}
-	switch v, ok := pod.Annotations[AnnotationInject]; {
-	case !ok:
-		if namespaceLabels[LabelInject] != NamespaceInjectEnabled {
-			return skip(SkipNotEnabled, "namespace %s is not labelled %s=%s and the pod has no %s annotation", ns, LabelInject, NamespaceInjectEnabled, AnnotationInject)
+	switch wl.Reason {
+	case workload.ReasonOptedOut:
+		return skip(SkipOptedOut, "pod annotation %s=%s", meshv1alpha1.AnnotationInject, meshv1alpha1.InjectFalse)
+	case workload.ReasonNotEnabled:
+		return skip(SkipNotEnabled, "namespace %s is not labelled %s=%s and the pod has no %s annotation", ns, meshv1alpha1.LabelInject, meshv1alpha1.NamespaceInjectEnabled, meshv1alpha1.AnnotationInject)
+	case workload.ReasonHostNetwork:
+		return skip(SkipHostNetwork, "pod uses the host network: redirect rules would capture the node's traffic and the proxy's ports would clash between pods")
+	}
+	var mode Mode
+	switch wl.Mode {
+	case workload.ModeSidecar:
+		mode = ModeNativeSidecar
+		if !cfg.NativeSidecars {
+			mode = ModeSidecar
 		}
-	case v == InjectFalse:
-		return skip(SkipOptedOut, "pod annotation %s=%s", AnnotationInject, InjectFalse)
-	case v == InjectTrue:
-	case v == InjectGRPCAgent:
+	case workload.ModeProxyless:
 		mode = ModeGRPCAgent
 	default:
-		return nil, &AnnotationError{Annotation: AnnotationInject, Value: v,
-			Err: fmt.Errorf("not one of %s, %s, %s", InjectTrue, InjectFalse, InjectGRPCAgent)}
-	}
-	if pod.Spec.HostNetwork {
-		return skip(SkipHostNetwork, "pod uses the host network: redirect rules would capture the node's traffic and the proxy's ports would clash between pods")
+		// Every reason for no mode is handled above.
+		return nil, fmt.Errorf("pod %s/%s: no data plane (%s)", ns, pod.Name, wl.Reason)
 	}
 
 	o, err := parseOverrides(pod.Annotations, cfg)
 	if err != nil {
 		return nil, err
 	}
-	sa := pod.Spec.ServiceAccountName
-	if sa == "" {
-		sa = "default"
-	}
-	w := workload{nodeID: pod.Name + "." + ns, namespace: ns, serviceAccount: sa}
+	w := xdsNode{nodeID: wl.NodeID, namespace: ns, serviceAccount: wl.ServiceAccount}
 	if pod.Name == "" {
-		w.nodeID = "$(" + EnvPodName + ")." + ns
+		w.nodeID = workload.NodeID("$("+EnvPodName+")", ns)
 	}
 
 	out := pod.DeepCopy()
@@ -214,16 +220,6 @@ func (in *Injector) Inject(pod *corev1.Pod, namespaceLabels map[string]string) (
 	return &Result{Mode: mode, Pod: out, Patch: patch, Status: status, Warnings: warnings}, nil
 }
 
-// injected reports whether the pod already went through Inject (or someone
-// added a proxy by hand): injecting twice would duplicate containers.
-func injected(pod *corev1.Pod) bool {
-	if _, ok := pod.Annotations[AnnotationStatus]; ok {
-		return true
-	}
-	named := func(c corev1.Container) bool { return c.Name == ProxyContainerName }
-	return slices.ContainsFunc(pod.Spec.Containers, named) || slices.ContainsFunc(pod.Spec.InitContainers, named)
-}
-
 // record writes the status annotation and the proxy version.
 func record(pod *corev1.Pod, status *Status) error {
 	raw, err := json.Marshal(status)
@@ -233,8 +229,8 @@ func record(pod *corev1.Pod, status *Status) error {
 	if pod.Annotations == nil {
 		pod.Annotations = map[string]string{}
 	}
-	pod.Annotations[AnnotationStatus] = string(raw)
-	pod.Annotations[AnnotationProxyVersion] = status.Version
+	pod.Annotations[meshv1alpha1.AnnotationStatus] = string(raw)
+	pod.Annotations[meshv1alpha1.AnnotationProxyVersion] = status.Version
 	// A label makes stale pods selectable (kubectl get pods -l
 	// 'weft.dev/proxy-version!=v1.2.0'), but only some versions are valid
 	// label values; the annotation always has it.
@@ -242,7 +238,7 @@ func record(pod *corev1.Pod, status *Status) error {
 		if pod.Labels == nil {
 			pod.Labels = map[string]string{}
 		}
-		pod.Labels[LabelProxyVersion] = status.Version
+		pod.Labels[meshv1alpha1.LabelProxyVersion] = status.Version
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package inject
 
 import (
 	"encoding/json"
-	goldenfile "github.com/weft-mesh/weft/internal/golden"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -15,7 +14,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
+	goldenfile "github.com/weft-mesh/weft/internal/golden"
 	"github.com/weft-mesh/weft/internal/identity"
+	"github.com/weft-mesh/weft/internal/workload"
 )
 
 // golden is what testdata/<case>.patch.json holds.
@@ -54,7 +56,7 @@ func TestInjectGolden(t *testing.T) {
 		{name: "annotation-opt-in", check: func(t *testing.T, o outcome) { wantInjected(t, o, ModeNativeSidecar) }},
 		{name: "not-enabled", check: func(t *testing.T, o outcome) { wantSkipped(t, o, SkipNotEnabled) }},
 		{name: "bad-inject-value", check: func(t *testing.T, o outcome) {
-			wantRejected(t, o, AnnotationInject, `"yes"`, "grpc-agent")
+			wantRejected(t, o, meshv1alpha1.AnnotationInject, `"yes"`, "grpc-agent")
 		}},
 		{name: "kube-system", check: func(t *testing.T, o outcome) { wantSkipped(t, o, SkipSystemNamespace) }},
 		{name: "control-plane-namespace", check: func(t *testing.T, o outcome) { wantSkipped(t, o, SkipSystemNamespace) }},
@@ -106,8 +108,8 @@ func TestInjectGolden(t *testing.T) {
 			wantInitArg(t, o, "--exclude-outbound-cidrs=10.96.0.0/12,169.254.169.254/32,fd00:10:96::/112")
 		}},
 		{name: "bad-exclusion", check: func(t *testing.T, o outcome) {
-			wantRejected(t, o, AnnotationExcludeInboundPorts, `"http" is not a port number`)
-			wantRejected(t, o, AnnotationExcludeOutboundCIDRs, "the network is 10.0.0.0/8")
+			wantRejected(t, o, meshv1alpha1.AnnotationExcludeInboundPorts, `"http" is not a port number`)
+			wantRejected(t, o, meshv1alpha1.AnnotationExcludeOutboundCIDRs, "the network is 10.0.0.0/8")
 		}},
 		{name: "resource-overrides", check: func(t *testing.T, o outcome) {
 			wantInjected(t, o, ModeNativeSidecar)
@@ -122,10 +124,10 @@ func TestInjectGolden(t *testing.T) {
 			}
 		}},
 		{name: "bad-resource-quantity", check: func(t *testing.T, o outcome) {
-			wantRejected(t, o, AnnotationProxyMemory, `"lots"`, "not a resource quantity")
+			wantRejected(t, o, meshv1alpha1.AnnotationProxyMemory, `"lots"`, "not a resource quantity")
 		}},
 		{name: "resource-request-over-limit", check: func(t *testing.T, o outcome) {
-			wantRejected(t, o, AnnotationProxyCPU, "request 4 exceeds limit 2", AnnotationProxyCPULimit)
+			wantRejected(t, o, meshv1alpha1.AnnotationProxyCPU, "request 4 exceeds limit 2", meshv1alpha1.AnnotationProxyCPULimit)
 		}},
 		{name: "log-level", check: func(t *testing.T, o outcome) {
 			wantInjected(t, o, ModeNativeSidecar)
@@ -135,7 +137,7 @@ func TestInjectGolden(t *testing.T) {
 			}
 		}},
 		{name: "bad-log-level", check: func(t *testing.T, o outcome) {
-			wantRejected(t, o, AnnotationProxyLogLevel, "trace, debug, info, warn, error")
+			wantRejected(t, o, meshv1alpha1.AnnotationProxyLogLevel, "trace, debug, info, warn, error")
 		}},
 		{name: "image-override", check: func(t *testing.T, o outcome) {
 			wantInjected(t, o, ModeNativeSidecar)
@@ -185,8 +187,8 @@ func TestInjectGolden(t *testing.T) {
 			if len(pod.Spec.InitContainers) != 0 || len(pod.Spec.Containers) != 1 {
 				t.Errorf("grpc-agent must add no containers, got init %v containers %v", names(pod.Spec.InitContainers), names(pod.Spec.Containers))
 			}
-			if len(o.res.Warnings) != 1 || !strings.Contains(o.res.Warnings[0], AnnotationProxyCPU) {
-				t.Errorf("warnings %q, want one about %s having no effect", o.res.Warnings, AnnotationProxyCPU)
+			if len(o.res.Warnings) != 1 || !strings.Contains(o.res.Warnings[0], meshv1alpha1.AnnotationProxyCPU) {
+				t.Errorf("warnings %q, want one about %s having no effect", o.res.Warnings, meshv1alpha1.AnnotationProxyCPU)
 			}
 			app := container(pod, "cart")
 			e, ok := env(app, EnvGRPCBootstrapConfig)
@@ -357,14 +359,14 @@ func checkInjected(t *testing.T, o outcome, nsLabels map[string]string, cfg Conf
 	}
 
 	var status Status
-	if err := json.Unmarshal([]byte(pod.Annotations[AnnotationStatus]), &status); err != nil {
+	if err := json.Unmarshal([]byte(pod.Annotations[meshv1alpha1.AnnotationStatus]), &status); err != nil {
 		t.Fatalf("status annotation: %v", err)
 	}
 	if !reflect.DeepEqual(&status, o.res.Status) || status.Version != cfg.ProxyVersion || status.Mode != o.res.Mode {
 		t.Errorf("status annotation %+v, result status %+v", status, o.res.Status)
 	}
-	if pod.Annotations[AnnotationProxyVersion] != cfg.ProxyVersion || pod.Labels[LabelProxyVersion] != cfg.ProxyVersion {
-		t.Errorf("proxy version annotation %q label %q, want %q", pod.Annotations[AnnotationProxyVersion], pod.Labels[LabelProxyVersion], cfg.ProxyVersion)
+	if pod.Annotations[meshv1alpha1.AnnotationProxyVersion] != cfg.ProxyVersion || pod.Labels[meshv1alpha1.LabelProxyVersion] != cfg.ProxyVersion {
+		t.Errorf("proxy version annotation %q label %q, want %q", pod.Annotations[meshv1alpha1.AnnotationProxyVersion], pod.Labels[meshv1alpha1.LabelProxyVersion], cfg.ProxyVersion)
 	}
 	for _, c := range status.InitContainers {
 		if container(pod, c) == nil || !slices.ContainsFunc(pod.Spec.InitContainers, func(x corev1.Container) bool { return x.Name == c }) {
@@ -385,12 +387,21 @@ func checkInjected(t *testing.T, o outcome, nsLabels map[string]string, cfg Conf
 		t.Error("Inject changed parts of the pod other than containers, volumes, labels and annotations")
 	}
 
+	// What the rest of Weft makes of the injected pod must match what it
+	// was given: ingest, the sidecar audit and the xDS server read the
+	// record this writes.
+	w := workload.Of(pod, nsLabels)
+	wantMode := workload.ModeSidecar
 	if o.res.Mode == ModeGRPCAgent {
-		sa := o.in.Spec.ServiceAccountName
-		if sa == "" {
-			sa = "default"
-		}
-		checkIdentityVolume(t, pod, sa)
+		wantMode = workload.ModeProxyless
+	}
+	if !w.Injected || !w.Meshed || w.Mode != wantMode || w.ProxyVersion != cfg.ProxyVersion {
+		t.Errorf("workload.Of(injected pod) = injected %v, meshed %v, mode %q, proxy version %q; want injected, meshed, %q, %q",
+			w.Injected, w.Meshed, w.Mode, w.ProxyVersion, wantMode, cfg.ProxyVersion)
+	}
+
+	if o.res.Mode == ModeGRPCAgent {
+		checkIdentityVolume(t, pod, w.ServiceAccount)
 		return
 	}
 	checkSidecar(t, o, cfg)
@@ -469,6 +480,10 @@ func checkEnvoyBootstrap(t *testing.T, b *bootstrapv3.Bootstrap, in *corev1.Pod,
 	}
 	if b.GetNode().GetId() != wantID || b.GetNode().GetCluster() != sa+"."+in.Namespace {
 		t.Errorf("node %s / %s, want %s / %s.%s", b.GetNode().GetId(), b.GetNode().GetCluster(), wantID, sa, in.Namespace)
+	}
+	// The proxy must name itself as ingest lists it among a group's members.
+	if id := workload.Of(in, nil).NodeID; id != "" && b.GetNode().GetId() != id {
+		t.Errorf("node %s, but workload.Of names the pod %s", b.GetNode().GetId(), id)
 	}
 	admin := b.GetAdmin().GetAddress().GetSocketAddress()
 	if admin.GetAddress() != "127.0.0.1" || admin.GetPortValue() != AdminPort {
