@@ -459,7 +459,11 @@ func InboundClusterName(port int32) string {
 	return fmt.Sprintf("inbound|%d", port)
 }
 
-// SpiffeID is the SPIFFE ID of a service account.
+// SpiffeID is the SPIFFE ID of a service account. It cannot forward to
+// identity.SpiffeID (ir holds data only and must not import it); a test
+// there checks the two agree.
+//
+// Deprecated: use identity.SpiffeID, or workload.Workload.SpiffeID for a pod.
 func SpiffeID(trustDomain, namespace, serviceAccount string) string {
 	return fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", trustDomain, namespace, serviceAccount)
 }

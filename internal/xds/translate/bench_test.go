@@ -9,6 +9,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/weft-mesh/weft/internal/identity"
 	"github.com/weft-mesh/weft/internal/ir"
 )
 
@@ -30,7 +31,7 @@ func syntheticMesh(n int) *ir.Mesh {
 	timeout := ir.Duration(5 * time.Second)
 	for i := range n {
 		ref := ir.ObjectRef{Kind: "Service", Namespace: ns(i), Name: name(i)}
-		id := ir.SpiffeID("cluster.local", ns(i), name(i))
+		id := identity.SpiffeID("cluster.local", ns(i), name(i))
 		httpCluster := ir.ClusterName(host(i), 80)
 		var eps []ir.Endpoint
 		for e := range 3 {
