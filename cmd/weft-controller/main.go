@@ -6,7 +6,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"net/http"
@@ -181,12 +180,7 @@ func run(ctx context.Context, o options, inj *injectOptions) error {
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("adding health check: %w", err)
 	}
-	if err := mgr.AddReadyzCheck("readyz", func(*http.Request) error {
-		if !mgr.GetCache().WaitForCacheSync(context.Background()) {
-			return errors.New("informer caches not synced")
-		}
-		return nil
-	}); err != nil {
+	if err := mgr.AddReadyzCheck("readyz", cacheSyncedCheck(mgr.GetCache(), readyzBound)); err != nil {
 		return fmt.Errorf("adding ready check: %w", err)
 	}
 	logger.Info("starting weft-controller", "xds", o.xdsAddr, "insecure", o.xdsInsecure, "leaderElection", o.leaderElect)
