@@ -3,9 +3,12 @@ package ingest
 import (
 	"slices"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 	"github.com/weft-mesh/weft/internal/ir"
@@ -221,5 +224,41 @@ func TestMeshedPodsFollowTheInjector(t *testing.T) {
 	slices.Sort(members)
 	if want := []string{"handmade.shop", "opted-in.shop"}; !slices.Equal(members, want) {
 		t.Errorf("meshed pods %q, want %q", members, want)
+	}
+}
+
+// Two route-level retry budgets that reach one backend port: the older
+// policy's budget is the port's, every time. It used to depend on the
+// order Go happened to walk a map of Services in.
+func TestRouteRetryBudgetsOnASharedBackendAreDeterministic(t *testing.T) {
+	b := LoadBundle(t, "testdata/retrypolicy-route-beats-service.in.yaml")
+	route := func(name, parent string) *gwapiv1.HTTPRoute {
+		return &gwapiv1.HTTPRoute{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", Generation: 1, CreationTimestamp: metav1.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)},
+			Spec: gwapiv1.HTTPRouteSpec{
+				CommonRouteSpec: gwapiv1.CommonRouteSpec{ParentRefs: []gwapiv1.ParentReference{{Group: ptr.To(gwapiv1.Group("")), Kind: ptr.To(gwapiv1.Kind("Service")), Name: gwapiv1.ObjectName(parent)}}},
+				Rules: []gwapiv1.HTTPRouteRule{{BackendRefs: []gwapiv1.HTTPBackendRef{{BackendRef: gwapiv1.BackendRef{BackendObjectReference: gwapiv1.BackendObjectReference{
+					Name: "checkout-v1", Port: ptr.To(gwapiv1.PortNumber(80)),
+				}}}}}},
+			},
+		}
+	}
+	budget := func(name, target string, day, percent int) *meshv1alpha1.RetryPolicy {
+		return &meshv1alpha1.RetryPolicy{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", Generation: 1, CreationTimestamp: metav1.Date(2026, 1, day, 0, 0, 0, 0, time.UTC)},
+			Spec: meshv1alpha1.RetryPolicySpec{
+				TargetRef: meshv1alpha1.RouteTargetReference{Group: "gateway.networking.k8s.io", Kind: "HTTPRoute", Name: target},
+				Budget:    &meshv1alpha1.RetryBudget{Percent: int32(percent)},
+			},
+		}
+	}
+	b.HTTPRoutes = append(b.HTTPRoutes, route("via-checkout", "checkout"), route("via-v2", "checkout-v2"))
+	b.RetryPolicies = append(b.RetryPolicies, budget("newer", "via-checkout", 5, 50), budget("older", "via-v2", 3, 10))
+	for range 40 {
+		v1 := findService(t, Build(b), "shop", "checkout-v1")
+		got := v1.Ports[0].RetryBudget
+		if got == nil || got.Source.Name != "older" || got.Percent != 10 {
+			t.Fatalf("checkout-v1's retry budget = %+v, want the older policy's 10%%", got)
+		}
 	}
 }

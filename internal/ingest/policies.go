@@ -99,9 +99,12 @@ func (s *state) buildRetryPolicies() {
 		policy *meshv1alpha1.RetryPolicy
 		ref    ir.ObjectRef
 		retry  *ir.Retry
+		// order is the policy's place oldest first: of two route-level
+		// budgets on one backend port the older wins.
+		order int
 	}
 	var serviceLevel, routeLevel []applied
-	for _, rp := range policies {
+	for order, rp := range policies {
 		v := s.verdict("RetryPolicy", rp)
 		tr := rp.Spec.TargetRef
 		target := ir.ObjectRef{Group: tr.Group, Kind: tr.Kind, Namespace: rp.Namespace, Name: tr.Name}
@@ -122,7 +125,7 @@ func (s *state) buildRetryPolicies() {
 				v.reject(meshv1alpha1.ReasonUnsupportedValue, "spec.targetRef: Service %s has no HTTP, HTTP2 or gRPC port; retries need one (name the port http-*, http2-* or grpc-*, or set appProtocol)", tr.Name)
 				continue
 			}
-			serviceLevel = append(serviceLevel, applied{rp, target, retry})
+			serviceLevel = append(serviceLevel, applied{rp, target, retry, order})
 			if rp.Spec.Budget != nil {
 				for _, p := range st.ir.Ports {
 					p.RetryBudget = retryBudget(v.ref, rp.Spec.Budget)
@@ -133,7 +136,7 @@ func (s *state) buildRetryPolicies() {
 				v.unresolved(meshv1alpha1.ReasonTargetNotFound, "spec.targetRef: %s %s/%s does not exist or has no Service parent", tr.Kind, rp.Namespace, tr.Name)
 				continue
 			}
-			routeLevel = append(routeLevel, applied{rp, target, retry})
+			routeLevel = append(routeLevel, applied{rp, target, retry, order})
 		}
 	}
 	own := map[*ir.Route]bool{}
@@ -159,6 +162,7 @@ func (s *state) buildRetryPolicies() {
 		key := ir.ObjectRef{Kind: a.ref.Kind, Namespace: a.ref.Namespace, Name: a.ref.Name}
 		byRoute[key] = append(byRoute[key], a)
 	}
+	budgetOrder := map[*ir.Port]int{}
 	for _, st := range s.services {
 		for _, p := range st.ir.Ports {
 			if !p.Protocol.IsHTTP() {
@@ -183,7 +187,7 @@ func (s *state) buildRetryPolicies() {
 					for _, a := range byRoute[ir.ObjectRef{Kind: r.Source.Kind, Namespace: r.Source.Namespace, Name: r.Source.Name}] {
 						applyRetry(r, a.retry, a.policy, own[r])
 						if a.policy.Spec.Budget != nil {
-							s.setBudgetOnBackends(r, retryBudget(a.retry.Source, a.policy.Spec.Budget))
+							s.setBudgetOnBackends(r, retryBudget(a.retry.Source, a.policy.Spec.Budget), a.order, budgetOrder)
 						}
 					}
 				}
@@ -192,11 +196,18 @@ func (s *state) buildRetryPolicies() {
 	}
 }
 
-func (s *state) setBudgetOnBackends(r *ir.Route, b *ir.RetryBudget) {
+// setBudgetOnBackends puts a route-level retry budget on the route's
+// backend ports, unless an older policy's budget is there already (order
+// records whose each port has), so that the outcome does not depend on the
+// order routes are visited in.
+func (s *state) setBudgetOnBackends(r *ir.Route, b *ir.RetryBudget, order int, have map[*ir.Port]int) {
 	for _, be := range r.Backends {
 		if st := s.services[be.Service.Namespace+"/"+be.Service.Name]; st != nil {
 			if p := st.port(be.Port); p != nil {
-				p.RetryBudget = b
+				if o, ok := have[p]; ok && o <= order {
+					continue
+				}
+				p.RetryBudget, have[p] = b, order
 			}
 		}
 	}
