@@ -306,7 +306,7 @@ func (st *deltaStream) push() error {
 	}
 	cb := callbacks{s: st.s}
 	for _, resp := range out {
-		cb.response(st.id, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce())
+		cb.response(st.id, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce(), resp)
 		if err := st.send(resp); err != nil {
 			return err
 		}

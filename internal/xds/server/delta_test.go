@@ -270,6 +270,11 @@ func TestDeltaNackIsNotResent(t *testing.T) {
 	m.setRoute(0, 10)
 	m.publish(t, s)
 	eventually(t, "NACK recorded", func() bool { return s.Nacks()["a.ns"].Message == "r0: bad weights" })
+	// The NACK names exactly the resources of the rejected response (only
+	// r0 changed), not whatever its message happens to mention.
+	if got := s.Nacks()["a.ns"].Resources; !slices.Equal(got, []string{"r0"}) {
+		t.Errorf("the NACK names resources %v, want [r0]", got)
+	}
 	time.Sleep(300 * time.Millisecond)
 	if n := a.Responses(xdstest.RouteType) - before; n != 1 {
 		t.Errorf("%d route responses after the change, want the one rejected", n)

@@ -385,7 +385,7 @@ func (c *callbacks) open(ctx context.Context, id int64) error {
 	}
 	t := c.s.tracker
 	t.mu.Lock()
-	t.streams[id] = &streamInfo{peer: p, nonces: map[string]string{}}
+	t.streams[id] = &streamInfo{peer: p, nonces: map[string]sentResponse{}}
 	t.mu.Unlock()
 	return nil
 }
@@ -451,13 +451,16 @@ func (c *callbacks) request(id int64, node *corev3.Node, typeURL, version, nonce
 	n := t.node(si.node)
 	if errDetail != nil {
 		c.s.metrics.Nacks.WithLabelValues(shortType(typeURL)).Inc()
-		n.Nack = &Nack{TypeURL: typeURL, Version: sent, Message: errDetail.Error(), At: t.now()}
-		c.s.log.Info("proxy rejected configuration", "node", si.node, "type", shortType(typeURL), "version", sent, "error", errDetail.Error())
+		n.Nack = &Nack{TypeURL: typeURL, Version: sent.version, Message: errDetail.Error(), At: t.now()}
+		if known {
+			n.Nack.Resources = resourceNames(sent.msg)
+		}
+		c.s.log.Info("proxy rejected configuration", "node", si.node, "type", shortType(typeURL), "version", sent.version, "resources", len(n.Nack.Resources), "error", errDetail.Error())
 		t.notify()
 		return nil
 	}
 	if known {
-		version = sent
+		version = sent.version
 	}
 	n.Acked[typeURL] = version
 	n.AckedAt = t.now()
@@ -468,7 +471,7 @@ func (c *callbacks) request(id int64, node *corev3.Node, typeURL, version, nonce
 	return nil
 }
 
-func (c *callbacks) response(id int64, typeURL, version, nonce string) {
+func (c *callbacks) response(id int64, typeURL, version, nonce string, msg proto.Message) {
 	c.s.metrics.pushed(typeURL)
 	t := c.s.tracker
 	t.mu.Lock()
@@ -477,7 +480,7 @@ func (c *callbacks) response(id int64, typeURL, version, nonce string) {
 	if si == nil {
 		return
 	}
-	si.nonces[nonce] = version
+	si.nonces[nonce] = sentResponse{version: version, msg: msg}
 	if si.node != "" {
 		t.node(si.node).Sent[typeURL] = version
 	}
@@ -495,7 +498,7 @@ func (c *callbacks) OnStreamRequest(id int64, r *discoverygrpc.DiscoveryRequest)
 	return c.request(id, r.GetNode(), r.GetTypeUrl(), r.GetVersionInfo(), r.GetResponseNonce(), e)
 }
 func (c *callbacks) OnStreamResponse(_ context.Context, id int64, _ *discoverygrpc.DiscoveryRequest, r *discoverygrpc.DiscoveryResponse) {
-	c.response(id, r.GetTypeUrl(), r.GetVersionInfo(), r.GetNonce())
+	c.response(id, r.GetTypeUrl(), r.GetVersionInfo(), r.GetNonce(), r)
 }
 func (c *callbacks) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
 	return c.open(ctx, id)
@@ -509,7 +512,7 @@ func (c *callbacks) OnStreamDeltaRequest(id int64, r *discoverygrpc.DeltaDiscove
 	return c.request(id, r.GetNode(), r.GetTypeUrl(), "", r.GetResponseNonce(), e)
 }
 func (c *callbacks) OnStreamDeltaResponse(id int64, _ *discoverygrpc.DeltaDiscoveryRequest, r *discoverygrpc.DeltaDiscoveryResponse) {
-	c.response(id, r.GetTypeUrl(), r.GetSystemVersionInfo(), r.GetNonce())
+	c.response(id, r.GetTypeUrl(), r.GetSystemVersionInfo(), r.GetNonce(), r)
 }
 func (c *callbacks) OnFetchRequest(context.Context, *discoverygrpc.DiscoveryRequest) error {
 	// REST fetches carry no client certificate check here: refuse them.

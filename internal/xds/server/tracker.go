@@ -5,6 +5,10 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"google.golang.org/protobuf/proto"
 )
 
 // Nack is a response a proxy rejected.
@@ -12,7 +16,10 @@ type Nack struct {
 	TypeURL string
 	Version string
 	Message string
-	At      time.Time
+	// Resources are the names of the resources in the rejected response,
+	// sorted: what the proxy refused to take.
+	Resources []string
+	At        time.Time
 }
 
 // NodeStatus is what the server knows about one proxy.
@@ -34,7 +41,40 @@ type NodeStatus struct {
 type streamInfo struct {
 	node   string
 	peer   Peer
-	nonces map[string]string // response nonce -> version
+	nonces map[string]sentResponse // by response nonce
+}
+
+// sentResponse is a response awaiting its ACK or NACK. The message is kept
+// (it is small: its resources are shared) so that a NACK can name exactly
+// the resources it rejected; names are read only then.
+type sentResponse struct {
+	version string
+	msg     proto.Message
+}
+
+// resourceNames lists the names of the resources in a response: a delta
+// response names them; a state-of-the-world one holds them as Any, which
+// are decoded for it.
+func resourceNames(msg proto.Message) []string {
+	var out []string
+	switch r := msg.(type) {
+	case *discoverygrpc.DeltaDiscoveryResponse:
+		for _, res := range r.GetResources() {
+			out = append(out, res.GetName())
+		}
+	case *discoverygrpc.DiscoveryResponse:
+		for _, a := range r.GetResources() {
+			m, err := a.UnmarshalNew()
+			if err != nil {
+				continue
+			}
+			if name := cachev3.GetResourceName(m); name != "" {
+				out = append(out, name)
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // tracker keeps per-stream and per-node state.
