@@ -177,24 +177,30 @@ func TestMeshControlPlane(t *testing.T) {
 		})
 	})
 
-	t.Run("a route Envoy would reject is reported on the route", func(t *testing.T) {
+	t.Run("a route with two rules Envoy would reject keeps its good rule and settles", func(t *testing.T) {
 		port := gwapiv1.PortNumber(80)
 		parent := gwapiv1.ParentReference{Group: ptr.To(gwapiv1.Group("")), Kind: ptr.To(gwapiv1.Kind("Service")), Name: "checkout-v2", Port: &port}
-		regex := gwapiv1.PathMatchRegularExpression
+		regex, prefix := gwapiv1.PathMatchRegularExpression, gwapiv1.PathMatchPathPrefix
+		rule := func(typ *gwapiv1.PathMatchType, path string) gwapiv1.HTTPRouteRule {
+			return gwapiv1.HTTPRouteRule{
+				Matches: []gwapiv1.HTTPRouteMatch{{Path: &gwapiv1.HTTPPathMatch{Type: typ, Value: ptr.To(path)}}},
+				BackendRefs: []gwapiv1.HTTPBackendRef{{BackendRef: gwapiv1.BackendRef{
+					BackendObjectReference: gwapiv1.BackendObjectReference{Name: "checkout-v1", Port: &port},
+				}}},
+			}
+		}
+		// Look-behind and look-ahead: RE2 (Envoy's and grpc-go's engine)
+		// has neither.
 		route := &gwapiv1.HTTPRoute{
 			ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "bad-regex"},
 			Spec: gwapiv1.HTTPRouteSpec{
 				CommonRouteSpec: gwapiv1.CommonRouteSpec{ParentRefs: []gwapiv1.ParentReference{parent}},
-				Rules: []gwapiv1.HTTPRouteRule{{
-					Matches: []gwapiv1.HTTPRouteMatch{{Path: &gwapiv1.HTTPPathMatch{Type: &regex, Value: ptr.To("/items/[unclosed")}}},
-					BackendRefs: []gwapiv1.HTTPBackendRef{{BackendRef: gwapiv1.BackendRef{
-						BackendObjectReference: gwapiv1.BackendObjectReference{Name: "checkout-v1", Port: &port},
-					}}},
-				}},
+				Rules:           []gwapiv1.HTTPRouteRule{rule(&regex, "/(?<=a)b"), rule(&regex, "/(?!x)y"), rule(&prefix, "/good")},
 			},
 		}
 		h.create(t, route)
-		eventually(t, 20*time.Second, "PartiallyInvalid", func() (bool, string) {
+		var conds []metav1.Condition
+		eventually(t, 20*time.Second, "one PartiallyInvalid naming both dropped rules, and Accepted", func() (bool, string) {
 			var r gwapiv1.HTTPRoute
 			if err := h.c.Get(ctx, client.ObjectKeyFromObject(route), &r); err != nil {
 				return false, err.Error()
@@ -202,9 +208,58 @@ func TestMeshControlPlane(t *testing.T) {
 			if len(r.Status.Parents) != 1 {
 				return false, fmt.Sprintf("%+v", r.Status)
 			}
-			c := meta.FindStatusCondition(r.Status.Parents[0].Conditions, "PartiallyInvalid")
-			return c != nil && c.Status == metav1.ConditionTrue && strings.Contains(c.Message, "[unclosed"), fmt.Sprintf("%+v", r.Status.Parents[0].Conditions)
+			conds = r.Status.Parents[0].Conditions
+			pi := meta.FindStatusCondition(conds, "PartiallyInvalid")
+			acc := meta.FindStatusCondition(conds, "Accepted")
+			return pi != nil && pi.Status == metav1.ConditionTrue && strings.HasPrefix(pi.Message, "Dropped Rules 0, 1") &&
+				strings.Contains(pi.Message, "(?<=a)b") && strings.Contains(pi.Message, "(?!x)y") &&
+				acc != nil && acc.Status == metav1.ConditionTrue && acc.ObservedGeneration == r.Generation, fmt.Sprintf("%+v", conds)
 		})
+		if len(conds) != 3 {
+			t.Errorf("conditions %+v, want Accepted, PartiallyInvalid and ResolvedRefs once each", conds)
+		}
+		// The good rule reaches the client proxy.
+		v2Routes := "checkout-v2.shop.svc.cluster.local:80"
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		if err := web.WaitFor(wctx, func(c *xdstest.Client) bool {
+			rc, ok := c.Resource(xdstest.RouteType, v2Routes).(*routev3.RouteConfiguration)
+			if !ok {
+				return false
+			}
+			good, dropped := false, false
+			for _, vh := range rc.GetVirtualHosts() {
+				for _, r := range vh.GetRoutes() {
+					switch {
+					case strings.HasPrefix(r.GetName(), "httproute/shop/bad-regex/rule-2/"):
+						good = good || r.GetMatch().GetPath() == "/good" && r.GetRoute().GetCluster() == v1Cluster
+					case strings.HasPrefix(r.GetName(), "httproute/shop/bad-regex/"):
+						dropped = true
+					}
+				}
+			}
+			return good && !dropped
+		}); err != nil {
+			rc, _ := web.Resource(xdstest.RouteType, v2Routes).(*routev3.RouteConfiguration)
+			t.Fatalf("the good rule never reached the proxy: %v (route configurations %v; %s: %v)", err, web.Names(xdstest.RouteType), v2Routes, rc)
+		}
+		// The writer settles: nothing more to write, no write refused.
+		okWrites := func() float64 {
+			return testutil.ToFloat64(h.mesh.Metrics.StatusWrites.WithLabelValues("HTTPRoute", "ok"))
+		}
+		errWrites := func() float64 {
+			return testutil.ToFloat64(h.mesh.Metrics.StatusWrites.WithLabelValues("HTTPRoute", "error"))
+		}
+		before := okWrites()
+		// Several rounds of the writer (every Programmed check, and its
+		// one-second retry) pass in this window.
+		time.Sleep(3 * time.Second)
+		if n := okWrites() - before; n != 0 {
+			t.Errorf("%v more route status writes with nothing changed: the writer does not settle", n)
+		}
+		if n := errWrites(); n != 0 {
+			t.Errorf("%v route status writes were refused by the API server", n)
+		}
 		// The rest of the mesh is still served.
 		wait("other services unaffected", map[string]uint32{v2Cluster: 100})
 	})

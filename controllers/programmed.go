@@ -2,14 +2,10 @@ package controllers
 
 import (
 	"context"
-	"fmt"
-	"strings"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
-	"github.com/weft-mesh/weft/internal/ir"
+	"github.com/weft-mesh/weft/internal/status"
+	"github.com/weft-mesh/weft/internal/xds/server"
 )
 
 // programmedWatcher follows ACKs and NACKs: it records propagation times and
@@ -100,59 +96,17 @@ func (w *programmedWatcher) check(ctx context.Context) {
 	if last == nil || r.Status == nil {
 		return
 	}
-	r.Status.Submit(ctx, last.result, programmed(last, connected, upToDate, r))
+	r.Status.Submit(ctx, status.Build(last.Result, last.Problems, last.Programmed(proxies{r.XDS, connected, upToDate})))
 }
 
-// programmed computes the Programmed condition of every accepted policy:
-// True once every connected proxy that needs it has acknowledged its
-// current configuration, False with the proxy's error when one rejected it.
-func programmed(b *built, connected map[string]bool, isUpToDate func(string) bool, r *MeshReconciler) map[ir.ObjectRef]metav1.Condition {
-	nackByNode := r.XDS.Nacks()
-	upToDate := map[string]bool{}
-	pending := 0
-	nackedSources := map[ir.ObjectRef]string{}
-	for node := range b.nodes {
-		if !connected[node] {
-			continue
-		}
-		ok := isUpToDate(node)
-		upToDate[node] = ok
-		if !ok {
-			pending++
-		}
-		nack, ok := nackByNode[node]
-		if !ok {
-			continue
-		}
-		matched := false
-		for name, refs := range b.sources() {
-			if strings.Contains(nack.Message, name) {
-				for _, ref := range refs {
-					nackedSources[ref] = fmt.Sprintf("proxy %s rejected its configuration: %s", node, nack.Message)
-				}
-				matched = true
-			}
-		}
-		if !matched {
-			nackedSources[ir.ObjectRef{}] = fmt.Sprintf("proxy %s rejected its configuration: %s", node, nack.Message)
-		}
-	}
-	out := map[ir.ObjectRef]metav1.Condition{}
-	for _, s := range b.result.Statuses {
-		c := metav1.Condition{Type: meshv1alpha1.ConditionProgrammed, ObservedGeneration: s.Generation}
-		msg, rejected := nackedSources[s.Ref]
-		if !rejected {
-			msg, rejected = nackedSources[ir.ObjectRef{}]
-		}
-		switch {
-		case rejected:
-			c.Status, c.Reason, c.Message = metav1.ConditionFalse, meshv1alpha1.ReasonRejected, msg
-		case pending > 0:
-			c.Status, c.Reason, c.Message = metav1.ConditionFalse, meshv1alpha1.ReasonPending, fmt.Sprintf("%d of %d connected proxies have not acknowledged the current configuration yet", pending, len(upToDate))
-		default:
-			c.Status, c.Reason, c.Message = metav1.ConditionTrue, meshv1alpha1.ReasonProgrammed, fmt.Sprintf("every connected proxy (%d) runs the current configuration", len(upToDate))
-		}
-		out[s.Ref] = c
-	}
-	return out
+// proxies answers publish's questions from the xDS server, asking it about
+// each connected node once per check.
+type proxies struct {
+	xds       *server.Server
+	connected map[string]bool
+	upToDate  func(string) bool
 }
+
+func (p proxies) Connected(node string) bool    { return p.connected[node] }
+func (p proxies) UpToDate(node string) bool     { return p.upToDate(node) }
+func (p proxies) Nacks() map[string]server.Nack { return p.xds.Nacks() }

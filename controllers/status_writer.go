@@ -18,25 +18,20 @@ import (
 
 	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 	"github.com/weft-mesh/weft/internal/ingest"
-	"github.com/weft-mesh/weft/internal/ir"
+	"github.com/weft-mesh/weft/internal/status"
 )
 
-// StatusWriter writes conditions on policies and parents on routes. It runs
-// on the leader only, writes only what changed, never writes a status
-// computed for an older generation than the object has, and retries
-// conflicts on the next round.
+// StatusWriter writes the status that internal/status worked out: it only
+// diffs and writes. It runs on the leader only, writes only what changed,
+// never writes a status computed for an older generation than the object
+// has, and retries failed writes on the next round.
 type StatusWriter struct {
 	Client  client.Client
 	Metrics *Metrics
 
 	mu     sync.Mutex
-	want   *wantedStatus
+	want   *status.Desired
 	signal chan struct{}
-}
-
-type wantedStatus struct {
-	result     *ingest.Result
-	programmed map[ir.ObjectRef]metav1.Condition
 }
 
 // NewStatusWriter creates a writer; add it to the manager.
@@ -47,11 +42,11 @@ func NewStatusWriter(c client.Client, m *Metrics) *StatusWriter {
 	return &StatusWriter{Client: c, Metrics: m, signal: make(chan struct{}, 1)}
 }
 
-// Submit hands over the newest wanted status; older ones not yet written
+// Submit hands over the newest desired status; older ones not yet written
 // are dropped.
-func (w *StatusWriter) Submit(_ context.Context, res *ingest.Result, programmed map[ir.ObjectRef]metav1.Condition) {
+func (w *StatusWriter) Submit(_ context.Context, want status.Desired) {
 	w.mu.Lock()
-	w.want = &wantedStatus{result: res, programmed: programmed}
+	w.want = &want
 	w.mu.Unlock()
 	select {
 	case w.signal <- struct{}{}:
@@ -85,20 +80,20 @@ func (w *StatusWriter) Start(ctx context.Context) error {
 	}
 }
 
-// write applies one wanted status and returns how many writes must be retried.
-func (w *StatusWriter) write(ctx context.Context, want *wantedStatus) int {
+// write applies one desired status and returns how many writes must be
+// retried.
+func (w *StatusWriter) write(ctx context.Context, want *status.Desired) int {
 	logger := log.FromContext(ctx)
 	failed := 0
-	for _, st := range want.result.Statuses {
-		err := w.writePolicy(ctx, st, want.programmed[st.Ref])
-		if err != nil {
+	for _, st := range want.Policies {
+		if err := w.writePolicy(ctx, st); err != nil {
 			failed++
 			if !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
 				logger.Error(err, "writing status", "object", st.Ref.String())
 			}
 		}
 	}
-	for _, rs := range want.result.Routes {
+	for _, rs := range want.Routes {
 		if err := w.writeRoute(ctx, rs); err != nil {
 			failed++
 			if !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
@@ -127,9 +122,9 @@ func newPolicy(kind string) (client.Object, func() *meshv1alpha1.Status) {
 	return nil, nil
 }
 
-// writePolicy sets Accepted, ResolvedRefs, Programmed and Ready.
-func (w *StatusWriter) writePolicy(ctx context.Context, st ingest.ObjectStatus, prog metav1.Condition) error {
-	obj, status := newPolicy(st.Ref.Kind)
+// writePolicy makes a policy's conditions exactly the desired ones.
+func (w *StatusWriter) writePolicy(ctx context.Context, st ingest.ObjectStatus) error {
+	obj, current := newPolicy(st.Ref.Kind)
 	if obj == nil {
 		return nil
 	}
@@ -139,23 +134,12 @@ func (w *StatusWriter) writePolicy(ctx context.Context, st ingest.ObjectStatus, 
 	if obj.GetGeneration() != st.Generation {
 		return nil // computed for another generation; the next rebuild covers this one
 	}
-	s := status()
-	before := slices.Clone(s.Conditions)
-	wanted := slices.Clone(st.Conditions)
-	if prog.Type != "" {
-		wanted = append(wanted, prog)
-		ready := meta.FindStatusCondition(wanted, meshv1alpha1.ConditionReady)
-		if ready != nil && ready.Status == metav1.ConditionTrue && prog.Status != metav1.ConditionTrue {
-			ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, prog.Reason, prog.Message
-		}
-	}
-	for _, c := range wanted {
-		meta.SetStatusCondition(&s.Conditions, c)
-	}
-	if s.ObservedGeneration == st.Generation && conditionsEqual(before, s.Conditions) {
+	s := current()
+	next := withTransitionTimes(st.Conditions, s.Conditions)
+	if s.ObservedGeneration == st.Generation && conditionsEqual(s.Conditions, next) {
 		return nil
 	}
-	s.ObservedGeneration = st.Generation
+	s.Conditions, s.ObservedGeneration = next, st.Generation
 	if err := w.Client.Status().Update(ctx, obj); err != nil {
 		w.Metrics.StatusWrites.WithLabelValues(st.Ref.Kind, "error").Inc()
 		return fmt.Errorf("updating status of %s: %w", st.Ref, err)
@@ -194,21 +178,16 @@ func (w *StatusWriter) writeRoute(ctx context.Context, rs ingest.RouteStatus) er
 		}
 	}
 	for _, want := range rs.Parents {
-		// Keep transition times of conditions that did not change.
-		for _, have := range *parents {
-			if have.ControllerName == ingest.ControllerName && parentRefEqual(have.ParentRef, want.ParentRef) {
-				conds := slices.Clone(have.Conditions)
-				for _, c := range want.Conditions {
-					meta.SetStatusCondition(&conds, c)
-				}
-				want.Conditions = conds
+		if len(next) == status.MaxRouteParents {
+			break // the schema's limit; other controllers' entries stay
+		}
+		var have []metav1.Condition
+		for _, p := range *parents {
+			if p.ControllerName == ingest.ControllerName && parentRefEqual(p.ParentRef, want.ParentRef) {
+				have = p.Conditions
 			}
 		}
-		for i := range want.Conditions {
-			if want.Conditions[i].LastTransitionTime.IsZero() {
-				want.Conditions[i].LastTransitionTime = metav1.Now()
-			}
-		}
+		want.Conditions = withTransitionTimes(want.Conditions, have)
 		next = append(next, want)
 	}
 	if parentsEqual(*parents, next) {
@@ -221,6 +200,21 @@ func (w *StatusWriter) writeRoute(ctx context.Context, rs ingest.RouteStatus) er
 	}
 	w.Metrics.StatusWrites.WithLabelValues(rs.Ref.Kind, "ok").Inc()
 	return nil
+}
+
+// withTransitionTimes returns the desired conditions with the transition
+// time of each current condition whose status did not change, and now for
+// the others.
+func withTransitionTimes(desired, current []metav1.Condition) []metav1.Condition {
+	now := metav1.Now()
+	out := slices.Clone(desired)
+	for i := range out {
+		out[i].LastTransitionTime = now
+		if c := meta.FindStatusCondition(current, out[i].Type); c != nil && c.Status == out[i].Status && !c.LastTransitionTime.IsZero() {
+			out[i].LastTransitionTime = c.LastTransitionTime
+		}
+	}
+	return out
 }
 
 func conditionsEqual(a, b []metav1.Condition) bool {

@@ -1,4 +1,4 @@
-package controllers
+package publish
 
 import (
 	"fmt"
@@ -56,9 +56,9 @@ var responseTypes = func() [cachetypes.UnknownType]string {
 	return out
 }()
 
-func (a *assembler) index(res *translate.Resources) *layer {
+func (a *assembler) index(res *translate.Resources) (*layer, error) {
 	if l, ok := a.layers[res]; ok {
-		return l
+		return l, nil
 	}
 	l := &layer{}
 	byType := res.ByType()
@@ -71,7 +71,10 @@ func (a *assembler) index(res *translate.Resources) *layer {
 		sortByName(items)
 		for _, it := range items {
 			name := cachev3.GetResourceName(it)
-			hv := a.h.hash(it)
+			hv, err := a.h.hash(it)
+			if err != nil {
+				return nil, err
+			}
 			l.items[rt][name] = cachetypes.ResourceWithTTL{Resource: it}
 			l.vmap[rt][name] = strconv.FormatUint(hv, 36)
 			_, _ = d.Write([]byte(name))
@@ -80,7 +83,7 @@ func (a *assembler) index(res *translate.Resources) *layer {
 		l.digest[rt] = d.Sum64()
 	}
 	a.layers[res] = l
-	return l
+	return l, nil
 }
 
 // edsFor returns the endpoint assignments that EDS clusters name.
@@ -104,8 +107,14 @@ func (a *assembler) edsFor(clusters []cachetypes.Resource) []cachetypes.Resource
 
 // snapshot assembles a group's snapshot from its shared and own layers.
 func (a *assembler) snapshot(cfg *translate.Config) (*cachev3.Snapshot, error) {
-	shared := a.index(cfg.Shared)
-	own := a.index(cfg.Own)
+	shared, err := a.index(cfg.Shared)
+	if err != nil {
+		return nil, err
+	}
+	own, err := a.index(cfg.Own)
+	if err != nil {
+		return nil, err
+	}
 	snap := &cachev3.Snapshot{VersionMap: make(map[string]map[string]string, cachetypes.UnknownType)}
 	for rt := range cachetypes.UnknownType {
 		typ := responseTypes[rt]
@@ -208,21 +217,25 @@ type hasher struct {
 
 func newHasher() *hasher { return &hasher{seen: map[cachetypes.Resource]uint64{}} }
 
-func (h *hasher) hash(r cachetypes.Resource) uint64 {
+// hash digests a resource's deterministic encoding. A resource that cannot
+// be encoded is an error: its digest would otherwise be that of no bytes,
+// equal for every such resource, and a change would never be pushed.
+func (h *hasher) hash(r cachetypes.Resource) (uint64, error) {
 	h.mu.Lock()
 	v, ok := h.seen[r]
 	h.mu.Unlock()
 	if ok {
-		return v
+		return v, nil
 	}
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
-	d := fnv.New64a()
-	if err == nil {
-		_, _ = d.Write(b)
+	if err != nil {
+		return 0, fmt.Errorf("encoding %s %q: %w", r.ProtoReflect().Descriptor().FullName(), cachev3.GetResourceName(r), err)
 	}
+	d := fnv.New64a()
+	_, _ = d.Write(b)
 	v = d.Sum64()
 	h.mu.Lock()
 	h.seen[r] = v
 	h.mu.Unlock()
-	return v
+	return v, nil
 }

@@ -1,0 +1,322 @@
+package publish
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/weft-mesh/weft/internal/ingest"
+	"github.com/weft-mesh/weft/internal/ir"
+	"github.com/weft-mesh/weft/internal/workload"
+	"github.com/weft-mesh/weft/internal/xds/server"
+	"github.com/weft-mesh/weft/internal/xds/translate"
+)
+
+// Publisher serves each rebuild's configuration. It carries translations
+// from one rebuild to the next (translate.Memo), so only what changed is
+// translated and pushed again. One goroutine at a time may call Publish.
+type Publisher struct {
+	xds  *server.Server
+	opts translate.Options
+	memo *translate.Memo
+	// routeRefs are the route configurations each listener of the last
+	// rebuild names.
+	routeRefs map[cachetypes.Resource][]string
+}
+
+// New creates a Publisher that serves through xds.
+func New(xds *server.Server, opts translate.Options) *Publisher {
+	return &Publisher{xds: xds, opts: opts, memo: translate.NewMemo()}
+}
+
+// Published is what one Publish served.
+type Published struct {
+	// Result is the ingest result it was built from.
+	Result *ingest.Result
+	// Problems are what translation left out or replaced.
+	Problems []translate.Problem
+	// Nodes maps every node with configuration to its proxy group.
+	Nodes map[string]*ir.ProxyGroup
+	// Changed are the nodes whose configuration changed, sorted.
+	Changed []string
+
+	// sources maps resource names to the objects that shaped them; it is
+	// worked out when a NACK first needs it.
+	sources func() map[resourceKey][]ir.ObjectRef
+}
+
+// Publish translates the mesh for every proxy group and serves it: layers
+// for the Envoy members, a snapshot for the proxyless ones. pods are the
+// cluster's pods (for the proxyless members' addresses) and namespaces
+// their namespaces. An error means a bug (an inconsistent configuration);
+// the proxies keep what they had.
+func (p *Publisher) Publish(ctx context.Context, res *ingest.Result, pods []*corev1.Pod, namespaces []*corev1.Namespace) (*Published, error) {
+	prep, err := p.memo.Prepare(res.Mesh, p.opts)
+	if err != nil {
+		return nil, fmt.Errorf("preparing translation: %w", err)
+	}
+	proxyless, podIPs := proxylessPods(pods, namespaces)
+	endpoints := map[string]cachetypes.Resource{}
+	for _, e := range p.memo.Endpoints(prep) {
+		endpoints[cachev3.GetResourceName(e)] = e
+	}
+	asm := newAssembler(newHasher(), endpoints)
+	out := &Published{
+		Result:   res,
+		Problems: prep.Problems(),
+		Nodes:    map[string]*ir.ProxyGroup{},
+		sources:  sync.OnceValue(func() map[resourceKey][]ir.ObjectRef { return resourceSources(res.Mesh) }),
+	}
+	lb := &layerBuilder{content: map[string]server.LayerResources{}, eds: map[string]bool{}, viewRoutes: map[string]map[string]bool{}, refs: p.routeRefs, nextRefs: map[cachetypes.Resource][]string{}}
+	envoyNodes := map[string][]string{}
+	for _, g := range res.Mesh.ProxyGroups {
+		var grpcSnap *cachev3.Snapshot
+		var keys []string
+		for _, node := range g.Members {
+			out.Nodes[node] = g
+			if !proxyless[node] {
+				if keys == nil {
+					cfg, err := p.memo.ForGroup(prep, g)
+					if err != nil {
+						return nil, fmt.Errorf("proxy group %s: %w", g.Key, err)
+					}
+					if keys, err = lb.add(g, cfg); err != nil {
+						return nil, fmt.Errorf("proxy group %s: %w", g.Key, err)
+					}
+				}
+				envoyNodes[node] = keys
+				continue
+			}
+			if grpcSnap == nil {
+				cfg, err := prep.ForGRPC(g)
+				if err != nil {
+					return nil, fmt.Errorf("proxy group %s (gRPC): %w", g.Key, err)
+				}
+				if cfg, err = withServerListeners(prep, g, cfg, proxyless, podIPs); err != nil {
+					return nil, fmt.Errorf("proxy group %s (gRPC): %w", g.Key, err)
+				}
+				if grpcSnap, err = asm.snapshot(cfg); err != nil {
+					return nil, fmt.Errorf("proxy group %s (gRPC): %w", g.Key, err)
+				}
+			}
+			if old, ok := p.xds.Snapshot(node); ok && sameVersions(old, grpcSnap) {
+				continue
+			}
+			if err := p.xds.SetSnapshot(ctx, node, grpcSnap); err != nil {
+				return nil, err
+			}
+			out.Changed = append(out.Changed, node)
+		}
+	}
+	p.memo.PruneGroups(res.Mesh.ProxyGroups)
+	lb.endpoints(endpoints)
+	p.routeRefs = lb.nextRefs
+	changed, err := p.xds.Publish(lb.content, envoyNodes)
+	if err != nil {
+		return nil, err
+	}
+	out.Changed = append(out.Changed, changed...)
+	// Pods that are gone lose their snapshot; a proxy still connected for
+	// them keeps what it has until its stream closes.
+	for _, node := range p.xds.SnapshotNodes() {
+		if _, ok := out.Nodes[node]; !ok || !proxyless[node] {
+			p.xds.ClearSnapshot(node)
+		}
+	}
+	slices.Sort(out.Changed)
+	return out, nil
+}
+
+// proxylessPods finds the proxyless gRPC members of the mesh and their
+// addresses, by the same rule as ingest and the injector.
+func proxylessPods(pods []*corev1.Pod, namespaces []*corev1.Namespace) (map[string]bool, map[string][]string) {
+	nsLabels := make(map[string]map[string]string, len(namespaces))
+	for _, n := range namespaces {
+		nsLabels[n.Name] = n.Labels
+	}
+	proxyless := map[string]bool{}
+	podIPs := map[string][]string{}
+	for _, pod := range pods {
+		w := workload.Of(pod, nsLabels[pod.Namespace])
+		if w.Mode != workload.ModeProxyless || w.NodeID == "" {
+			continue
+		}
+		proxyless[w.NodeID] = true
+		for _, ip := range pod.Status.PodIPs {
+			podIPs[w.NodeID] = append(podIPs[w.NodeID], ip.IP)
+		}
+		if len(podIPs[w.NodeID]) == 0 && pod.Status.PodIP != "" {
+			podIPs[w.NodeID] = []string{pod.Status.PodIP}
+		}
+	}
+	return proxyless, podIPs
+}
+
+// Layer keys. Every Envoy proxy's configuration is three layers: the
+// outbound view of its namespace, the mesh's endpoints, and its group's
+// own inbound side.
+const (
+	viewLayerPrefix  = "view/"
+	groupLayerPrefix = "group/"
+	endpointsLayer   = "endpoints"
+)
+
+// layerBuilder collects the layers of one rebuild.
+type layerBuilder struct {
+	content map[string]server.LayerResources
+	// eds are the endpoint assignments that EDS clusters name.
+	eds map[string]bool
+	// viewRoutes are the route configuration names of each view layer.
+	viewRoutes map[string]map[string]bool
+	// refs are the route configurations each listener names, from the
+	// previous rebuild (listeners the memo kept are read once); nextRefs
+	// collects this rebuild's.
+	refs, nextRefs map[cachetypes.Resource][]string
+}
+
+// add records a group's layers and returns their keys. The outbound
+// listener, the same for every group of a view, goes into the view's
+// layer with the routes and clusters it uses. Every route configuration a
+// listener names must be in the group's layers, as go-control-plane's
+// Snapshot.Consistent demands of a snapshot.
+func (lb *layerBuilder) add(g *ir.ProxyGroup, cfg *translate.Config) ([]string, error) {
+	view := viewLayerPrefix + cfg.View
+	own := server.LayerResources{
+		resourcev3.RouteType:   cfg.Own.Routes,
+		resourcev3.ClusterType: cfg.Own.Clusters,
+		resourcev3.SecretType:  cfg.Own.Secrets,
+	}
+	var outbound []cachetypes.Resource
+	for _, l := range cfg.Own.Listeners {
+		if cachev3.GetResourceName(l) == translate.OutboundListener {
+			outbound = append(outbound, l)
+		} else {
+			own[resourcev3.ListenerType] = append(own[resourcev3.ListenerType], l)
+		}
+	}
+	if _, ok := lb.content[view]; !ok {
+		listeners := append(slices.Clone(cfg.Shared.Listeners), outbound...)
+		lb.content[view] = server.LayerResources{
+			resourcev3.ListenerType: listeners,
+			resourcev3.RouteType:    cfg.Shared.Routes,
+			resourcev3.ClusterType:  cfg.Shared.Clusters,
+			resourcev3.SecretType:   cfg.Shared.Secrets,
+		}
+		lb.needEndpoints(cfg.Shared.Clusters)
+		names := make(map[string]bool, len(cfg.Shared.Routes))
+		for _, r := range cfg.Shared.Routes {
+			names[cachev3.GetResourceName(r)] = true
+		}
+		lb.viewRoutes[view] = names
+		if err := lb.consistent(listeners, names, nil); err != nil {
+			return nil, err
+		}
+	}
+	if err := lb.consistent(own[resourcev3.ListenerType], lb.viewRoutes[view], cfg.Own.Routes); err != nil {
+		return nil, err
+	}
+	lb.needEndpoints(cfg.Own.Clusters)
+	key := groupLayerPrefix + g.Key
+	lb.content[key] = own
+	return []string{view, endpointsLayer, key}, nil
+}
+
+// consistent checks that the route configurations the listeners name are
+// in the view's or the group's own routes.
+func (lb *layerBuilder) consistent(listeners []cachetypes.Resource, view map[string]bool, own []cachetypes.Resource) error {
+	for _, l := range listeners {
+		refs, ok := lb.nextRefs[l]
+		if !ok {
+			if refs, ok = lb.refs[l]; !ok {
+				all := cachev3.GetAllResourceReferences([cachetypes.UnknownType]cachev3.Resources{
+					cachetypes.Listener: cachev3.NewResources("", []cachetypes.Resource{l}),
+				})
+				refs = slices.Sorted(maps.Keys(all[resourcev3.RouteType]))
+			}
+			lb.nextRefs[l] = refs
+		}
+		for _, name := range refs {
+			if !view[name] && !slices.ContainsFunc(own, func(r cachetypes.Resource) bool { return cachev3.GetResourceName(r) == name }) {
+				return fmt.Errorf("inconsistent configuration: listener %s names route configuration %q, which is missing", cachev3.GetResourceName(l), name)
+			}
+		}
+	}
+	return nil
+}
+
+func (lb *layerBuilder) needEndpoints(clusters []cachetypes.Resource) {
+	for _, c := range clusters {
+		cl, ok := c.(*clusterv3.Cluster)
+		if !ok || cl.GetType() != clusterv3.Cluster_EDS {
+			continue
+		}
+		lb.eds[cmp.Or(cl.GetEdsClusterConfig().GetServiceName(), cl.GetName())] = true
+	}
+}
+
+// endpoints adds the layer of endpoint assignments that some EDS cluster
+// names.
+func (lb *layerBuilder) endpoints(all map[string]cachetypes.Resource) {
+	var eds []cachetypes.Resource
+	for name := range lb.eds {
+		if e, ok := all[name]; ok {
+			eds = append(eds, e)
+		}
+	}
+	lb.content[endpointsLayer] = server.LayerResources{resourcev3.EndpointType: eds}
+}
+
+// withServerListeners adds to a proxyless group's own layer the Listener
+// each member's gRPC xDS server asks for (named after the address it
+// listens on, see translate.GRPCServerListenerName): one per inbound port
+// at each of the member's pod IPs, and at the wildcard addresses a server
+// listening on all interfaces reports. Without it a proxyless server
+// never leaves its not-serving mode.
+func withServerListeners(prep *translate.Prepared, g *ir.ProxyGroup, cfg *translate.Config, proxyless map[string]bool, podIPs map[string][]string) (*translate.Config, error) {
+	addrs := []string{"0.0.0.0", "::"}
+	for _, m := range g.Members {
+		if proxyless[m] {
+			addrs = append(addrs, podIPs[m]...)
+		}
+	}
+	slices.Sort(addrs)
+	addrs = slices.Compact(addrs)
+	var ls []cachetypes.Resource
+	for _, in := range g.Inbound {
+		if in == nil {
+			continue
+		}
+		for _, addr := range addrs {
+			l, err := prep.GRPCServerListener(g, addr, in.Port)
+			if err != nil {
+				return nil, err
+			}
+			ls = append(ls, l)
+		}
+	}
+	if len(ls) == 0 {
+		return cfg, nil
+	}
+	own := *cfg.Own
+	own.Listeners = append(slices.Clone(cfg.Own.Listeners), ls...)
+	sortByName(own.Listeners)
+	return &translate.Config{Shared: cfg.Shared, Own: &own}, nil
+}
+
+func sameVersions(a, b *cachev3.Snapshot) bool {
+	for rt := range a.Resources {
+		if a.Resources[rt].Version != b.Resources[rt].Version {
+			return false
+		}
+	}
+	return true
+}
