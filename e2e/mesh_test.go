@@ -3,14 +3,16 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"github.com/weft-mesh/weft/internal/testenv"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
+
 	"github.com/weft-mesh/weft/e2e/cluster"
+	"github.com/weft-mesh/weft/internal/testenv"
 )
 
 func repoRoot() string { return testenv.RepoRoot() }
@@ -169,18 +171,14 @@ func host(svc string) string { return fmt.Sprintf("%s.%s.svc.cluster.local:%d", 
 // eventually retries cond every 50ms until it holds or timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
 	last := ""
-	for {
+	err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
 		ok, msg := cond()
-		if ok {
-			return
-		}
 		last = msg
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s; last: %s", what, timeout, last)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return ok, nil
+	})
+	if err != nil {
+		t.Fatalf("%s: not within %s; last: %s", what, timeout, last)
 	}
 }
 

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // controllerProcess is the weft-controller binary, run as the cluster
@@ -60,27 +63,32 @@ func (p *controllerProcess) start(ctx context.Context) error {
 
 func (p *controllerProcess) waitReady(ctx context.Context, done chan struct{}) error {
 	hc := &http.Client{Timeout: time.Second}
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+probeAddress+"/readyz", nil)
-		if err != nil {
-			return err
-		}
-		if resp, err := hc.Do(req); err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
+	errExited := errors.New("exited")
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		select {
 		case <-done:
-			return fmt.Errorf("weft-controller exited during start-up; see %s", p.logPath())
-		case <-ctx.Done():
-			return fmt.Errorf("weft-controller not ready within a minute; see %s", p.logPath())
-		case <-time.After(50 * time.Millisecond):
+			return false, errExited
+		default:
 		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+probeAddress+"/readyz", nil)
+		if err != nil {
+			return false, err
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			// Not listening yet.
+			return false, nil
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+	switch {
+	case errors.Is(err, errExited):
+		return fmt.Errorf("weft-controller exited during start-up; see %s", p.logPath())
+	case wait.Interrupted(err):
+		return fmt.Errorf("weft-controller not ready within a minute; see %s", p.logPath())
 	}
+	return err
 }
 
 // signal sends sig and waits for the process to end.

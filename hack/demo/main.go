@@ -26,6 +26,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -216,16 +217,17 @@ func run(ctx context.Context, o options, sb *cluster.Sandbox) error {
 	// TrafficSplit's status says every workload runs its generation.
 	programmed := func() string {
 		start := time.Now()
-		for ctx.Err() == nil && time.Since(start) < 10*time.Second {
-			if err := c.Client.Get(ctx, key, ts); err == nil {
-				if cond := meta.FindStatusCondition(ts.Status.Conditions, meshv1alpha1.ConditionProgrammed); cond != nil &&
-					cond.Status == metav1.ConditionTrue && cond.ObservedGeneration == ts.Generation {
-					return fmt.Sprintf("Programmed %s after the write", time.Since(start).Round(time.Millisecond))
-				}
+		err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+			if err := c.Client.Get(ctx, key, ts); err != nil {
+				return false, nil
 			}
-			time.Sleep(10 * time.Millisecond)
+			cond := meta.FindStatusCondition(ts.Status.Conditions, meshv1alpha1.ConditionProgrammed)
+			return cond != nil && cond.Status == metav1.ConditionTrue && cond.ObservedGeneration == ts.Generation, nil
+		})
+		if err != nil {
+			return "not Programmed after 10s"
 		}
-		return "not Programmed after 10s"
+		return fmt.Sprintf("Programmed %s after the write", time.Since(start).Round(time.Millisecond))
 	}
 
 	say("canary of checkout: %s", stepsString(o.steps))
@@ -235,12 +237,9 @@ func run(ctx context.Context, o options, sb *cluster.Sandbox) error {
 		}
 		label := fmt.Sprintf("weights %d/%d", step[0], step[1])
 		say("%s written; TrafficSplit %s", label, programmed())
-		end := time.Now().Add(o.hold)
-		for time.Now().Before(end) && ctx.Err() == nil {
-			next := time.Now().Add(o.interval)
-			observe(label)
-			sleepUntil(ctx, next)
-		}
+		hold, cancel := context.WithTimeout(ctx, o.hold)
+		wait.NonSlidingUntilWithContext(hold, func(context.Context) { observe(label) }, o.interval)
+		cancel()
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
@@ -249,22 +248,21 @@ func run(ctx context.Context, o options, sb *cluster.Sandbox) error {
 	fmt.Printf("  %s; %s patch ts checkout-canary -n %s --type merge -p '{\"spec\":{\"backends\":[{\"service\":\"checkout-v1\",\"weight\":30},{\"service\":\"checkout-v2\",\"weight\":70}]}}'\n", "export KUBECONFIG="+kubeconfig, kubectl, ns)
 	fmt.Println("Press Ctrl-C to stop.")
 	last := ""
-	for ctx.Err() == nil {
-		next := time.Now().Add(o.interval)
-		if err := c.Client.Get(ctx, key, ts); err == nil {
-			weights := make([]string, 0, len(ts.Spec.Backends))
-			for _, b := range ts.Spec.Backends {
-				weights = append(weights, strconv.Itoa(int(b.Weight)))
-			}
-			label := "weights " + strings.Join(weights, "/")
-			// While serving, only a change of weights is worth a line.
-			if label != last {
-				observe(label)
-				last = label
-			}
+	wait.NonSlidingUntilWithContext(ctx, func(ctx context.Context) {
+		if err := c.Client.Get(ctx, key, ts); err != nil {
+			return
 		}
-		sleepUntil(ctx, next)
-	}
+		weights := make([]string, 0, len(ts.Spec.Backends))
+		for _, b := range ts.Spec.Backends {
+			weights = append(weights, strconv.Itoa(int(b.Weight)))
+		}
+		label := "weights " + strings.Join(weights, "/")
+		// While serving, only a change of weights is worth a line.
+		if label != last {
+			observe(label)
+			last = label
+		}
+	}, o.interval)
 	return ctx.Err()
 }
 
@@ -274,13 +272,4 @@ func stepsString(steps [][2]int32) string {
 		out[i] = fmt.Sprintf("%d/%d", s[0], s[1])
 	}
 	return strings.Join(out, " → ")
-}
-
-func sleepUntil(ctx context.Context, t time.Time) {
-	timer := time.NewTimer(time.Until(t))
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-	case <-timer.C:
-	}
 }

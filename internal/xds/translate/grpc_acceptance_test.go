@@ -29,6 +29,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/xds"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/weft-mesh/weft/internal/ir"
 	"github.com/weft-mesh/weft/internal/xds/xdstest"
@@ -146,21 +147,27 @@ func TestGRPCAcceptance(t *testing.T) {
 		defer conn.Close()
 		// The server serves once it has its listener; until then calls
 		// fail with Unavailable, so wait for a definite answer.
-		deadline := time.Now().Add(patience)
-		for {
-			ctx, cancel := context.WithTimeout(t.Context(), min(patience, 5*time.Second))
+		var last error
+		err = wait.PollUntilContextTimeout(t.Context(), 10*time.Millisecond, patience, true, func(ctx context.Context) (bool, error) {
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
 			resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
-			cancel()
 			if err == nil {
 				if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 					t.Errorf("%s: health %v", target, resp.GetStatus())
 				}
-				return nil
+				return true, nil
 			}
-			if status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded || time.Now().After(deadline) {
-				return err
+			last = err
+			if status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded {
+				return false, err
 			}
+			return false, nil
+		})
+		if wait.Interrupted(err) && last != nil {
+			return last
 		}
+		return err
 	}
 
 	host := "greeter.shop.svc.cluster.local:" + strconv.Itoa(int(port))
