@@ -1,11 +1,12 @@
 package cluster
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"github.com/weft-mesh/weft/internal/testenv"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -29,6 +32,7 @@ import (
 
 	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 	"github.com/weft-mesh/weft/internal/inject"
+	"github.com/weft-mesh/weft/internal/testenv"
 	"github.com/weft-mesh/weft/internal/testsigner"
 )
 
@@ -380,22 +384,34 @@ func (c *Cluster) installControlPlane(ctx context.Context) error {
 }
 
 // readManifest decodes the single object of a YAML file under the repo.
+// Files may start with a document separator or comments: documents without
+// a kind are skipped.
 func (c *Cluster) readManifest(rel string, into client.Object) error {
 	raw, err := os.ReadFile(filepath.Join(c.opts.RepoRoot, rel))
 	if err != nil {
 		return err
 	}
-	// Files may start with a document separator or comments.
-	for doc := range strings.SplitSeq(string(raw), "\n---") {
-		if !strings.Contains(doc, "kind:") {
+	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(raw)))
+	for {
+		doc, err := reader.Read()
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("%s: no object", rel)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", rel, err)
+		}
+		var tm metav1.TypeMeta
+		if err := yaml.Unmarshal(doc, &tm); err != nil {
+			return fmt.Errorf("%s: %w", rel, err)
+		}
+		if tm.Kind == "" {
 			continue
 		}
-		if err := yaml.UnmarshalStrict([]byte(doc), into); err != nil {
+		if err := yaml.UnmarshalStrict(doc, into); err != nil {
 			return fmt.Errorf("%s: %w", rel, err)
 		}
 		return nil
 	}
-	return fmt.Errorf("%s: no object", rel)
 }
 
 func (c *Cluster) create(ctx context.Context, obj client.Object) error {
@@ -422,24 +438,13 @@ func (c *Cluster) waitSecret(ctx context.Context, ns, name string) (*corev1.Secr
 
 // poll calls cond every 20ms until it is true, fails, or timeout passes.
 func poll(ctx context.Context, timeout time.Duration, cond func() (bool, error)) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for {
-		ok, err := cond()
-		if err != nil {
-			return err
-		}
-		if ok {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("not within %s", timeout)
-		case <-t.C:
-		}
+	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		return cond()
+	})
+	if wait.Interrupted(err) {
+		return fmt.Errorf("not within %s", timeout)
 	}
+	return err
 }
 
 // Stop ends every pod, the controller, the helpers and the API server.

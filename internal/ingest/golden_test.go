@@ -1,8 +1,11 @@
 package ingest
 
 import (
+	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +16,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
@@ -80,7 +84,15 @@ func LoadBundle(t testing.TB, path string) *Bundle {
 // DecodeBundle sorts decoded objects into a Bundle by kind.
 func DecodeBundle(data []byte) (*Bundle, error) {
 	b := &Bundle{}
-	for i, doc := range bytes.Split(data, []byte("\n---\n")) {
+	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for i := 0; ; i++ {
+		doc, err := reader.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("document %d: %w", i, err)
+		}
 		if len(bytes.TrimSpace(doc)) == 0 {
 			continue
 		}

@@ -1,9 +1,12 @@
 package inject
 
 import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
@@ -13,6 +16,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 	corev1 "k8s.io/api/core/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 )
 
@@ -32,16 +36,27 @@ func loadCase(t *testing.T, name string) (*corev1.Namespace, *corev1.Pod) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	docs := strings.Split(string(raw), "\n---\n")
+	var docs [][]byte
+	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(raw)))
+	for {
+		doc, err := reader.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("%s.pod.yaml: %v", name, err)
+		}
+		docs = append(docs, doc)
+	}
 	if len(docs) != 2 {
 		t.Fatalf("%s.pod.yaml: want a Namespace and a Pod separated by ---, got %d documents", name, len(docs))
 	}
 	var ns corev1.Namespace
-	if err := yaml.UnmarshalStrict([]byte(docs[0]), &ns); err != nil {
+	if err := yaml.UnmarshalStrict(docs[0], &ns); err != nil {
 		t.Fatalf("%s.pod.yaml namespace: %v", name, err)
 	}
 	var pod corev1.Pod
-	if err := yaml.UnmarshalStrict([]byte(docs[1]), &pod); err != nil {
+	if err := yaml.UnmarshalStrict(docs[1], &pod); err != nil {
 		t.Fatalf("%s.pod.yaml pod: %v", name, err)
 	}
 	return &ns, &pod
