@@ -32,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 	"github.com/weft-mesh/weft/internal/testenv"
 )
 
@@ -41,7 +42,7 @@ const (
 	deploymentName  = "weft-controller"
 	xdsService      = "weft-xds"
 	webhookConfig   = "weft-injector"
-	leaseName       = "weft-controller.weft.dev"
+	leaseName       = meshv1alpha1.LeaderElectionID
 	controllerUser  = "system:serviceaccount:" + systemNamespace + ":weft-controller"
 	fieldOwner      = "weft-install-test"
 )
@@ -506,10 +507,10 @@ func checkWebhookConfig(t *testing.T, c client.Client) {
 			}) {
 				t.Errorf("%s: namespaceSelector does not exclude %s by %s NotIn", w.Name, ns, corev1.LabelMetadataName)
 			}
-			for _, inject := range []string{"", "enabled"} {
+			for _, inject := range []string{"", meshv1alpha1.NamespaceInjectEnabled} {
 				set := labels.Set{corev1.LabelMetadataName: ns}
 				if inject != "" {
-					set["weft.dev/inject"] = inject
+					set[meshv1alpha1.LabelInject] = inject
 				}
 				if sel.Matches(set) {
 					t.Errorf("%s: namespaceSelector matches %s with labels %v", w.Name, ns, set)
@@ -532,8 +533,8 @@ func checkWebhookConfig(t *testing.T, c client.Client) {
 	// A pod must never be patched twice: no namespace may be selected by
 	// more than one entry.
 	for _, set := range []labels.Set{
-		{corev1.LabelMetadataName: "shop", "weft.dev/inject": "enabled"},
-		{corev1.LabelMetadataName: "shop", "weft.dev/inject": "disabled"},
+		{corev1.LabelMetadataName: "shop", meshv1alpha1.LabelInject: meshv1alpha1.NamespaceInjectEnabled},
+		{corev1.LabelMetadataName: "shop", meshv1alpha1.LabelInject: "disabled"},
 		{corev1.LabelMetadataName: "shop"},
 	} {
 		n := 0
@@ -557,7 +558,7 @@ func checkWebhookScope(t *testing.T, c client.Client) {
 	for _, ns := range []string{"mesh-on", "mesh-off"} {
 		obj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}
 		if ns == "mesh-on" {
-			obj.Labels = map[string]string{"weft.dev/inject": "enabled"}
+			obj.Labels = map[string]string{meshv1alpha1.LabelInject: meshv1alpha1.NamespaceInjectEnabled}
 		}
 		if err := c.Create(ctx, obj); err != nil {
 			t.Fatal(err)
@@ -565,7 +566,7 @@ func checkWebhookScope(t *testing.T, c client.Client) {
 	}
 	// The exclusions must win over the label.
 	for _, ns := range []string{"kube-system", systemNamespace} {
-		patch := []byte(`{"metadata":{"labels":{"weft.dev/inject":"enabled"}}}`)
+		patch := fmt.Appendf(nil, `{"metadata":{"labels":{%q:%q}}}`, meshv1alpha1.LabelInject, meshv1alpha1.NamespaceInjectEnabled)
 		if err := c.Patch(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, client.RawPatch(types.MergePatchType, patch)); err != nil {
 			t.Fatal(err)
 		}
@@ -613,14 +614,14 @@ func checkWebhookScope(t *testing.T, c client.Client) {
 		hostNetwork bool
 	}{
 		{"labelled namespace", "mesh-on", nil, "namespace.inject.weft.dev", false},
-		{"labelled namespace, pod opted out", "mesh-on", map[string]string{"weft.dev/inject": "false"}, "", false},
+		{"labelled namespace, pod opted out", "mesh-on", map[string]string{meshv1alpha1.AnnotationInject: meshv1alpha1.InjectFalse}, "", false},
 		{"unlabelled namespace", "mesh-off", nil, "", false},
-		{"unlabelled namespace, pod opted in", "mesh-off", map[string]string{"weft.dev/inject": "true"}, "pod.inject.weft.dev", false},
-		{"unlabelled namespace, proxyless gRPC pod", "mesh-off", map[string]string{"weft.dev/inject": "grpc-agent"}, "pod.inject.weft.dev", false},
-		{"kube-system, labelled and opted in", "kube-system", map[string]string{"weft.dev/inject": "true"}, "", false},
-		{"weft-system, labelled and opted in", systemNamespace, map[string]string{"weft.dev/inject": "true"}, "", false},
+		{"unlabelled namespace, pod opted in", "mesh-off", map[string]string{meshv1alpha1.AnnotationInject: meshv1alpha1.InjectTrue}, "pod.inject.weft.dev", false},
+		{"unlabelled namespace, proxyless gRPC pod", "mesh-off", map[string]string{meshv1alpha1.AnnotationInject: meshv1alpha1.InjectGRPCAgent}, "pod.inject.weft.dev", false},
+		{"kube-system, labelled and opted in", "kube-system", map[string]string{meshv1alpha1.AnnotationInject: meshv1alpha1.InjectTrue}, "", false},
+		{"weft-system, labelled and opted in", systemNamespace, map[string]string{meshv1alpha1.AnnotationInject: meshv1alpha1.InjectTrue}, "", false},
 		{"labelled namespace, hostNetwork pod", "mesh-on", nil, "", true},
-		{"unlabelled namespace, hostNetwork pod opted in", "mesh-off", map[string]string{"weft.dev/inject": "true"}, "", true},
+		{"unlabelled namespace, hostNetwork pod opted in", "mesh-off", map[string]string{meshv1alpha1.AnnotationInject: meshv1alpha1.InjectTrue}, "", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := calledBy(admit(t.Context(), tc.namespace, tc.annotations, tc.hostNetwork)); got != tc.want {
