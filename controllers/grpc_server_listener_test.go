@@ -21,14 +21,14 @@ func TestProxylessServerListeners(t *testing.T) {
 	h := startHarness(t)
 	ctx := t.Context()
 	h.create(t,
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"weft.dev/inject": "enabled"}}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{meshv1alpha1.LabelInject: meshv1alpha1.NamespaceInjectEnabled}}},
 		&meshv1alpha1.MeshIdentity{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1alpha1.MeshIdentitySpec{
 			TrustDomain: "cluster.local", IssuerRef: meshv1alpha1.IssuerReference{Name: "mesh-ca"},
 		}},
 	)
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "greeter-0", Labels: map[string]string{"app": "greeter"},
-			Annotations: map[string]string{"weft.dev/inject": "grpc-agent"}},
+			Annotations: map[string]string{meshv1alpha1.AnnotationInject: meshv1alpha1.InjectGRPCAgent}},
 		Spec: corev1.PodSpec{ServiceAccountName: "greeter", Containers: []corev1.Container{{
 			Name: "app", Image: "example/greeter", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
 		}}},

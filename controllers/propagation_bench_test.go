@@ -54,7 +54,7 @@ func benchPropagation(b *testing.B, services, proxies, conns int) {
 	h := startHarness(b, harnessOptions{insecure: true})
 	ctx := b.Context()
 	cfgClient := h.c
-	h.create(b, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench", Labels: map[string]string{"weft.dev/inject": "enabled"}}})
+	h.create(b, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench", Labels: map[string]string{meshv1alpha1.LabelInject: meshv1alpha1.NamespaceInjectEnabled}}})
 
 	// Services, each with proxies/services pods behind it; one in five
 	// services is the apex of a TrafficSplit onto itself and the next one.

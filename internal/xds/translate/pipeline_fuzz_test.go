@@ -83,7 +83,7 @@ func randomBundle(s *fuzzBytes) *ingest.Bundle {
 	for _, ns := range nss {
 		labels := map[string]string{"kubernetes.io/metadata.name": ns}
 		if s.intn(3) > 0 {
-			labels["weft.dev/inject"] = "enabled"
+			labels[meshv1alpha1.LabelInject] = meshv1alpha1.NamespaceInjectEnabled
 		}
 		b.Namespaces = append(b.Namespaces, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}})
 	}
@@ -106,7 +106,7 @@ func randomBundle(s *fuzzBytes) *ingest.Bundle {
 			svc.Spec.ClusterIP = corev1.ClusterIPNone
 		}
 		if s.intn(6) == 0 {
-			svc.Annotations = map[string]string{"weft.dev/load-balancer": s.pick("round-robin", "ring-hash:header=x-u", "ring-hash:cookie=c;ttl=1h", "ring-hash:source-ip", "bogus")}
+			svc.Annotations = map[string]string{meshv1alpha1.AnnotationLoadBalancer: s.pick("round-robin", "ring-hash:header=x-u", "ring-hash:cookie=c;ttl=1h", "ring-hash:source-ip", "bogus")}
 		}
 		for range 1 + s.intn(3) {
 			p := corev1.ServicePort{Name: portNames[s.intn(len(portNames))], Port: ports[s.intn(len(ports))], Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(int32(1 + s.intn(9000)))}
@@ -125,7 +125,7 @@ func randomBundle(s *fuzzBytes) *ingest.Bundle {
 			ip := fmt.Sprintf("10.244.%d.%d", i, 1+s.intn(3))
 			es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(s.intn(4) > 0), Serving: ptr.To(true), Terminating: ptr.To(s.intn(2) == 0)},
 				TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: pod}})
-			b.Pods = append(b.Pods, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: pod, Labels: svc.Spec.Selector, Annotations: map[string]string{"weft.dev/inject": s.pick("true", "grpc-agent", "false", "")}},
+			b.Pods = append(b.Pods, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: pod, Labels: svc.Spec.Selector, Annotations: map[string]string{meshv1alpha1.AnnotationInject: s.pick("true", "grpc-agent", "false", "")}},
 				Spec:   corev1.PodSpec{ServiceAccountName: s.pick("", "sa1", "sa2")},
 				Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip}})
 		}
