@@ -29,7 +29,7 @@ func rdsListener(t *testing.T, name, route string) *listenerv3.Listener {
 }
 
 func newLayerBuilder() *layerBuilder {
-	return &layerBuilder{content: map[string]server.LayerResources{}, eds: map[string]bool{}, viewRoutes: map[string]map[string]bool{}, nextRefs: map[cachetypes.Resource][]string{}}
+	return &layerBuilder{content: map[string]server.LayerResources{}, eds: map[string]bool{}, viewRoutes: map[string]map[string]bool{}, grpcRoutes: map[*translate.Resources]map[string]bool{}, nextRefs: map[cachetypes.Resource][]string{}}
 }
 
 // TestLayersMustBeConsistent checks that a group whose listeners name a
@@ -59,5 +59,28 @@ func TestLayersMustBeConsistent(t *testing.T) {
 	badView := &translate.Config{Shared: shared, Own: &translate.Resources{Listeners: []cachetypes.Resource{rdsListener(t, translate.OutboundListener, "other:80")}}}
 	if _, err := newLayerBuilder().add(g, badView); err == nil || !strings.Contains(err.Error(), `"other:80"`) {
 		t.Errorf("an outbound listener naming a missing route configuration: err = %v", err)
+	}
+}
+
+// A proxyless configuration goes through the same check: an API listener
+// naming a route configuration that is not there would leave the gRPC
+// client waiting for it forever.
+func TestProxylessConfigurationsMustBeConsistent(t *testing.T) {
+	shared := &translate.Resources{
+		Listeners: []cachetypes.Resource{rdsListener(t, "checkout.shop:80", "checkout:80")},
+		Routes:    []cachetypes.Resource{&routev3.RouteConfiguration{Name: "checkout:80"}},
+	}
+	lb := newLayerBuilder()
+	good := &translate.Config{Shared: shared, Own: &translate.Resources{Listeners: []cachetypes.Resource{rdsListener(t, "checkout", "checkout:80")}}}
+	if err := lb.checkGRPC(good); err != nil {
+		t.Fatalf("a consistent proxyless configuration was refused: %v", err)
+	}
+	own := &translate.Config{Shared: shared, Own: &translate.Resources{Listeners: []cachetypes.Resource{rdsListener(t, "web", "web:80")}}}
+	if err := lb.checkGRPC(own); err == nil || !strings.Contains(err.Error(), `"web:80"`) {
+		t.Errorf("a short-name listener naming a missing route configuration: err = %v", err)
+	}
+	badShared := &translate.Resources{Listeners: []cachetypes.Resource{rdsListener(t, "cart.shop:80", "cart:80")}}
+	if err := newLayerBuilder().checkGRPC(&translate.Config{Shared: badShared, Own: &translate.Resources{}}); err == nil || !strings.Contains(err.Error(), `"cart:80"`) {
+		t.Errorf("a shared API listener naming a missing route configuration: err = %v", err)
 	}
 }

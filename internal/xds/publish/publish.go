@@ -76,7 +76,7 @@ func (p *Publisher) Publish(ctx context.Context, res *ingest.Result, pods []*cor
 		Nodes:    map[string]*ir.ProxyGroup{},
 		sources:  sync.OnceValue(func() map[resourceKey][]ir.ObjectRef { return resourceSources(res.Mesh) }),
 	}
-	lb := &layerBuilder{content: map[string]server.LayerResources{}, eds: map[string]bool{}, viewRoutes: map[string]map[string]bool{}, refs: p.routeRefs, nextRefs: map[cachetypes.Resource][]string{}}
+	lb := &layerBuilder{content: map[string]server.LayerResources{}, eds: map[string]bool{}, viewRoutes: map[string]map[string]bool{}, grpcRoutes: map[*translate.Resources]map[string]bool{}, refs: p.routeRefs, nextRefs: map[cachetypes.Resource][]string{}}
 	envoyNodes := map[string][]string{}
 	for _, g := range res.Mesh.ProxyGroups {
 		var grpcSnap *cachev3.Snapshot
@@ -102,6 +102,9 @@ func (p *Publisher) Publish(ctx context.Context, res *ingest.Result, pods []*cor
 					return nil, fmt.Errorf("proxy group %s (gRPC): %w", g.Key, err)
 				}
 				if cfg, err = withServerListeners(prep, g, cfg, proxyless, podIPs); err != nil {
+					return nil, fmt.Errorf("proxy group %s (gRPC): %w", g.Key, err)
+				}
+				if err := lb.checkGRPC(cfg); err != nil {
 					return nil, fmt.Errorf("proxy group %s (gRPC): %w", g.Key, err)
 				}
 				if grpcSnap, err = asm.snapshot(cfg); err != nil {
@@ -175,8 +178,11 @@ type layerBuilder struct {
 	content map[string]server.LayerResources
 	// eds are the endpoint assignments that EDS clusters name.
 	eds map[string]bool
-	// viewRoutes are the route configuration names of each view layer.
+	// viewRoutes are the route configuration names of each view layer,
+	// and grpcRoutes those of each shared part of a proxyless
+	// configuration.
 	viewRoutes map[string]map[string]bool
+	grpcRoutes map[*translate.Resources]map[string]bool
 	// refs are the route configurations each listener names, from the
 	// previous rebuild (listeners the memo kept are read once); nextRefs
 	// collects this rebuild's.
@@ -212,10 +218,7 @@ func (lb *layerBuilder) add(g *ir.ProxyGroup, cfg *translate.Config) ([]string, 
 			resourcev3.SecretType:   cfg.Shared.Secrets,
 		}
 		lb.needEndpoints(cfg.Shared.Clusters)
-		names := make(map[string]bool, len(cfg.Shared.Routes))
-		for _, r := range cfg.Shared.Routes {
-			names[cachev3.GetResourceName(r)] = true
-		}
+		names := routeNames(cfg.Shared.Routes)
 		lb.viewRoutes[view] = names
 		if err := lb.consistent(listeners, names, nil); err != nil {
 			return nil, err
@@ -230,8 +233,33 @@ func (lb *layerBuilder) add(g *ir.ProxyGroup, cfg *translate.Config) ([]string, 
 	return []string{view, endpointsLayer, key}, nil
 }
 
-// consistent checks that the route configurations the listeners name are
-// in the view's or the group's own routes.
+// checkGRPC checks a proxyless configuration as add checks an Envoy one:
+// the shared part once per rebuild, then the group's own listeners.
+func (lb *layerBuilder) checkGRPC(cfg *translate.Config) error {
+	names, ok := lb.grpcRoutes[cfg.Shared]
+	if !ok {
+		names = routeNames(cfg.Shared.Routes)
+		lb.grpcRoutes[cfg.Shared] = names
+		if err := lb.consistent(cfg.Shared.Listeners, names, nil); err != nil {
+			return err
+		}
+	}
+	return lb.consistent(cfg.Own.Listeners, names, cfg.Own.Routes)
+}
+
+func routeNames(routes []cachetypes.Resource) map[string]bool {
+	names := make(map[string]bool, len(routes))
+	for _, r := range routes {
+		names[cachev3.GetResourceName(r)] = true
+	}
+	return names
+}
+
+// consistent is the one consistency check of every proxy's configuration,
+// Envoy or proxyless (go-control-plane's Snapshot.Consistent, for layers):
+// the route configurations the listeners name are in the shared (view)
+// routes or the group's own. A listener's references are read once across
+// rebuilds while the memo keeps the listener.
 func (lb *layerBuilder) consistent(listeners []cachetypes.Resource, view map[string]bool, own []cachetypes.Resource) error {
 	for _, l := range listeners {
 		refs, ok := lb.nextRefs[l]

@@ -26,15 +26,6 @@ type assembler struct {
 	h         *hasher
 	endpoints map[string]cachetypes.Resource
 	layers    map[*translate.Resources]*layer
-	// checked memoises the listener/route consistency of a pair of
-	// outbound listener and shared layer.
-	checked map[checkKey]error
-	refs    map[cachetypes.Resource][]string
-}
-
-type checkKey struct {
-	listeners string
-	layer     *layer
 }
 
 // layer is one indexed set of resources.
@@ -45,7 +36,7 @@ type layer struct {
 }
 
 func newAssembler(h *hasher, endpoints map[string]cachetypes.Resource) *assembler {
-	return &assembler{h: h, endpoints: endpoints, layers: map[*translate.Resources]*layer{}, checked: map[checkKey]error{}, refs: map[cachetypes.Resource][]string{}}
+	return &assembler{h: h, endpoints: endpoints, layers: map[*translate.Resources]*layer{}}
 }
 
 var responseTypes = func() [cachetypes.UnknownType]string {
@@ -151,56 +142,7 @@ func (a *assembler) snapshot(cfg *translate.Config) (*cachev3.Snapshot, error) {
 		snap.Resources[rt] = cachev3.Resources{Version: version, Items: items}
 		snap.VersionMap[typ] = vmap
 	}
-	if err := a.consistent(cfg, snap, shared); err != nil {
-		return nil, err
-	}
 	return snap, nil
-}
-
-// consistent checks what go-control-plane's Snapshot.Consistent checks:
-// the route configurations listeners name are exactly those in the
-// snapshot (endpoints are chosen from the clusters, so they match by
-// construction). The listener references are read once per listener.
-func (a *assembler) consistent(cfg *translate.Config, snap *cachev3.Snapshot, shared *layer) error {
-	var names []string
-	key := ""
-	for _, l := range cfg.Own.Listeners {
-		key += fmt.Sprintf("%p,", l)
-		refs, ok := a.refs[l]
-		if !ok {
-			all := cachev3.GetAllResourceReferences([cachetypes.UnknownType]cachev3.Resources{
-				cachetypes.Listener: cachev3.NewResources("", []cachetypes.Resource{l}),
-			})
-			for n := range all[resourcev3.RouteType] {
-				refs = append(refs, n)
-			}
-			a.refs[l] = refs
-		}
-		names = append(names, refs...)
-	}
-	ck := checkKey{listeners: key, layer: shared}
-	if len(cfg.Own.Routes) == 0 {
-		if err, ok := a.checked[ck]; ok {
-			return err
-		}
-	}
-	routes := snap.Resources[cachetypes.Route].Items
-	var err error
-	seen := map[string]bool{}
-	for _, n := range names {
-		seen[n] = true
-		if _, ok := routes[n]; !ok {
-			err = fmt.Errorf("inconsistent snapshot: listener names route configuration %q, which is missing", n)
-			break
-		}
-	}
-	if err == nil && len(seen) != len(routes) {
-		err = fmt.Errorf("inconsistent snapshot: %d route configurations, but listeners name %d", len(routes), len(seen))
-	}
-	if len(cfg.Own.Routes) == 0 {
-		a.checked[ck] = err
-	}
-	return err
 }
 
 func sortByName(items []cachetypes.Resource) {
