@@ -56,9 +56,12 @@ func init() {
 }
 
 type harnessOptions struct {
-	// insecure serves xDS without TLS (the benchmark's thousands of
-	// simulated proxies share one connection).
+	// insecure serves xDS without TLS, and the controller then checks no
+	// client identity.
 	insecure bool
+	// debounce is the mesh controller's Debounce; zero means 10 ms, which
+	// keeps tests quick (weft-controller's --debounce defaults to 20 ms).
+	debounce time.Duration
 }
 
 func startHarness(t testing.TB, opts ...harnessOptions) *harness {
@@ -98,7 +101,11 @@ func startHarness(t testing.TB, opts ...harnessOptions) *harness {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	mesh := &controllers.MeshReconciler{Client: mgr.GetClient(), Debounce: 10 * time.Millisecond, Metrics: controllers.NewMetrics(reg)}
+	debounce := o.debounce
+	if debounce == 0 {
+		debounce = 10 * time.Millisecond
+	}
+	mesh := &controllers.MeshReconciler{Client: mgr.GetClient(), Debounce: debounce, Metrics: controllers.NewMetrics(reg)}
 	ft, err := server.NewFileTLS(certDir)
 	if err != nil {
 		t.Fatal(err)
@@ -199,8 +206,14 @@ func (h *harness) pod(t testing.TB, ns, name, sa, ip string, labels map[string]s
 
 // tryPod is pod for use off the test goroutine.
 func (h *harness) tryPod(ctx context.Context, ns, name, sa, ip string, labels map[string]string) (*corev1.Pod, error) {
+	return h.tryAnnotatedPod(ctx, ns, name, sa, ip, labels, nil)
+}
+
+// tryAnnotatedPod is tryPod for a pod with annotations, such as
+// weft.dev/inject: grpc-agent for a proxyless gRPC pod.
+func (h *harness) tryAnnotatedPod(ctx context.Context, ns, name, sa, ip string, labels, annotations map[string]string) (*corev1.Pod, error) {
 	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels, Annotations: annotations},
 		Spec: corev1.PodSpec{ServiceAccountName: sa, Containers: []corev1.Container{{
 			Name: "app", Image: "example/app", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
 		}}},
