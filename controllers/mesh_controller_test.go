@@ -243,21 +243,23 @@ func TestMeshControlPlane(t *testing.T) {
 			rc, _ := web.Resource(xdstest.RouteType, v2Routes).(*routev3.RouteConfiguration)
 			t.Fatalf("the good rule never reached the proxy: %v (route configurations %v; %s: %v)", err, web.Names(xdstest.RouteType), v2Routes, rc)
 		}
-		// The writer settles: nothing more to write, no write refused.
-		okWrites := func() float64 {
-			return testutil.ToFloat64(h.mesh.Metrics.StatusWrites.WithLabelValues("HTTPRoute", "ok"))
+		// The writer settles: the route is not written again, and no write
+		// was refused.
+		var settled gwapiv1.HTTPRoute
+		if err := h.c.Get(ctx, client.ObjectKeyFromObject(route), &settled); err != nil {
+			t.Fatal(err)
 		}
-		errWrites := func() float64 {
-			return testutil.ToFloat64(h.mesh.Metrics.StatusWrites.WithLabelValues("HTTPRoute", "error"))
-		}
-		before := okWrites()
 		// Several rounds of the writer (every Programmed check, and its
 		// one-second retry) pass in this window.
 		time.Sleep(3 * time.Second)
-		if n := okWrites() - before; n != 0 {
-			t.Errorf("%v more route status writes with nothing changed: the writer does not settle", n)
+		var later gwapiv1.HTTPRoute
+		if err := h.c.Get(ctx, client.ObjectKeyFromObject(route), &later); err != nil {
+			t.Fatal(err)
 		}
-		if n := errWrites(); n != 0 {
+		if later.ResourceVersion != settled.ResourceVersion {
+			t.Errorf("the route was written again with nothing changed: the writer does not settle (before %+v, now %+v)", settled.Status.Parents, later.Status.Parents)
+		}
+		if n := testutil.ToFloat64(h.mesh.Metrics.StatusWrites.WithLabelValues("HTTPRoute", "error")); n != 0 {
 			t.Errorf("%v route status writes were refused by the API server", n)
 		}
 		// The rest of the mesh is still served.
