@@ -30,7 +30,6 @@ func TestSpiffeIDRoundTrip(t *testing.T) {
 // ir keeps its own copy because it may not import this package; the
 // mesh controller still uses it.
 func TestIRSpiffeIDAgrees(t *testing.T) {
-	//nolint:staticcheck // the deprecated copy is what is being checked
 	if got, want := ir.SpiffeID("cluster.local", "shop", "checkout"), SpiffeID("cluster.local", "shop", "checkout"); got != want {
 		t.Errorf("ir.SpiffeID = %q, identity.SpiffeID = %q", got, want)
 	}
