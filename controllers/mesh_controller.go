@@ -27,7 +27,7 @@ import (
 	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 	"github.com/weft-mesh/weft/internal/identity"
 	"github.com/weft-mesh/weft/internal/ingest"
-	"github.com/weft-mesh/weft/internal/ir"
+	"github.com/weft-mesh/weft/internal/workload"
 	"github.com/weft-mesh/weft/internal/xds/publish"
 	"github.com/weft-mesh/weft/internal/xds/server"
 	"github.com/weft-mesh/weft/internal/xds/translate"
@@ -227,11 +227,7 @@ func (r *MeshReconciler) Authorize(nodeID string, p server.Peer) error {
 	if td == "" {
 		return fmt.Errorf("node %s: namespace %s has no mesh identity", nodeID, ns)
 	}
-	sa := pod.Spec.ServiceAccountName
-	if sa == "" {
-		sa = "default"
-	}
-	if want := ir.SpiffeID(td, ns, sa); p.SpiffeID != want {
+	if want := identity.SpiffeID(td, ns, workload.ServiceAccount(&pod)); p.SpiffeID != want {
 		return fmt.Errorf("node %s belongs to %s, but the client certificate is %s", nodeID, want, p.SpiffeID)
 	}
 	return nil

@@ -5,8 +5,6 @@ import (
 	"net/url"
 	"strings"
 	"testing"
-
-	"github.com/weft-mesh/weft/internal/ir"
 )
 
 func TestSpiffeIDRoundTrip(t *testing.T) {
@@ -24,14 +22,6 @@ func TestSpiffeIDRoundTrip(t *testing.T) {
 	}
 	if id.String() != got {
 		t.Fatalf("String() = %q, want %q", id.String(), got)
-	}
-}
-
-// ir keeps its own copy because it may not import this package; the
-// mesh controller still uses it.
-func TestIRSpiffeIDAgrees(t *testing.T) {
-	if got, want := ir.SpiffeID("cluster.local", "shop", "checkout"), SpiffeID("cluster.local", "shop", "checkout"); got != want {
-		t.Errorf("ir.SpiffeID = %q, identity.SpiffeID = %q", got, want)
 	}
 }
 

@@ -14,11 +14,6 @@ import (
 // status, typed for the Gateway API fields it fills.
 const ControllerName gwapiv1.GatewayController = meshv1alpha1.GatewayControllerName
 
-// AnnotationInject is the pod annotation that opts in or out of the mesh.
-//
-// Deprecated: use meshv1alpha1.AnnotationInject, and workload.Of to read it.
-const AnnotationInject = meshv1alpha1.AnnotationInject
-
 // DefaultClusterDomain is the Services' DNS suffix unless told otherwise.
 const DefaultClusterDomain = "cluster.local"
 

@@ -14,11 +14,6 @@ import (
 	"github.com/weft-mesh/weft/internal/workload"
 )
 
-// NodeID is the xDS node ID of a pod's proxy.
-//
-// Deprecated: use workload.NodeID, or the NodeID of workload.Of.
-func NodeID(pod *corev1.Pod) string { return workload.NodeID(pod.Name, pod.Namespace) }
-
 // buildProxyGroups groups meshed pods by what their configuration depends
 // on: namespace, service account, and the inbound ports with their
 // Services and policies. Pods of one Deployment land in one group.

@@ -459,15 +459,6 @@ func InboundClusterName(port int32) string {
 	return fmt.Sprintf("inbound|%d", port)
 }
 
-// SpiffeID is the SPIFFE ID of a service account. New code should use
-// identity.SpiffeID, or workload.Workload.SpiffeID for a pod: ir holds data
-// only and may not import identity to forward to it, so a test there checks
-// the two agree. (Not marked Deprecated while the mesh controller still
-// calls it, so the linter stays quiet until it is switched.)
-func SpiffeID(trustDomain, namespace, serviceAccount string) string {
-	return fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", trustDomain, namespace, serviceAccount)
-}
-
 // CheckRegex says why Envoy's and grpc-go's regular expression engine
 // (RE2) would refuse re, or returns nil. Go's regexp/syntax parses the same
 // RE2 dialect, so look-around and back-references fail here as they would
