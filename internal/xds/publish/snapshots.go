@@ -117,8 +117,9 @@ func (a *assembler) snapshot(cfg *translate.Config) (*cachev3.Snapshot, error) {
 		case len(shared.items[rt]) == 0:
 			items, vmap = own.items[rt], own.vmap[rt]
 		default:
-			items = make(map[string]cachetypes.ResourceWithTTL, len(shared.items[rt])+len(own.items[rt]))
-			vmap = make(map[string]string, len(items))
+			n := len(shared.items[rt]) + len(own.items[rt])
+			items = make(map[string]cachetypes.ResourceWithTTL, n)
+			vmap = make(map[string]string, n)
 			for k, v := range shared.items[rt] {
 				items[k] = v
 			}
