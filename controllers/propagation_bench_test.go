@@ -1012,3 +1012,23 @@ func (c *grpcClient) handle(resp *sotwResponse) error {
 	}
 	return nil
 }
+
+// TestNearestRank: the benchmarks' percentiles are nearest rank, so that
+// with 100 samples p99 is the second slowest and p50 the 50th.
+func TestNearestRank(t *testing.T) {
+	var samples []time.Duration
+	for i := 100; i >= 1; i-- {
+		samples = append(samples, time.Duration(i)*time.Millisecond)
+	}
+	for _, c := range []struct {
+		p    float64
+		want float64
+	}{{0, 1}, {0.5, 50}, {0.9, 90}, {0.99, 99}, {1, 100}} {
+		if got := nearestRank(samples, c.p); got != c.want {
+			t.Errorf("nearestRank(1..100 ms, %v) = %v ms, want %v", c.p, got, c.want)
+		}
+	}
+	if got := nearestRank(samples[:7], 0.99); got != 100 {
+		t.Errorf("with 7 samples p99 is the slowest (100 ms); got %v", got)
+	}
+}

@@ -192,7 +192,11 @@ func (c *Client) loop() {
 		c.mu.Lock()
 		c.responses[typ]++
 		msg, nack := c.reject[typ]
-		req := &discoverygrpc.DiscoveryRequest{Node: &corev3.Node{Id: c.Node}, TypeUrl: typ, ResponseNonce: resp.GetNonce()}
+		// A state of the world request always carries the whole
+		// subscription: an ACK without names would unsubscribe a type
+		// asked for by name (or make go-control-plane answer with every
+		// resource of the type).
+		req := &discoverygrpc.DiscoveryRequest{Node: &corev3.Node{Id: c.Node}, TypeUrl: typ, ResponseNonce: resp.GetNonce(), ResourceNames: c.names[typ]}
 		if nack {
 			delete(c.reject, typ)
 			req.VersionInfo = c.versions[typ]
