@@ -579,10 +579,20 @@ func NodeIDParts(id string) (pod, namespace string, ok bool) {
 }
 
 // cacheLogger routes go-control-plane's logs to logr: debug at V(2), info
-// at V(1).
+// at V(1). Messages are formatted only when their level is enabled: the
+// snapshot cache logs every watch it answers.
 type cacheLogger struct{ l logr.Logger }
 
-func (c cacheLogger) Debugf(format string, args ...any) { c.l.V(2).Info(fmt.Sprintf(format, args...)) }
-func (c cacheLogger) Infof(format string, args ...any)  { c.l.V(1).Info(fmt.Sprintf(format, args...)) }
+func (c cacheLogger) Debugf(format string, args ...any) {
+	if l := c.l.V(2); l.Enabled() {
+		l.Info(fmt.Sprintf(format, args...))
+	}
+}
+
+func (c cacheLogger) Infof(format string, args ...any) {
+	if l := c.l.V(1); l.Enabled() {
+		l.Info(fmt.Sprintf(format, args...))
+	}
+}
 func (c cacheLogger) Warnf(format string, args ...any)  { c.l.Info(fmt.Sprintf(format, args...)) }
 func (c cacheLogger) Errorf(format string, args ...any) { c.l.Error(nil, fmt.Sprintf(format, args...)) }
