@@ -4,13 +4,20 @@ import (
 	"context"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/weft-mesh/weft/internal/ir"
 	"github.com/weft-mesh/weft/internal/status"
 	"github.com/weft-mesh/weft/internal/xds/server"
 )
 
 // programmedWatcher follows ACKs and NACKs: it records propagation times and
 // keeps every object's Programmed condition current.
-type programmedWatcher struct{ r *MeshReconciler }
+type programmedWatcher struct {
+	r *MeshReconciler
+	// prev are the Programmed conditions of the last check.
+	prev map[ir.ObjectRef]metav1.Condition
+}
 
 // NeedLeaderElection is false: every replica tracks its own proxies (the
 // status writer itself only writes on the leader).
@@ -96,7 +103,8 @@ func (w *programmedWatcher) check(ctx context.Context) {
 	if last == nil || r.Status == nil {
 		return
 	}
-	r.Status.Submit(ctx, status.Build(last.Result, last.Problems, last.Programmed(proxies{r.XDS, connected, upToDate})))
+	w.prev = last.Programmed(proxies{r.XDS, connected, upToDate}, w.prev)
+	r.Status.Submit(ctx, status.Build(last.Result, last.Problems, w.prev))
 }
 
 // proxies answers publish's questions from the xDS server, asking it about

@@ -115,7 +115,13 @@ type Proxies interface {
 // refused resources the policy shaped (or, when no object is known to be
 // at fault, on every policy); False and Pending while some have not
 // answered.
-func (p *Published) Programmed(px Proxies) map[ir.ObjectRef]metav1.Condition {
+//
+// prev are the conditions of the last call. An object already Programmed
+// at its current generation stays so, with the same message, while later
+// changes of other objects propagate: a push of one route does not take
+// every other object back to Pending, and a status is written only when
+// an object's own state changes (not at every ACK of a push).
+func (p *Published) Programmed(px Proxies, prev map[ir.ObjectRef]metav1.Condition) map[ir.ObjectRef]metav1.Condition {
 	nacks := px.Nacks()
 	connected, pending := 0, 0
 	rejected := map[ir.ObjectRef]string{}
@@ -150,11 +156,16 @@ func (p *Published) Programmed(px Proxies) map[ir.ObjectRef]metav1.Condition {
 		if !isRejected && unattributed != "" {
 			msg, isRejected = unattributed, true
 		}
+		was, had := prev[s.Ref]
 		switch {
 		case isRejected:
 			c.Status, c.Reason, c.Message = metav1.ConditionFalse, meshv1alpha1.ReasonRejected, msg
+		case had && was.Status == metav1.ConditionTrue && was.ObservedGeneration == s.Generation:
+			c = was
 		case pending > 0:
-			c.Status, c.Reason, c.Message = metav1.ConditionFalse, meshv1alpha1.ReasonPending, fmt.Sprintf("%d of %d connected proxies have not acknowledged the current configuration yet", pending, connected)
+			// No counts in the message: it would change, and be written,
+			// at every ACK of a push.
+			c.Status, c.Reason, c.Message = metav1.ConditionFalse, meshv1alpha1.ReasonPending, "waiting for the connected proxies to acknowledge the current configuration"
 		default:
 			c.Status, c.Reason, c.Message = metav1.ConditionTrue, meshv1alpha1.ReasonProgrammed, fmt.Sprintf("every connected proxy (%d) runs the current configuration", connected)
 		}

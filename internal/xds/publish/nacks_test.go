@@ -87,7 +87,7 @@ func TestProgrammed(t *testing.T) {
 	p := nackMesh()
 	both := map[string]bool{"a-0.shop": true, "b-0.shop": true}
 	t.Run("every connected proxy up to date", func(t *testing.T) {
-		got := p.Programmed(fakeProxies{connected: both, upToDate: both})
+		got := p.Programmed(fakeProxies{connected: both, upToDate: both}, nil)
 		for ref, c := range got {
 			if c.Status != metav1.ConditionTrue || c.ObservedGeneration != 2 || !strings.Contains(c.Message, "(2)") {
 				t.Errorf("%s: %+v", ref, c)
@@ -95,15 +95,15 @@ func TestProgrammed(t *testing.T) {
 		}
 	})
 	t.Run("one proxy behind", func(t *testing.T) {
-		got := p.Programmed(fakeProxies{connected: both, upToDate: map[string]bool{"a-0.shop": true}})
-		if c := got[policy("TrafficSplit", "on-80")]; c.Status != metav1.ConditionFalse || c.Reason != meshv1alpha1.ReasonPending || !strings.HasPrefix(c.Message, "1 of 2") {
+		got := p.Programmed(fakeProxies{connected: both, upToDate: map[string]bool{"a-0.shop": true}}, nil)
+		if c := got[policy("TrafficSplit", "on-80")]; c.Status != metav1.ConditionFalse || c.Reason != meshv1alpha1.ReasonPending || !strings.Contains(c.Message, "waiting") {
 			t.Errorf("%+v", c)
 		}
 	})
 	t.Run("a NACK marks only the objects behind it", func(t *testing.T) {
 		got := p.Programmed(fakeProxies{connected: both, upToDate: map[string]bool{"a-0.shop": true}, nacks: map[string]server.Nack{
 			"b-0.shop": {TypeURL: resourcev3.RouteType, Resources: []string{"host:8080"}, Message: "bad weights"},
-		}})
+		}}, nil)
 		if c := got[policy("TrafficSplit", "on-8080")]; c.Reason != meshv1alpha1.ReasonRejected || !strings.Contains(c.Message, "b-0.shop") || !strings.Contains(c.Message, "bad weights") {
 			t.Errorf("the refused split: %+v", c)
 		}
@@ -114,13 +114,60 @@ func TestProgrammed(t *testing.T) {
 	t.Run("a NACK no object explains marks every policy", func(t *testing.T) {
 		got := p.Programmed(fakeProxies{connected: both, upToDate: map[string]bool{"a-0.shop": true}, nacks: map[string]server.Nack{
 			"b-0.shop": {TypeURL: resourcev3.SecretType, Resources: []string{"identity"}, Message: "bad key"},
-		}})
+		}}, nil)
 		for ref, c := range got {
 			if c.Reason != meshv1alpha1.ReasonRejected {
 				t.Errorf("%s: %+v", ref, c)
 			}
 		}
 	})
+}
+
+// An object Programmed at its generation stays Programmed, with the very
+// same condition, while a later change of another object propagates; a
+// Pending message does not change with each ACK. Before, every ACK of a
+// push changed every object's condition (Pending with a count, then True),
+// and each change was a status write: hundreds per change at 2000 proxies.
+func TestProgrammedDoesNotFlapWhileOtherChangesPropagate(t *testing.T) {
+	p := nackMesh()
+	two := []string{"a-0.shop", "b-0.shop"}
+	all := map[string]bool{"a-0.shop": true, "b-0.shop": true}
+	done := p.Programmed(fakeProxies{connected: all, upToDate: all}, nil)
+
+	// Generation 3 of one split is pushed; a has acknowledged, b not yet.
+	p.Result.Statuses[3].Generation = 3
+	changed := p.Result.Statuses[3].Ref
+	var pendings []metav1.Condition
+	for _, up := range []map[string]bool{{}, {two[0]: true}} {
+		got := p.Programmed(fakeProxies{connected: all, upToDate: up}, done)
+		for ref, c := range got {
+			if ref == changed {
+				if c.Reason != meshv1alpha1.ReasonPending || c.ObservedGeneration != 3 {
+					t.Errorf("the changed split: %+v, want Pending at generation 3", c)
+				}
+				pendings = append(pendings, c)
+				continue
+			}
+			if c != done[ref] {
+				t.Errorf("%s changed while another object propagated: %+v, was %+v", ref, c, done[ref])
+			}
+		}
+		done = got
+	}
+	if pendings[0] != pendings[1] {
+		t.Errorf("Pending changed between two ACKs (a status write each): %+v then %+v", pendings[0], pendings[1])
+	}
+	got := p.Programmed(fakeProxies{connected: all, upToDate: all}, done)
+	if c := got[changed]; c.Status != metav1.ConditionTrue || c.ObservedGeneration != 3 {
+		t.Errorf("the changed split once every proxy acknowledged: %+v", c)
+	}
+	// A refusal still wins over a kept True.
+	got = p.Programmed(fakeProxies{connected: all, upToDate: map[string]bool{two[0]: true}, nacks: map[string]server.Nack{
+		"b-0.shop": {TypeURL: resourcev3.RouteType, Resources: []string{"host:80"}, Message: "bad weights"},
+	}}, got)
+	if c := got[policy("TrafficSplit", "on-80")]; c.Reason != meshv1alpha1.ReasonRejected {
+		t.Errorf("a split whose route a proxy refused: %+v, want Rejected", c)
+	}
 }
 
 // A resource that cannot be encoded must fail the rebuild: its digest
