@@ -42,10 +42,9 @@ func TestProxylessServerListeners(t *testing.T) {
 
 	names := []string{"weft/inbound/10.244.0.5:8080", "weft/inbound/0.0.0.0:8080", "weft/inbound/[::]:8080"}
 	// The test client does not announce itself as gRPC, so it connects
-	// once the server knows the node as proxyless from its snapshot.
-	eventually(t, 20*time.Second, "a snapshot for greeter-0.shop", func() (bool, string) {
-		_, ok := h.xds.Snapshot("greeter-0.shop")
-		return ok, "none"
+	// once the server has published the node as proxyless.
+	eventually(t, 20*time.Second, "greeter-0.shop published as proxyless", func() (bool, string) {
+		return h.xds.Proxyless("greeter-0.shop"), "not yet"
 	})
 	server := h.grpcClient(t, "greeter-0.shop", "spiffe://cluster.local/ns/shop/sa/greeter", map[string][]string{xdstest.ListenerType: names})
 	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)

@@ -72,15 +72,16 @@ func TestProxylessConfigurationsMustBeConsistent(t *testing.T) {
 	}
 	lb := newLayerBuilder()
 	good := &translate.Config{Shared: shared, Own: &translate.Resources{Listeners: []cachetypes.Resource{rdsListener(t, "checkout", "checkout:80")}}}
-	if err := lb.checkGRPC(good); err != nil {
+	g := &ir.ProxyGroup{Key: "shop/sa/1", Namespace: "shop"}
+	if _, err := lb.addGRPC(g, good, nil); err != nil {
 		t.Fatalf("a consistent proxyless configuration was refused: %v", err)
 	}
 	own := &translate.Config{Shared: shared, Own: &translate.Resources{Listeners: []cachetypes.Resource{rdsListener(t, "web", "web:80")}}}
-	if err := lb.checkGRPC(own); err == nil || !strings.Contains(err.Error(), `"web:80"`) {
+	if _, err := lb.addGRPC(g, own, nil); err == nil || !strings.Contains(err.Error(), `"web:80"`) {
 		t.Errorf("a short-name listener naming a missing route configuration: err = %v", err)
 	}
 	badShared := &translate.Resources{Listeners: []cachetypes.Resource{rdsListener(t, "cart.shop:80", "cart:80")}}
-	if err := newLayerBuilder().checkGRPC(&translate.Config{Shared: badShared, Own: &translate.Resources{}}); err == nil || !strings.Contains(err.Error(), `"cart:80"`) {
+	if _, err := newLayerBuilder().addGRPC(g, &translate.Config{Shared: badShared, Own: &translate.Resources{}}, nil); err == nil || !strings.Contains(err.Error(), `"cart:80"`) {
 		t.Errorf("a shared API listener naming a missing route configuration: err = %v", err)
 	}
 }

@@ -54,8 +54,8 @@ type Published struct {
 	sources func() map[resourceKey][]ir.ObjectRef
 }
 
-// Publish translates the mesh for every proxy group and serves it: layers
-// for the Envoy members, a snapshot for the proxyless ones. pods are the
+// Publish translates the mesh for every proxy group and serves it as
+// layers, for the Envoy members and the proxyless ones alike. pods are the
 // cluster's pods (for the proxyless members' addresses) and namespaces
 // their namespaces. An error means a bug (an inconsistent configuration);
 // the proxies keep what they had.
@@ -69,7 +69,6 @@ func (p *Publisher) Publish(ctx context.Context, res *ingest.Result, pods []*cor
 	for _, e := range p.memo.Endpoints(prep) {
 		endpoints[cachev3.GetResourceName(e)] = e
 	}
-	asm := newAssembler(newHasher(), endpoints)
 	out := &Published{
 		Result:   res,
 		Problems: prep.Problems(),
@@ -77,10 +76,9 @@ func (p *Publisher) Publish(ctx context.Context, res *ingest.Result, pods []*cor
 		sources:  sync.OnceValue(func() map[resourceKey][]ir.ObjectRef { return resourceSources(res.Mesh) }),
 	}
 	lb := &layerBuilder{content: map[string]server.LayerResources{}, eds: map[string]bool{}, viewRoutes: map[string]map[string]bool{}, grpcRoutes: map[*translate.Resources]map[string]bool{}, refs: p.routeRefs, nextRefs: map[cachetypes.Resource][]string{}}
-	envoyNodes := map[string][]string{}
+	nodes := map[string][]string{}
 	for _, g := range res.Mesh.ProxyGroups {
-		var grpcSnap *cachev3.Snapshot
-		var keys []string
+		var keys, grpcKeys []string
 		for _, node := range g.Members {
 			out.Nodes[node] = g
 			if !proxyless[node] {
@@ -93,48 +91,33 @@ func (p *Publisher) Publish(ctx context.Context, res *ingest.Result, pods []*cor
 						return nil, fmt.Errorf("proxy group %s: %w", g.Key, err)
 					}
 				}
-				envoyNodes[node] = keys
+				nodes[node] = keys
 				continue
 			}
-			if grpcSnap == nil {
+			if grpcKeys == nil {
 				cfg, err := prep.ForGRPC(g)
 				if err != nil {
 					return nil, fmt.Errorf("proxy group %s (gRPC): %w", g.Key, err)
 				}
-				if cfg, err = withServerListeners(prep, g, cfg, proxyless, podIPs); err != nil {
+				servers, err := serverListeners(prep, g, proxyless, podIPs)
+				if err != nil {
 					return nil, fmt.Errorf("proxy group %s (gRPC): %w", g.Key, err)
 				}
-				if err := lb.checkGRPC(cfg); err != nil {
-					return nil, fmt.Errorf("proxy group %s (gRPC): %w", g.Key, err)
-				}
-				if grpcSnap, err = asm.snapshot(cfg); err != nil {
+				if grpcKeys, err = lb.addGRPC(g, cfg, servers); err != nil {
 					return nil, fmt.Errorf("proxy group %s (gRPC): %w", g.Key, err)
 				}
 			}
-			if old, ok := p.xds.Snapshot(node); ok && sameVersions(old, grpcSnap) {
-				continue
-			}
-			if err := p.xds.SetSnapshot(ctx, node, grpcSnap); err != nil {
-				return nil, err
-			}
-			out.Changed = append(out.Changed, node)
+			nodes[node] = grpcKeys
 		}
 	}
 	p.memo.PruneGroups(res.Mesh.ProxyGroups)
 	lb.endpoints(endpoints)
 	p.routeRefs = lb.nextRefs
-	changed, err := p.xds.Publish(lb.content, envoyNodes)
+	changed, err := p.xds.Publish(lb.content, nodes, proxyless)
 	if err != nil {
 		return nil, err
 	}
-	out.Changed = append(out.Changed, changed...)
-	// Pods that are gone lose their snapshot; a proxy still connected for
-	// them keeps what it has until its stream closes.
-	for _, node := range p.xds.SnapshotNodes() {
-		if _, ok := out.Nodes[node]; !ok || !proxyless[node] {
-			p.xds.ClearSnapshot(node)
-		}
-	}
+	out.Changed = changed
 	slices.Sort(out.Changed)
 	return out, nil
 }
@@ -166,11 +149,17 @@ func proxylessPods(pods []*corev1.Pod, namespaces []*corev1.Namespace) (map[stri
 
 // Layer keys. Every Envoy proxy's configuration is three layers: the
 // outbound view of its namespace, the mesh's endpoints, and its group's
-// own inbound side.
+// own inbound side. A proxyless gRPC client's is its namespace's view in
+// gRPC's form (API listeners and clusters), the same endpoints, the
+// listeners of the names only its namespace can dial, and, for a member
+// that serves, its group's server listeners.
 const (
-	viewLayerPrefix  = "view/"
-	groupLayerPrefix = "group/"
-	endpointsLayer   = "endpoints"
+	viewLayerPrefix      = "view/"
+	groupLayerPrefix     = "group/"
+	endpointsLayer       = "endpoints"
+	grpcViewLayerPrefix  = "grpc-view/"
+	grpcShortLayerPrefix = "grpc-names/"
+	grpcGroupLayerPrefix = "grpc-group/"
 )
 
 // layerBuilder collects the layers of one rebuild.
@@ -233,18 +222,39 @@ func (lb *layerBuilder) add(g *ir.ProxyGroup, cfg *translate.Config) ([]string, 
 	return []string{view, endpointsLayer, key}, nil
 }
 
-// checkGRPC checks a proxyless configuration as add checks an Envoy one:
-// the shared part once per rebuild, then the group's own listeners.
-func (lb *layerBuilder) checkGRPC(cfg *translate.Config) error {
+// addGRPC records a proxyless group's layers and returns their keys,
+// checking them as add checks an Envoy group's: the shared part once per
+// rebuild, then the namespace's own listeners. servers are the group's
+// server listeners.
+func (lb *layerBuilder) addGRPC(g *ir.ProxyGroup, cfg *translate.Config, servers []cachetypes.Resource) ([]string, error) {
 	names, ok := lb.grpcRoutes[cfg.Shared]
 	if !ok {
 		names = routeNames(cfg.Shared.Routes)
 		lb.grpcRoutes[cfg.Shared] = names
 		if err := lb.consistent(cfg.Shared.Listeners, names, nil); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return lb.consistent(cfg.Own.Listeners, names, cfg.Own.Routes)
+	if err := lb.consistent(cfg.Own.Listeners, names, cfg.Own.Routes); err != nil {
+		return nil, err
+	}
+	view := grpcViewLayerPrefix + cfg.View
+	if _, ok := lb.content[view]; !ok {
+		lb.content[view] = server.LayerResources(cfg.Shared.ByType())
+		lb.needEndpoints(cfg.Shared.Clusters)
+	}
+	short := grpcShortLayerPrefix + g.Namespace
+	if _, ok := lb.content[short]; !ok {
+		lb.content[short] = server.LayerResources(cfg.Own.ByType())
+		lb.needEndpoints(cfg.Own.Clusters)
+	}
+	keys := []string{view, endpointsLayer, short}
+	if len(servers) > 0 {
+		key := grpcGroupLayerPrefix + g.Key
+		lb.content[key] = server.LayerResources{resourcev3.ListenerType: servers}
+		keys = append(keys, key)
+	}
+	return keys, nil
 }
 
 func routeNames(routes []cachetypes.Resource) map[string]bool {
@@ -303,13 +313,13 @@ func (lb *layerBuilder) endpoints(all map[string]cachetypes.Resource) {
 	lb.content[endpointsLayer] = server.LayerResources{resourcev3.EndpointType: eds}
 }
 
-// withServerListeners adds to a proxyless group's own layer the Listener
-// each member's gRPC xDS server asks for (named after the address it
-// listens on, see translate.GRPCServerListenerName): one per inbound port
-// at each of the member's pod IPs, and at the wildcard addresses a server
-// listening on all interfaces reports. Without it a proxyless server
-// never leaves its not-serving mode.
-func withServerListeners(prep *translate.Prepared, g *ir.ProxyGroup, cfg *translate.Config, proxyless map[string]bool, podIPs map[string][]string) (*translate.Config, error) {
+// serverListeners are the Listeners the members of a proxyless group ask
+// for as gRPC xDS servers (named after the address they listen on, see
+// translate.GRPCServerListenerName): one per inbound port at each member's
+// pod IPs, and at the wildcard addresses a server listening on all
+// interfaces reports. Without them a proxyless server never leaves its
+// not-serving mode.
+func serverListeners(prep *translate.Prepared, g *ir.ProxyGroup, proxyless map[string]bool, podIPs map[string][]string) ([]cachetypes.Resource, error) {
 	addrs := []string{"0.0.0.0", "::"}
 	for _, m := range g.Members {
 		if proxyless[m] {
@@ -331,20 +341,5 @@ func withServerListeners(prep *translate.Prepared, g *ir.ProxyGroup, cfg *transl
 			ls = append(ls, l)
 		}
 	}
-	if len(ls) == 0 {
-		return cfg, nil
-	}
-	own := *cfg.Own
-	own.Listeners = append(slices.Clone(cfg.Own.Listeners), ls...)
-	sortByName(own.Listeners)
-	return &translate.Config{Shared: cfg.Shared, Own: &own}, nil
-}
-
-func sameVersions(a, b *cachev3.Snapshot) bool {
-	for rt := range a.Resources {
-		if a.Resources[rt].Version != b.Resources[rt].Version {
-			return false
-		}
-	}
-	return true
+	return ls, nil
 }

@@ -143,7 +143,7 @@ func (m *mesh) setRoute(i int, weight uint32) {
 
 func (m *mesh) publish(t *testing.T, s *server.Server) []string {
 	t.Helper()
-	changed, err := s.Publish(m.content, m.nodes)
+	changed, err := s.Publish(m.content, m.nodes, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -406,14 +406,14 @@ func TestDeltaRefusals(t *testing.T) {
 		}
 	})
 	t.Run("a layer that does not exist", func(t *testing.T) {
-		if _, err := s.Publish(m.content, map[string][]string{"a.ns": {"view/", "nope"}}); err == nil {
+		if _, err := s.Publish(m.content, map[string][]string{"a.ns": {"view/", "nope"}}, nil); err == nil {
 			t.Error("Publish accepted a node with an unknown layer")
 		}
-		if _, err := s.Publish(map[string]server.LayerResources{"x": {xdstest.RouteType: {route("r", 1), route("r", 2)}}}, nil); err == nil {
+		if _, err := s.Publish(map[string]server.LayerResources{"x": {xdstest.RouteType: {route("r", 1), route("r", 2)}}}, nil, nil); err == nil {
 			t.Error("Publish accepted a layer with a name twice")
 		}
 		both := map[string]server.LayerResources{"x": {xdstest.RouteType: {route("r", 1)}}, "y": {xdstest.RouteType: {route("r", 2)}}}
-		if _, err := s.Publish(both, map[string][]string{"a.ns": {"x", "y"}}); err == nil {
+		if _, err := s.Publish(both, map[string][]string{"a.ns": {"x", "y"}}, nil); err == nil {
 			t.Error("Publish accepted a node whose layers both have a resource")
 		}
 		// What failed changed nothing: a.ns still has its configuration.
@@ -425,10 +425,10 @@ func TestDeltaRefusals(t *testing.T) {
 		// a.ns keeps its layers; group/a now also holds view/'s c1.
 		grown := maps.Clone(m.content)
 		grown["group/a"] = server.LayerResources{xdstest.ClusterType: {cluster("inbound-a"), cluster("c1")}}
-		if _, err := s.Publish(grown, m.nodes); err == nil {
+		if _, err := s.Publish(grown, m.nodes, nil); err == nil {
 			t.Error("Publish accepted a node whose layers both have cluster c1")
 		}
-		if _, err := s.Publish(m.content, m.nodes); err != nil {
+		if _, err := s.Publish(m.content, m.nodes, nil); err != nil {
 			t.Errorf("the mesh as it was: %v", err)
 		}
 	})

@@ -110,20 +110,30 @@ type layers struct {
 	byKey     map[string]*layer
 	nodes     map[string][]*layer
 	streams   map[string]map[*deltaStream]struct{}
+	// proxyless are the nodes served state of the world (proxyless gRPC
+	// clients); sotw holds their open watches and subscriptions, guarded
+	// by sotw.mu (taken under mu, never the other way round).
+	proxyless map[string]bool
+	sotw      sotwWatches
 }
 
 func newLayers() *layers {
-	return &layers{byKey: map[string]*layer{}, nodes: map[string][]*layer{}, streams: map[string]map[*deltaStream]struct{}{}}
+	return &layers{
+		byKey: map[string]*layer{}, nodes: map[string][]*layer{}, streams: map[string]map[*deltaStream]struct{}{},
+		proxyless: map[string]bool{}, sotw: sotwWatches{watches: map[string]map[*sotwWatch]struct{}{}, subs: map[string]*[numLayerTypes]*sotwSub{}},
+	}
 }
 
 // Publish replaces the layered configuration: the content of every layer,
-// and for every Envoy node the keys of its layers. Layers and nodes left
-// out are forgotten; a proxy still connected for a forgotten node keeps
-// what it has. A resource whose message is the one published before is not
+// and for every node the keys of its layers. Nodes in proxyless are
+// proxyless gRPC clients, served state of the world by name (see
+// CreateWatch); the others are Envoy proxies, served delta. Layers and
+// nodes left out are forgotten; a proxy still connected for a forgotten
+// node keeps what it has. A resource whose message is the one published before is not
 // marshalled again; one whose bytes did not change keeps its version, so
 // only real changes are pushed. Publish returns the nodes whose
 // configuration changed.
-func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]string) ([]string, error) {
+func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]string, proxyless map[string]bool) ([]string, error) {
 	l := s.layers
 	l.publishMu.Lock()
 	defer l.publishMu.Unlock()
@@ -242,20 +252,35 @@ func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]s
 	l.next = next
 	var out []string
 	var wake []*deltaStream
+	var fire []*sotwWatch
+	l.sotw.mu.Lock()
 	for node, comp := range newNodes {
 		prev, had := l.nodes[node]
-		if had && slices.Equal(prev, comp) && !slices.ContainsFunc(comp, func(ly *layer) bool { return changed[ly] }) {
+		if had && slices.Equal(prev, comp) && !slices.ContainsFunc(comp, func(ly *layer) bool { return changed[ly] }) && l.proxyless[node] == proxyless[node] {
 			continue
 		}
 		out = append(out, node)
 		for st := range l.streams[node] {
 			wake = append(wake, st)
 		}
+		for w := range l.sotw.watches[node] {
+			fire = append(fire, w)
+		}
 	}
+	l.sotw.mu.Unlock()
 	l.byKey, l.nodes = byKey, newNodes
+	l.proxyless = make(map[string]bool, len(proxyless))
+	for node, p := range proxyless {
+		if _, ok := newNodes[node]; ok && p {
+			l.proxyless[node] = true
+		}
+	}
 	l.mu.Unlock()
 	for _, st := range wake {
 		st.poke()
+	}
+	for _, w := range fire {
+		w.fire()
 	}
 	slices.Sort(out)
 	return out, nil
@@ -378,11 +403,9 @@ func (s *Server) LayeredConfig(node string) (map[string][]types.Resource, bool) 
 	return out, true
 }
 
-// LayeredNode says whether a node is configured from layers (an Envoy
-// proxy) rather than from a snapshot.
-func (s *Server) LayeredNode(node string) bool {
+// Proxyless says whether a node is published as a proxyless gRPC client.
+func (s *Server) Proxyless(node string) bool {
 	s.layers.mu.RLock()
 	defer s.layers.mu.RUnlock()
-	_, ok := s.layers.nodes[node]
-	return ok
+	return s.layers.proxyless[node]
 }

@@ -47,7 +47,7 @@ func benchPush(b *testing.B, services, proxies int) {
 		m.content[g] = server.LayerResources{xdstest.ClusterType: {cluster(fmt.Sprintf("inbound-%d", i))}}
 		m.nodes[fmt.Sprintf("p%d.ns", i)] = []string{"view/", "endpoints", g}
 	}
-	if _, err := s.Publish(m.content, m.nodes); err != nil {
+	if _, err := s.Publish(m.content, m.nodes, nil); err != nil {
 		b.Fatal(err)
 	}
 	acks := &ackCounter{}
@@ -67,7 +67,7 @@ func benchPush(b *testing.B, services, proxies int) {
 		acks.await(fmt.Sprintf("r%d", r), proxies)
 		// Never 50, the weight every route starts with.
 		m.setRoute(r, uint32(51+i%49))
-		if _, err := s.Publish(m.content, m.nodes); err != nil {
+		if _, err := s.Publish(m.content, m.nodes, nil); err != nil {
 			b.Fatal(err)
 		}
 		acks.wait(b, time.Minute)

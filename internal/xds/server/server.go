@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
-	"sync"
+
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -18,7 +18,7 @@ import (
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	xdsconfig "github.com/envoyproxy/go-control-plane/pkg/server/config"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
@@ -73,19 +73,13 @@ type Options struct {
 	Log     logr.Logger
 }
 
-// Server is an authenticated ADS server. Envoy proxies are served delta
-// ADS from layers shared between proxies (see Publish); proxyless gRPC
-// clients, which speak state of the world and ask for resources by name,
-// are served from a go-control-plane snapshot cache per node.
+// Server is an authenticated ADS server. Every proxy is served from layers
+// shared between proxies (see Publish): Envoy proxies over delta ADS,
+// proxyless gRPC clients, which speak state of the world and ask for
+// resources by name, over state-of-the-world ADS (see CreateWatch).
 type Server struct {
-	opts Options
-	// grpcCache serves proxyless gRPC clients in plain (non-ADS-ordered)
-	// mode.
-	grpcCache cachev3.SnapshotCache
-	layers    *layers
-
-	kindMu   sync.Mutex
-	withSnap map[string]bool
+	opts   Options
+	layers *layers
 
 	tracker  *tracker
 	metrics  *Metrics
@@ -116,8 +110,6 @@ func New(opts Options) (*Server, error) {
 		opts.LargePushes = 32
 	}
 	s := &Server{slots: newPushSlots(opts.LargePushes), opts: opts, tracker: newTracker(), metrics: opts.Metrics, log: opts.Log, layers: newLayers(), stopping: make(chan struct{})}
-	s.grpcCache = cachev3.NewSnapshotCache(false, cachev3.IDHash{}, cacheLogger{opts.Log.WithName("grpc-cache")})
-	s.withSnap = map[string]bool{}
 	return s, nil
 }
 
@@ -160,7 +152,12 @@ func (s *Server) Start(ctx context.Context) error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
-	xs := serverv3.NewServer(ctx, &dispatchCache{s: s}, &callbacks{s: s})
+	// Only proxyless gRPC clients speak state of the world, and they never
+	// mean a request without names as "everything": grpc-go sends one when
+	// a channel stops using the last resource of a type.
+	xs := serverv3.NewServer(ctx, &dispatchCache{s: s}, &callbacks{s: s},
+		xdsconfig.DeactivateLegacyWildcard(),
+		func(o *xdsconfig.Opts) { o.Logger = cacheLogger{s.log.WithName("sotw")} })
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, ads{Server: xs, s: s})
 	endpointservice.RegisterEndpointDiscoveryServiceServer(gs, xs)
 	clusterservice.RegisterClusterDiscoveryServiceServer(gs, xs)
@@ -198,78 +195,15 @@ func (a ads) DeltaAggregatedResources(st discoverygrpc.AggregatedDiscoveryServic
 	return a.s.serveDelta(st)
 }
 
-// SetSnapshot replaces a proxyless gRPC node's configuration. The snapshot
-// must be consistent; versions should change only when content does, so
-// that unchanged clients are not pushed.
-func (s *Server) SetSnapshot(ctx context.Context, nodeID string, snap *cachev3.Snapshot) error {
-	s.kindMu.Lock()
-	s.withSnap[nodeID] = true
-	s.kindMu.Unlock()
-	if err := s.grpcCache.SetSnapshot(ctx, nodeID, snap); err != nil {
-		return fmt.Errorf("setting snapshot of %s: %w", nodeID, err)
-	}
-	return nil
-}
-
-// Snapshot returns a proxyless node's current configuration.
-func (s *Server) Snapshot(nodeID string) (*cachev3.Snapshot, bool) {
-	snap, err := s.grpcCache.GetSnapshot(nodeID)
-	if err != nil {
-		return nil, false
-	}
-	sn, ok := snap.(*cachev3.Snapshot)
-	return sn, ok
-}
-
-// Config returns a node's current resources by type URL, whether it is
-// served from layers or from a snapshot.
+// Config returns a node's current resources by type URL.
 func (s *Server) Config(nodeID string) (map[string][]types.Resource, bool) {
-	if cfg, ok := s.LayeredConfig(nodeID); ok {
-		return cfg, true
-	}
-	snap, ok := s.Snapshot(nodeID)
-	if !ok {
-		return nil, false
-	}
-	out := map[string][]types.Resource{}
-	for rt := types.ResponseType(0); rt < types.UnknownType; rt++ {
-		typ, err := cachev3.GetResponseTypeURL(rt)
-		if err != nil {
-			continue
-		}
-		for _, r := range snap.GetResources(typ) {
-			out[typ] = append(out[typ], r)
-		}
-	}
-	return out, true
+	return s.LayeredConfig(nodeID)
 }
 
-// ClearSnapshot forgets a proxyless node's configuration (its pod is gone).
-func (s *Server) ClearSnapshot(nodeID string) {
-	s.kindMu.Lock()
-	delete(s.withSnap, nodeID)
-	s.kindMu.Unlock()
-	s.grpcCache.ClearSnapshot(nodeID)
-}
-
-// SnapshotNodes lists the proxyless nodes that have a snapshot.
-func (s *Server) SnapshotNodes() []string {
-	s.kindMu.Lock()
-	defer s.kindMu.Unlock()
-	out := make([]string, 0, len(s.withSnap))
-	for n := range s.withSnap {
-		out = append(out, n)
-	}
-	return out
-}
-
-// isProxyless says whether a node is a proxyless gRPC client: it has a
-// snapshot, or, before that, its user agent says so.
+// isProxyless says whether a node is a proxyless gRPC client: it is
+// published as one, or, before that, its user agent says so.
 func (s *Server) isProxyless(node *corev3.Node) bool {
-	s.kindMu.Lock()
-	known := s.withSnap[node.GetId()]
-	s.kindMu.Unlock()
-	return known || strings.HasPrefix(strings.ToLower(node.GetUserAgentName()), "grpc")
+	return s.Proxyless(node.GetId()) || strings.HasPrefix(strings.ToLower(node.GetUserAgentName()), "grpc")
 }
 
 // Nodes returns what the server knows of every proxy it has seen.
@@ -307,44 +241,25 @@ func (s *Server) Changed() <-chan struct{} { return s.tracker.Changed() }
 // UpToDate says whether a node has acknowledged the current version of every
 // resource type it subscribes to: for an Envoy proxy, every open stream of
 // the node holds and has acknowledged the current revision of each of its
-// layers, with no rejection outstanding.
+// layers, with no rejection outstanding; for a proxyless client, it
+// acknowledged the current answer to each of its subscriptions.
 func (s *Server) UpToDate(nodeID string) bool {
 	l := s.layers
 	l.mu.RLock()
+	defer l.mu.RUnlock()
 	comp, layered := l.nodes[nodeID]
-	if layered {
-		defer l.mu.RUnlock()
-		streams := l.streams[nodeID]
-		if len(streams) == 0 {
-			return false
-		}
-		for st := range streams {
-			if !st.upToDate(comp) {
-				return false
-			}
-		}
-		return true
-	}
-	l.mu.RUnlock()
-	snap, ok := s.Snapshot(nodeID)
-	if !ok {
+	if !layered {
 		return false
 	}
-	s.tracker.mu.Lock()
-	defer s.tracker.mu.Unlock()
-	n := s.tracker.nodes[nodeID]
-	if n == nil {
+	if l.proxyless[nodeID] {
+		return s.sotwUpToDate(nodeID, comp)
+	}
+	streams := l.streams[nodeID]
+	if len(streams) == 0 {
 		return false
 	}
-	for rt := types.ResponseType(0); rt < types.UnknownType; rt++ {
-		if len(snap.Resources[rt].Items) == 0 {
-			continue
-		}
-		typ, err := cachev3.GetResponseTypeURL(rt)
-		if err != nil || !n.Subscribed[typ] {
-			continue
-		}
-		if n.Acked[typ] != snap.Resources[rt].Version {
+	for st := range streams {
+		if !st.upToDate(comp) {
 			return false
 		}
 	}
@@ -393,18 +308,23 @@ func (c *callbacks) open(ctx context.Context, id int64) error {
 func (c *callbacks) closed(id int64) {
 	t := c.s.tracker
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	si := t.streams[id]
 	delete(t.streams, id)
 	if si == nil || si.node == "" {
+		t.mu.Unlock()
 		return
 	}
 	n := t.node(si.node)
 	n.Streams--
-	if n.Streams == 0 {
+	last := n.Streams == 0
+	if last {
 		c.s.metrics.ConnectedProxies.Dec()
 	}
 	t.notify()
+	t.mu.Unlock()
+	if last {
+		c.s.layers.forgetSotw(si.node)
+	}
 }
 
 // request authenticates the node on a stream and records ACK or NACK.
@@ -444,6 +364,14 @@ func (c *callbacks) request(id int64, node *corev3.Node, typeURL, version, nonce
 	defer t.mu.Unlock()
 	t.node(si.node).Subscribed[typeURL] = true
 	if nonce == "" {
+		if version != "" && errDetail == nil {
+			// A state-of-the-world client on a new stream (after a
+			// reconnect, or a restart of the server) says which version it
+			// holds. Versions digest content, so when it is the current
+			// one nothing is sent, and the client is up to date as it is.
+			t.node(si.node).Acked[typeURL] = version
+			t.notify()
+		}
 		return nil
 	}
 	sent, known := si.nonces[nonce]
@@ -521,54 +449,6 @@ func (c *callbacks) OnFetchRequest(context.Context, *discoverygrpc.DiscoveryRequ
 func (c *callbacks) OnFetchResponse(*discoverygrpc.DiscoveryRequest, *discoverygrpc.DiscoveryResponse) {
 }
 
-// dispatchCache serves state-of-the-world watches of proxyless gRPC
-// clients from their snapshots, and stops a NACK from bouncing:
-// go-control-plane answers a request whose version differs from the
-// snapshot's at once, and a NACK carries the last good version, so the
-// rejected version would be re-sent forever. After a NACK of the current
-// version, the watch waits for the next snapshot instead. Envoy proxies
-// are served delta ADS from layers, not here.
-type dispatchCache struct{ s *Server }
-
-func (c *dispatchCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, out chan cachev3.Response) (func(), error) {
-	if c.s.LayeredNode(req.GetNode().GetId()) {
-		return nil, status.Error(codes.FailedPrecondition, "xds: Envoy proxies are served over delta ADS (the injected bootstrap uses it); state of the world is for proxyless gRPC clients")
-	}
-	cache := c.s.grpcCache
-	if req.GetErrorDetail() != nil {
-		if snap, err := cache.GetSnapshot(req.GetNode().GetId()); err == nil {
-			current := snap.GetVersion(req.GetTypeUrl())
-			if rejected, ok := c.rejectedVersion(req); ok && rejected == current {
-				held, _ := proto.Clone(req).(*cachev3.Request)
-				held.VersionInfo = current
-				return cache.CreateWatch(held, sub, out)
-			}
-		}
-	}
-	return cache.CreateWatch(req, sub, out)
-}
-
-func (c *dispatchCache) CreateDeltaWatch(*cachev3.DeltaRequest, cachev3.Subscription, chan cachev3.DeltaResponse) (func(), error) {
-	return nil, status.Error(codes.Unimplemented, "xds: delta is served on the aggregated (ADS) stream only")
-}
-
-func (c *dispatchCache) Fetch(context.Context, *cachev3.Request) (cachev3.Response, error) {
-	return nil, errors.New("xds: fetch is not served")
-}
-
-// rejectedVersion is the version of the response the NACK answers; the
-// callbacks saw the request first and recorded it.
-func (c *dispatchCache) rejectedVersion(req *cachev3.Request) (string, bool) {
-	t := c.s.tracker
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	n := t.nodes[req.GetNode().GetId()]
-	if n == nil || n.Nack == nil || n.Nack.TypeURL != req.GetTypeUrl() {
-		return "", false
-	}
-	return n.Nack.Version, true
-}
-
 // NodeIDParts splits a node ID <pod>.<namespace>.
 func NodeIDParts(id string) (pod, namespace string, ok bool) {
 	i := strings.LastIndexByte(id, '.')
@@ -580,7 +460,7 @@ func NodeIDParts(id string) (pod, namespace string, ok bool) {
 
 // cacheLogger routes go-control-plane's logs to logr: debug at V(2), info
 // at V(1). Messages are formatted only when their level is enabled: the
-// snapshot cache logs every watch it answers.
+// server logs every request it skips.
 type cacheLogger struct{ l logr.Logger }
 
 func (c cacheLogger) Debugf(format string, args ...any) {

@@ -165,11 +165,11 @@ func (p *Prepared) ForGRPC(g *ir.ProxyGroup) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("translate: %w", err)
 	}
-	shared := t.base
+	cfg := &Config{Shared: t.base, Own: &Resources{Listeners: t.short[g.Namespace]}}
 	if v := t.views[g.Namespace]; v != nil {
-		shared = v
+		cfg.Shared, cfg.View = v, g.Namespace
 	}
-	return &Config{Shared: shared, Own: &Resources{Listeners: t.short[g.Namespace]}}, nil
+	return cfg, nil
 }
 
 // GRPCServerListener is the listener a proxyless gRPC server of the group
