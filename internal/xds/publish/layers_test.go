@@ -77,7 +77,7 @@ func TestProxylessConfigurationsMustBeConsistent(t *testing.T) {
 		t.Fatalf("a consistent proxyless configuration was refused: %v", err)
 	}
 	own := &translate.Config{Shared: shared, Own: &translate.Resources{Listeners: []cachetypes.Resource{rdsListener(t, "web", "web:80")}}}
-	if _, err := lb.addGRPC(g, own, nil); err == nil || !strings.Contains(err.Error(), `"web:80"`) {
+	if _, err := newLayerBuilder().addGRPC(g, own, nil); err == nil || !strings.Contains(err.Error(), `"web:80"`) {
 		t.Errorf("a short-name listener naming a missing route configuration: err = %v", err)
 	}
 	badShared := &translate.Resources{Listeners: []cachetypes.Resource{rdsListener(t, "cart.shop:80", "cart:80")}}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -31,6 +32,18 @@ type Publisher struct {
 	// routeRefs are the route configurations each listener of the last
 	// rebuild names.
 	routeRefs map[cachetypes.Resource][]string
+	// servers are the proxyless groups' server listeners of the last
+	// rebuild, by group key.
+	servers map[string]*serverMemo
+}
+
+// serverMemo is a group's server listeners, kept while the group is the
+// same *ir.ProxyGroup (ingest hands back an unchanged group as the very
+// same pointer) and its members' addresses are the same.
+type serverMemo struct {
+	src       *ir.ProxyGroup
+	addrs     string
+	listeners []cachetypes.Resource
 }
 
 // New creates a Publisher that serves through xds.
@@ -77,6 +90,7 @@ func (p *Publisher) Publish(ctx context.Context, res *ingest.Result, pods []*cor
 	}
 	lb := &layerBuilder{content: map[string]server.LayerResources{}, eds: map[string]bool{}, viewRoutes: map[string]map[string]bool{}, grpcRoutes: map[*translate.Resources]map[string]bool{}, refs: p.routeRefs, nextRefs: map[cachetypes.Resource][]string{}}
 	nodes := map[string][]string{}
+	servers := map[string]*serverMemo{}
 	for _, g := range res.Mesh.ProxyGroups {
 		var keys, grpcKeys []string
 		for _, node := range g.Members {
@@ -99,11 +113,12 @@ func (p *Publisher) Publish(ctx context.Context, res *ingest.Result, pods []*cor
 				if err != nil {
 					return nil, fmt.Errorf("proxy group %s (gRPC): %w", g.Key, err)
 				}
-				servers, err := serverListeners(prep, g, proxyless, podIPs)
+				sm, err := p.serverListeners(prep, g, proxyless, podIPs)
 				if err != nil {
 					return nil, fmt.Errorf("proxy group %s (gRPC): %w", g.Key, err)
 				}
-				if grpcKeys, err = lb.addGRPC(g, cfg, servers); err != nil {
+				servers[g.Key] = sm
+				if grpcKeys, err = lb.addGRPC(g, cfg, sm.listeners); err != nil {
 					return nil, fmt.Errorf("proxy group %s (gRPC): %w", g.Key, err)
 				}
 			}
@@ -113,6 +128,7 @@ func (p *Publisher) Publish(ctx context.Context, res *ingest.Result, pods []*cor
 	p.memo.PruneGroups(res.Mesh.ProxyGroups)
 	lb.endpoints(endpoints)
 	p.routeRefs = lb.nextRefs
+	p.servers = servers
 	changed, err := p.xds.Publish(lb.content, nodes, proxyless)
 	if err != nil {
 		return nil, err
@@ -223,8 +239,8 @@ func (lb *layerBuilder) add(g *ir.ProxyGroup, cfg *translate.Config) ([]string, 
 }
 
 // addGRPC records a proxyless group's layers and returns their keys,
-// checking them as add checks an Envoy group's: the shared part once per
-// rebuild, then the namespace's own listeners. servers are the group's
+// checking them as add checks an Envoy group's: the shared part and each
+// namespace's own listeners once per rebuild. servers are the group's
 // server listeners.
 func (lb *layerBuilder) addGRPC(g *ir.ProxyGroup, cfg *translate.Config, servers []cachetypes.Resource) ([]string, error) {
 	names, ok := lb.grpcRoutes[cfg.Shared]
@@ -235,16 +251,18 @@ func (lb *layerBuilder) addGRPC(g *ir.ProxyGroup, cfg *translate.Config, servers
 			return nil, err
 		}
 	}
-	if err := lb.consistent(cfg.Own.Listeners, names, cfg.Own.Routes); err != nil {
-		return nil, err
-	}
 	view := grpcViewLayerPrefix + cfg.View
 	if _, ok := lb.content[view]; !ok {
 		lb.content[view] = server.LayerResources(cfg.Shared.ByType())
 		lb.needEndpoints(cfg.Shared.Clusters)
 	}
+	// The namespace's own part is the same for each of its groups: it is
+	// checked once.
 	short := grpcShortLayerPrefix + g.Namespace
 	if _, ok := lb.content[short]; !ok {
+		if err := lb.consistent(cfg.Own.Listeners, names, cfg.Own.Routes); err != nil {
+			return nil, err
+		}
 		lb.content[short] = server.LayerResources(cfg.Own.ByType())
 		lb.needEndpoints(cfg.Own.Clusters)
 	}
@@ -319,7 +337,7 @@ func (lb *layerBuilder) endpoints(all map[string]cachetypes.Resource) {
 // pod IPs, and at the wildcard addresses a server listening on all
 // interfaces reports. Without them a proxyless server never leaves its
 // not-serving mode.
-func serverListeners(prep *translate.Prepared, g *ir.ProxyGroup, proxyless map[string]bool, podIPs map[string][]string) ([]cachetypes.Resource, error) {
+func (p *Publisher) serverListeners(prep *translate.Prepared, g *ir.ProxyGroup, proxyless map[string]bool, podIPs map[string][]string) (*serverMemo, error) {
 	addrs := []string{"0.0.0.0", "::"}
 	for _, m := range g.Members {
 		if proxyless[m] {
@@ -328,6 +346,10 @@ func serverListeners(prep *translate.Prepared, g *ir.ProxyGroup, proxyless map[s
 	}
 	slices.Sort(addrs)
 	addrs = slices.Compact(addrs)
+	key := strings.Join(addrs, ",")
+	if old := p.servers[g.Key]; old != nil && old.src == g && old.addrs == key {
+		return old, nil
+	}
 	var ls []cachetypes.Resource
 	for _, in := range g.Inbound {
 		if in == nil {
@@ -341,5 +363,5 @@ func serverListeners(prep *translate.Prepared, g *ir.ProxyGroup, proxyless map[s
 			ls = append(ls, l)
 		}
 	}
-	return ls, nil
+	return &serverMemo{src: g, addrs: key, listeners: ls}, nil
 }

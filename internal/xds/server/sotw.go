@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"hash/fnv"
 	"strconv"
 	"sync"
 
@@ -27,6 +26,32 @@ import (
 type sotwSub struct {
 	names    map[string]struct{}
 	wildcard bool
+	// revs and version cache the answer's version for the revisions of
+	// the node's layers it was worked out from (guarded by sotwWatches.mu).
+	revs    [maxLayersPerNode]*revision
+	version string
+}
+
+// maxLayersPerNode bounds the layers whose revisions a cached version
+// remembers; a node with more is not cached.
+const maxLayersPerNode = 4
+
+// cachedVersion is the version of the answer to sub, worked out again only
+// when a layer of the node has a new revision of the type.
+func (sub *sotwSub) cachedVersion(comp []*layer, ti int) string {
+	if len(comp) > maxLayersPerNode {
+		v, _ := sotwResponse(comp, ti, sub, false)
+		return v
+	}
+	var revs [maxLayersPerNode]*revision
+	for i, ly := range comp {
+		revs[i] = ly.types[ti].cur
+	}
+	if sub.version == "" || revs != sub.revs {
+		sub.version, _ = sotwResponse(comp, ti, sub, false)
+		sub.revs = revs
+	}
+	return sub.version
 }
 
 func (s *sotwSub) none() bool { return !s.wildcard && len(s.names) == 0 }
@@ -53,23 +78,32 @@ type sotwWatch struct {
 // sotwResponse is the answer to sub from a node's layers: its version
 // digests the subscribed names and the versions of those that exist, so it
 // changes exactly when the answer does. Callers hold l.mu.
-func sotwResponse(comp []*layer, ti int, sub *sotwSub) (string, []*entry) {
+func sotwResponse(comp []*layer, ti int, sub *sotwSub, collect bool) (string, []*entry) {
 	var found []*entry
 	var sum uint64
 	digest := func(name, version string) {
-		d := fnv.New64a()
-		_, _ = d.Write([]byte(name))
-		_, _ = d.Write([]byte{0})
-		_, _ = d.Write([]byte(version))
+		// FNV-1a of name, a zero byte and version, without allocating:
+		// this runs for every subscription at every status check.
+		const offset, prime = 14695981039346656037, 1099511628211
+		h := uint64(offset)
+		for i := range len(name) {
+			h = (h ^ uint64(name[i])) * prime
+		}
+		h *= prime
+		for i := range len(version) {
+			h = (h ^ uint64(version[i])) * prime
+		}
 		// A sum does not depend on the order of the names.
-		sum += d.Sum64()
+		sum += h
 	}
 	if sub.wildcard {
 		for _, ly := range comp {
 			if cur := ly.types[ti].cur; cur != nil {
 				for name, e := range cur.items {
 					digest(name, e.version)
-					found = append(found, e)
+					if collect {
+						found = append(found, e)
+					}
 				}
 			}
 		}
@@ -81,7 +115,9 @@ func sotwResponse(comp []*layer, ti int, sub *sotwSub) (string, []*entry) {
 				continue
 			}
 			digest(name, e.version)
-			found = append(found, e)
+			if collect {
+				found = append(found, e)
+			}
 		}
 	}
 	return "s" + strconv.FormatUint(sum, 36), found
@@ -113,7 +149,7 @@ func (w *sotwWatch) answer() cachev3.Response {
 		// does not acknowledge a response of a type it no longer watches).
 		return nil
 	}
-	version, found := sotwResponse(comp, w.ti, &w.sub)
+	version, found := sotwResponse(comp, w.ti, &w.sub, true)
 	if version == w.known {
 		return nil
 	}
@@ -172,7 +208,7 @@ func (s *Server) sotwUpToDate(node string, comp []*layer) bool {
 	if subs != nil {
 		for ti, sub := range subs {
 			if sub != nil {
-				want[ti], _ = sotwResponse(comp, ti, sub)
+				want[ti] = sub.cachedVersion(comp, ti)
 				subscribed = true
 			}
 		}
@@ -226,7 +262,7 @@ func (c *dispatchCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscripti
 	}
 	if req.GetErrorDetail() != nil {
 		if comp, ok := l.nodes[node]; ok {
-			current, _ := sotwResponse(comp, ti, &w.sub)
+			current, _ := sotwResponse(comp, ti, &w.sub, false)
 			if rejected, ok := c.rejectedVersion(req); ok && rejected == current {
 				w.known = current
 			}

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -30,18 +31,59 @@ func (p *Prepared) grpcTables() (*grpcTables, error) {
 	return p.grpc, p.grpcErr
 }
 
+// grpcPortMemo keeps a port's gRPC messages for as long as its memo entry
+// lives (its key is unchanged), so that a rebuild hands the server the
+// very same messages and nothing is marshalled again.
+type grpcPortMemo struct {
+	cluster   types.Resource
+	hcm       map[*routev3.RouteConfiguration]*anypb.Any
+	listeners map[grpcListenerKey]*listenerv3.Listener
+}
+
+type grpcListenerKey struct {
+	name string
+	hcm  *anypb.Any
+}
+
+// grpcMemo returns the gRPC memo of a port, or a fresh one that is not
+// kept when translating without a Memo.
+func (p *Prepared) grpcMemo(e *portEntry) *grpcPortMemo {
+	fresh := func() *grpcPortMemo {
+		return &grpcPortMemo{hcm: map[*routev3.RouteConfiguration]*anypb.Any{}, listeners: map[grpcListenerKey]*listenerv3.Listener{}}
+	}
+	if p.memo == nil {
+		return fresh()
+	}
+	p.memo.mu.Lock()
+	defer p.memo.mu.Unlock()
+	pm := p.memo.ports[e.port.Cluster]
+	if pm == nil || pm.key != e.key {
+		return fresh()
+	}
+	if pm.grpc == nil {
+		pm.grpc = fresh()
+	}
+	return pm.grpc
+}
+
 func (p *Prepared) buildGRPC() (*grpcTables, error) {
 	b := p.b.fork()
 	var clusters []types.Resource
+	memos := make(map[*portEntry]*grpcPortMemo, len(p.ports))
 	for _, e := range p.ports {
-		c, err := b.outboundCluster(e.svc, e.port, flavorGRPC)
-		if err != nil {
-			return nil, err
+		gm := p.grpcMemo(e)
+		memos[e] = gm
+		if gm.cluster == nil {
+			c, err := b.outboundCluster(e.svc, e.port, flavorGRPC)
+			if err != nil {
+				return nil, err
+			}
+			if err := validate(c); err != nil {
+				return nil, err
+			}
+			gm.cluster = c
 		}
-		if err := validate(c); err != nil {
-			return nil, err
-		}
-		clusters = append(clusters, c)
+		clusters = append(clusters, gm.cluster)
 	}
 	sortResources(clusters)
 
@@ -53,28 +95,52 @@ func (p *Prepared) buildGRPC() (*grpcTables, error) {
 	}
 	hcms := make(map[*portEntry]*variants)
 	namespaces := make(map[string]bool)
+	hcmOf := func(e *portEntry, route *routev3.RouteConfiguration) (*anypb.Any, error) {
+		gm := memos[e]
+		if a := gm.hcm[route]; a != nil {
+			return a, nil
+		}
+		f, err := b.hcm(hcmOptions{statPrefix: e.port.Cluster, route: route, bare: true})
+		if err != nil {
+			return nil, err
+		}
+		gm.hcm[route] = f.GetTypedConfig()
+		return gm.hcm[route], nil
+	}
 	for _, e := range p.ports {
 		if e.route == nil {
 			continue
 		}
 		v := &variants{}
-		f, err := b.hcm(hcmOptions{statPrefix: e.port.Cluster, route: e.route, bare: true})
-		if err != nil {
+		var err error
+		if v.def, err = hcmOf(e, e.route); err != nil {
 			return nil, err
 		}
-		v.def = f.GetTypedConfig()
 		for ns, c := range e.consumer {
-			f, err := b.hcm(hcmOptions{statPrefix: e.port.Cluster, route: c.route, bare: true})
+			a, err := hcmOf(e, c.route)
 			if err != nil {
 				return nil, err
 			}
 			if v.consumer == nil {
 				v.consumer = make(map[string]*anypb.Any)
 			}
-			v.consumer[ns] = f.GetTypedConfig()
+			v.consumer[ns] = a
 			namespaces[ns] = true
 		}
 		hcms[e] = v
+	}
+	listenerOf := func(e *portEntry, name string, hcm *anypb.Any) (*listenerv3.Listener, error) {
+		gm := memos[e]
+		k := grpcListenerKey{name, hcm}
+		if l := gm.listeners[k]; l != nil {
+			return l, nil
+		}
+		l, err := apiListener(name, hcm)
+		if err != nil {
+			return nil, err
+		}
+		gm.listeners[k] = l
+		return l, nil
 	}
 	hcmFor := func(e *portEntry, ns string) *anypb.Any {
 		if a := hcms[e].consumer[ns]; a != nil {
@@ -89,7 +155,7 @@ func (p *Prepared) buildGRPC() (*grpcTables, error) {
 				continue
 			}
 			for _, name := range meshWideNames(e.svc, e.port.Port) {
-				l, err := apiListener(name, hcmFor(e, ns))
+				l, err := listenerOf(e, name, hcmFor(e, ns))
 				if err != nil {
 					return nil, err
 				}
@@ -118,7 +184,7 @@ func (p *Prepared) buildGRPC() (*grpcTables, error) {
 			continue
 		}
 		ns := e.svc.Namespace
-		l, err := apiListener(hostPort(e.svc.Name, e.port.Port), hcmFor(e, ns))
+		l, err := listenerOf(e, hostPort(e.svc.Name, e.port.Port), hcmFor(e, ns))
 		if err != nil {
 			return nil, err
 		}

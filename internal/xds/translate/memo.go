@@ -55,6 +55,8 @@ type portMemo struct {
 	vips     []string
 	chains   []*listenerv3.FilterChain
 	consumed map[string][]*listenerv3.FilterChain
+	// grpc are its proxyless gRPC messages, built when first asked for.
+	grpc *grpcPortMemo
 }
 
 type groupMemo struct {

@@ -56,6 +56,13 @@ func translateAll(t *testing.T, m *ir.Mesh, opts Options, memo *Memo) translated
 		add("own", g.Key, cfg.Own.Listeners)
 		add("own", g.Key, cfg.Own.Clusters)
 		add("own", g.Key, cfg.Own.Secrets)
+		gc, err := p.ForGRPC(g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		add("grpc", gc.View, gc.Shared.Listeners)
+		add("grpc", gc.View, gc.Shared.Clusters)
+		add("grpc-own", g.Namespace, gc.Own.Listeners)
 	}
 	if memo != nil {
 		add("eds", "", memo.Endpoints(p))
@@ -78,6 +85,9 @@ func TestMemoMatchesAFreshTranslation(t *testing.T) {
 	svc := func(i int) *ir.Service { return m.Services[i] }
 	httpPort := func(i int) *ir.Port { return svc(i).Ports[0] }
 	route := func(i int) string { return "shared  " + ir.RouteConfigName(svc(i).Hostname, 80) }
+	// The proxyless API listener of a Service's HTTP port, and its cluster.
+	apiListener := func(i int) string { return "grpc  " + svc(i).Hostname + ":80" }
+	grpcCluster := func(i int) string { return "grpc  " + httpPort(i).Cluster }
 
 	steps := []struct {
 		name string
@@ -91,9 +101,10 @@ func TestMemoMatchesAFreshTranslation(t *testing.T) {
 			r.Backends = slices.Clone(r.Backends)
 			r.Backends[0].Weight, r.Backends[1].Weight = 30, 70
 		},
-		changed: func() []string { return []string{route(0)} },
+		changed: func() []string { return []string{route(0), apiListener(0)} },
 		same: func() []string {
-			return []string{route(5), "shared  " + httpPort(0).Cluster, "shared  " + httpPort(1).Cluster, "own " + m.ProxyGroups[0].Key + " " + OutboundListener}
+			return []string{route(5), "shared  " + httpPort(0).Cluster, "shared  " + httpPort(1).Cluster, "own " + m.ProxyGroups[0].Key + " " + OutboundListener,
+				apiListener(5), grpcCluster(5)}
 		},
 	}, {
 		name: "a backend's load balancing", edit: func() {
@@ -101,8 +112,8 @@ func TestMemoMatchesAFreshTranslation(t *testing.T) {
 			// split's route carries its hash policy.
 			svc(1).LoadBalancer = ir.LoadBalancer{Policy: ir.LBRingHash, HashOn: &ir.HashOn{Header: "x-user"}}
 		},
-		changed: func() []string { return []string{route(0), "shared  " + httpPort(1).Cluster} },
-		same:    func() []string { return []string{route(5)} },
+		changed: func() []string { return []string{route(0), "shared  " + httpPort(1).Cluster, apiListener(0), grpcCluster(1)} },
+		same:    func() []string { return []string{route(5), apiListener(5)} },
 	}, {
 		name: "a backend that goes away", edit: func() {
 			m.Services = slices.Delete(slices.Clone(m.Services), 1, 2)
