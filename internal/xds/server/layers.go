@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"hash/fnv"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -42,6 +43,9 @@ var layerTypes = [...]string{
 
 const numLayerTypes = len(layerTypes)
 
+// allTypes has the bit of every layer type set (see Publish).
+const allTypes = uint8(1<<numLayerTypes - 1)
+
 // logLen is how many revisions of a layer's type a stream may lag behind
 // and still catch up from the log.
 const logLen = 32
@@ -63,7 +67,10 @@ type entry struct {
 	wire    *discoverygrpc.Resource
 }
 
-// revision is an immutable set of resources of one type.
+// revision is an immutable set of resources of one type: its names,
+// versions and wire forms never change. Publish may swap its messages for
+// new ones with the same bytes (under the write lock), so that the next
+// rebuild, which hands over those same messages, marshals nothing.
 type revision struct {
 	n     uint64
 	items map[string]*entry
@@ -147,10 +154,14 @@ func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]s
 		lt  *layerType
 		rev *revision
 		chg []string
+		// keep replaces the messages of rev, the current revision, by
+		// messages with the same bytes: its content does not change.
+		keep map[string]*entry
 	}
 	var updates []update
 	byKey := make(map[string]*layer, len(content))
-	changed := map[*layer]bool{}
+	// changed are the types each layer changed, a bit per type index.
+	changed := map[*layer]uint8{}
 	// grew are the layers that gained a resource name: only they can make
 	// two layers of a node share one.
 	grew := map[*layer]bool{}
@@ -158,7 +169,7 @@ func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]s
 		ly := old[key]
 		if ly == nil {
 			ly = &layer{key: key}
-			changed[ly], grew[ly] = true, true
+			changed[ly], grew[ly] = allTypes, true
 		}
 		byKey[key] = ly
 		for typ := range res {
@@ -173,11 +184,18 @@ func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]s
 				return nil, fmt.Errorf("layer %s: %w", key, err)
 			}
 			if lt.cur != nil && len(names) == 0 {
+				if !sameItems(lt.cur.items, items) {
+					// New messages with the same bytes: the revision
+					// keeps its number and what streams hold, and takes
+					// the new messages, so that the next rebuild, which
+					// hands over the same ones again, marshals nothing.
+					updates = append(updates, update{lt: lt, rev: lt.cur, keep: items})
+				}
 				continue
 			}
 			next++
 			updates = append(updates, update{lt: lt, rev: &revision{n: next, items: items}, chg: names})
-			changed[ly] = true
+			changed[ly] |= 1 << i
 			if added {
 				grew[ly] = true
 			}
@@ -243,6 +261,10 @@ func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]s
 
 	l.mu.Lock()
 	for _, u := range updates {
+		if u.keep != nil {
+			u.rev.items = u.keep
+			continue
+		}
 		u.lt.cur = u.rev
 		if len(u.lt.log) == logLen {
 			u.lt.log = slices.Delete(u.lt.log, 0, 1)
@@ -256,15 +278,26 @@ func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]s
 	l.sotw.mu.Lock()
 	for node, comp := range newNodes {
 		prev, had := l.nodes[node]
-		if had && slices.Equal(prev, comp) && !slices.ContainsFunc(comp, func(ly *layer) bool { return changed[ly] }) && l.proxyless[node] == proxyless[node] {
-			continue
+		mask := allTypes
+		if had && slices.Equal(prev, comp) && l.proxyless[node] == proxyless[node] {
+			mask = 0
+			for _, ly := range comp {
+				mask |= changed[ly]
+			}
+			if mask == 0 {
+				continue
+			}
 		}
 		out = append(out, node)
 		for st := range l.streams[node] {
 			wake = append(wake, st)
 		}
 		for w := range l.sotw.watches[node] {
-			fire = append(fire, w)
+			// A watch of a type no layer of the node changed has
+			// nothing new to answer.
+			if mask&(1<<w.ti) != 0 {
+				fire = append(fire, w)
+			}
 		}
 	}
 	l.sotw.mu.Unlock()
@@ -284,6 +317,11 @@ func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]s
 	}
 	slices.Sort(out)
 	return out, nil
+}
+
+// sameItems says whether two indexes are the very same map.
+func sameItems(a, b map[string]*entry) bool {
+	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }
 
 // diffRevision indexes a layer type's new resources against its current
