@@ -61,6 +61,7 @@ func (w *StatusWriter) NeedLeaderElection() bool { return true }
 func (w *StatusWriter) Start(ctx context.Context) error {
 	retry := time.NewTimer(time.Hour)
 	defer retry.Stop()
+	var conflictDelay time.Duration
 	for {
 		select {
 		case <-ctx.Done():
@@ -74,21 +75,32 @@ func (w *StatusWriter) Start(ctx context.Context) error {
 		if want == nil {
 			continue
 		}
-		if failed := w.write(ctx, want); failed > 0 {
+		failed, conflicts := w.write(ctx, want)
+		switch {
+		case failed == 0:
+			conflictDelay = 0
+		case failed == conflicts:
+			// The cache had an older copy (the object changed meanwhile):
+			// it catches up within moments, and a user waiting for
+			// Programmed should not wait a second for it.
+			conflictDelay = min(max(2*conflictDelay, 25*time.Millisecond), time.Second)
+			retry.Reset(conflictDelay)
+		default:
 			retry.Reset(time.Second)
 		}
 	}
 }
 
 // write applies one desired status and returns how many writes must be
-// retried.
-func (w *StatusWriter) write(ctx context.Context, want *status.Desired) int {
+// retried, and how many of those met a newer version of their object.
+func (w *StatusWriter) write(ctx context.Context, want *status.Desired) (failed, conflicts int) {
 	logger := log.FromContext(ctx)
-	failed := 0
 	for _, st := range want.Policies {
 		if err := w.writePolicy(ctx, st); err != nil {
 			failed++
-			if !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
+			if apierrors.IsConflict(err) {
+				conflicts++
+			} else if !apierrors.IsNotFound(err) {
 				logger.Error(err, "writing status", "object", st.Ref.String())
 			}
 		}
@@ -96,12 +108,14 @@ func (w *StatusWriter) write(ctx context.Context, want *status.Desired) int {
 	for _, rs := range want.Routes {
 		if err := w.writeRoute(ctx, rs); err != nil {
 			failed++
-			if !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
+			if apierrors.IsConflict(err) {
+				conflicts++
+			} else if !apierrors.IsNotFound(err) {
 				logger.Error(err, "writing route status", "route", rs.Ref.String())
 			}
 		}
 	}
-	return failed
+	return failed, conflicts
 }
 
 func newPolicy(kind string) (client.Object, func() *meshv1alpha1.Status) {
@@ -139,8 +153,13 @@ func (w *StatusWriter) writePolicy(ctx context.Context, st ingest.ObjectStatus) 
 	if s.ObservedGeneration == st.Generation && conditionsEqual(s.Conditions, next) {
 		return nil
 	}
+	orig, _ := obj.DeepCopyObject().(client.Object)
 	s.Conditions, s.ObservedGeneration = next, st.Generation
-	if err := w.Client.Status().Update(ctx, obj); err != nil {
+	// A merge patch replaces the conditions without naming the version
+	// read: only Weft writes this status, and the cached copy often lags
+	// Weft's own previous write by a moment (Pending, then Programmed),
+	// which an update would meet as a conflict and retry.
+	if err := w.Client.Status().Patch(ctx, obj, client.MergeFrom(orig)); err != nil {
 		w.Metrics.StatusWrites.WithLabelValues(st.Ref.Kind, "error").Inc()
 		return fmt.Errorf("updating status of %s: %w", st.Ref, err)
 	}

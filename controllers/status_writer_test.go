@@ -90,7 +90,7 @@ func TestStatusAlwaysSettles(t *testing.T) {
 		}
 		desired := status.Build(res, problems, programmed)
 
-		if failed := w.write(ctx, &desired); failed != 0 {
+		if failed, _ := w.write(ctx, &desired); failed != 0 {
 			t.Fatalf("round %d: %d writes failed (%v refused by the API server) for input %+v, problems %+v", round, failed, writes("TrafficSplit", "error")+writes("HTTPRoute", "error"), res, problems)
 		}
 		// What is stored is what was built.
@@ -109,7 +109,7 @@ func TestStatusAlwaysSettles(t *testing.T) {
 		// Equal input again writes nothing.
 		before := writes("TrafficSplit", "ok") + writes("HTTPRoute", "ok")
 		again := status.Build(res, problems, programmed)
-		if failed := w.write(ctx, &again); failed != 0 || writes("TrafficSplit", "ok")+writes("HTTPRoute", "ok") != before {
+		if failed, _ := w.write(ctx, &again); failed != 0 || writes("TrafficSplit", "ok")+writes("HTTPRoute", "ok") != before {
 			t.Fatalf("round %d: a second write of equal input wrote again (failed %d)", round, failed)
 		}
 	}
