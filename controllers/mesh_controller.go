@@ -44,8 +44,8 @@ import (
 // meshRequest is the single work item: any change rebuilds the mesh.
 var meshRequest = reconcile.Request{NamespacedName: ktypes.NamespacedName{Name: "mesh"}}
 
-// MeshReconciler turns the cluster's state into xDS snapshots for every
-// proxy and into status for every policy and route. It runs on every
+// MeshReconciler turns the cluster's state into the xDS configuration of
+// every proxy and into status for every policy and route. It runs on every
 // replica; only the status writer needs the leader.
 type MeshReconciler struct {
 	Client        client.Client

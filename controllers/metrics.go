@@ -17,7 +17,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		TranslateDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "weft_translate_duration_seconds",
-			Help:    "Time to list, ingest and translate the whole mesh and set every proxy's snapshot.",
+			Help:    "Time to list, ingest and translate the whole mesh and publish every proxy's configuration.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
 		}),
 		PropagationDuration: prometheus.NewHistogram(prometheus.HistogramOpts{

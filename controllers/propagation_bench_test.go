@@ -72,7 +72,7 @@ const (
 //   - samples: the number of changes the percentiles are over;
 //   - status-writes/change, status-refused/change: TrafficSplit status
 //     updates the controller sent per change, and those the API server
-//     refused (conflicts, retried a second later);
+//     refused (conflicts, retried after 25 ms, doubling up to a second);
 //   - alloc-MiB/change: what the whole process allocated per change.
 //
 // The log line gives min, p50, p90, p99 and max of both times.

@@ -1,7 +1,7 @@
 // Package publish is the stage between translation and the xDS server: it
 // turns one rebuild's translated configuration into what each proxy is
-// served — layers shared between Envoy proxies (delta ADS) and a snapshot
-// per proxyless gRPC client (state of the world) — checks that every
+// served — layers shared between proxies, Envoy (delta ADS) and proxyless
+// gRPC (state of the world, by name) alike — checks that every
 // proxy's configuration is consistent (each route configuration a
 // listener names is there), hands it to internal/xds/server, and maps
 // what proxies report back (ACKs and NACKs, by the exact names of the
