@@ -112,8 +112,10 @@ func TestMemoMatchesAFreshTranslation(t *testing.T) {
 			// split's route carries its hash policy.
 			svc(1).LoadBalancer = ir.LoadBalancer{Policy: ir.LBRingHash, HashOn: &ir.HashOn{Header: "x-user"}}
 		},
-		changed: func() []string { return []string{route(0), "shared  " + httpPort(1).Cluster, apiListener(0), grpcCluster(1)} },
-		same:    func() []string { return []string{route(5), apiListener(5)} },
+		changed: func() []string {
+			return []string{route(0), "shared  " + httpPort(1).Cluster, apiListener(0), grpcCluster(1)}
+		},
+		same: func() []string { return []string{route(5), apiListener(5)} },
 	}, {
 		name: "a backend that goes away", edit: func() {
 			m.Services = slices.Delete(slices.Clone(m.Services), 1, 2)
