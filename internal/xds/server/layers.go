@@ -136,10 +136,10 @@ func newLayers() *layers {
 // proxyless gRPC clients, served state of the world by name (see
 // CreateWatch); the others are Envoy proxies, served delta. Layers and
 // nodes left out are forgotten; a proxy still connected for a forgotten
-// node keeps what it has. A resource whose message is the one published before is not
-// marshalled again; one whose bytes did not change keeps its version, so
-// only real changes are pushed. Publish returns the nodes whose
-// configuration changed.
+// node keeps what it has. A resource whose message is the one published
+// before is not marshalled again; one whose bytes did not change keeps its
+// version, so only real changes are pushed. Publish returns the nodes
+// whose configuration changed.
 func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]string, proxyless map[string]bool) ([]string, error) {
 	l := s.layers
 	l.publishMu.Lock()

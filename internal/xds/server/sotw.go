@@ -54,7 +54,7 @@ func (sub *sotwSub) cachedVersion(comp []*layer, ti int) string {
 	return sub.version
 }
 
-func (s *sotwSub) none() bool { return !s.wildcard && len(s.names) == 0 }
+func (sub *sotwSub) none() bool { return !sub.wildcard && len(sub.names) == 0 }
 
 // sotwWatches are the open watches of every proxyless node, and each node's
 // current subscription per type (for UpToDate).
@@ -145,8 +145,8 @@ func (w *sotwWatch) answer() cachev3.Response {
 	}
 	if w.sub.none() {
 		// A client that stops using the last resource of a type asks for
-		// no names; it wants nothing, not even an empty answer (grpc-go
-		// does not acknowledge a response of a type it no longer watches).
+		// no names: it wants nothing, and an empty answer would only be
+		// one more response to acknowledge.
 		return nil
 	}
 	version, found := sotwResponse(comp, w.ti, &w.sub, true)
