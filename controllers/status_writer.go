@@ -76,18 +76,19 @@ func (w *StatusWriter) Start(ctx context.Context) error {
 			continue
 		}
 		failed, conflicts := w.write(ctx, want)
-		switch {
-		case failed == 0:
+		if failed == 0 {
 			conflictDelay = 0
-		case failed == conflicts:
-			// The cache had an older copy (the object changed meanwhile):
-			// it catches up within moments, and a user waiting for
-			// Programmed should not wait a second for it.
-			conflictDelay = min(max(2*conflictDelay, 25*time.Millisecond), time.Second)
-			retry.Reset(conflictDelay)
-		default:
-			retry.Reset(time.Second)
+			continue
 		}
+		if failed > conflicts {
+			retry.Reset(time.Second)
+			continue
+		}
+		// Only conflicts: the cache had an older copy (the object changed
+		// meanwhile). It catches up within moments, and a user waiting for
+		// Programmed should not wait a second for it.
+		conflictDelay = min(max(2*conflictDelay, 25*time.Millisecond), time.Second)
+		retry.Reset(conflictDelay)
 	}
 }
 
