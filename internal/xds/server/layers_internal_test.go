@@ -3,9 +3,11 @@ package server
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -59,4 +61,28 @@ func TestEqualMessagesAreAdoptedWithoutANewRevision(t *testing.T) {
 	if got := lt.cur.items["r"].res; got != second {
 		t.Errorf("the layer kept the old message; the next rebuild would marshal the new one again")
 	}
+}
+
+// A watch's answer never blocks the caller (Publish, or the stream's own
+// goroutine that drains the channel), even with no room in the channel;
+// it is delivered once there is room, or dropped when the watch is
+// cancelled.
+func TestSotwAnswerNeverBlocks(t *testing.T) {
+	l := newLayers()
+	out := make(chan cachev3.Response) // no room at all
+	w := &sotwWatch{l: l, node: "g.ns", out: out, done: make(chan struct{})}
+	resp := &cachev3.PassthroughResponse{}
+	w.send(resp)
+	select {
+	case got := <-out:
+		if got != resp {
+			t.Errorf("delivered %v, want the answer", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the answer was never delivered once there was room")
+	}
+	w2 := &sotwWatch{l: l, node: "g.ns", out: out, done: make(chan struct{})}
+	w2.send(resp)
+	w2.cancel()
+	w2.cancel() // go-control-plane may cancel more than once
 }

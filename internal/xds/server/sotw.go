@@ -73,6 +73,9 @@ type sotwWatch struct {
 	sub   sotwSub
 	known string
 	out   chan cachev3.Response
+	// done is closed when the watch is cancelled.
+	done chan struct{}
+	once sync.Once
 }
 
 // sotwResponse is the answer to sub from a node's layers: its version
@@ -175,10 +178,36 @@ func (w *sotwWatch) fire() {
 	l.sotw.mu.Unlock()
 	l.mu.RUnlock()
 	if resp != nil {
-		// The stream's channel holds a response of every type, and a type
-		// has one open watch at a time: this does not block.
-		w.out <- resp
+		w.send(resp)
 	}
+}
+
+// send hands the answer to the stream. The stream's channel has room for
+// a response of every type and a type has one open watch at a time, so
+// this does not wait; should the channel ever be full, a goroutine waits
+// for room or for the watch to be cancelled (the stream took a newer
+// request of the type, or ended), so that neither Publish nor the
+// stream's own goroutine, which drains the channel, can block on it.
+func (w *sotwWatch) send(resp cachev3.Response) {
+	select {
+	case w.out <- resp:
+	default:
+		go func() {
+			select {
+			case w.out <- resp:
+			case <-w.done:
+			}
+		}()
+	}
+}
+
+// cancel is what go-control-plane calls when it replaces or drops the
+// watch.
+func (w *sotwWatch) cancel() {
+	w.once.Do(func() { close(w.done) })
+	w.l.sotw.mu.Lock()
+	w.l.sotw.remove(w)
+	w.l.sotw.mu.Unlock()
 }
 
 func (sw *sotwWatches) remove(w *sotwWatch) {
@@ -254,7 +283,7 @@ func (c *dispatchCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscripti
 		l.mu.RUnlock()
 		return func() {}, nil
 	}
-	w := &sotwWatch{l: l, node: node, ti: ti, req: req, known: req.GetVersionInfo(), out: out}
+	w := &sotwWatch{l: l, node: node, ti: ti, req: req, known: req.GetVersionInfo(), out: out, done: make(chan struct{})}
 	w.sub.wildcard = sub.IsWildcard()
 	w.sub.names = make(map[string]struct{}, len(sub.SubscribedResources()))
 	for name := range sub.SubscribedResources() {
@@ -290,14 +319,9 @@ func (c *dispatchCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscripti
 	l.sotw.mu.Unlock()
 	l.mu.RUnlock()
 	if resp != nil {
-		out <- resp
-		return func() {}, nil
+		w.send(resp)
 	}
-	return func() {
-		l.sotw.mu.Lock()
-		l.sotw.remove(w)
-		l.sotw.mu.Unlock()
-	}, nil
+	return w.cancel, nil
 }
 
 func (c *dispatchCache) CreateDeltaWatch(*cachev3.DeltaRequest, cachev3.Subscription, chan cachev3.DeltaResponse) (func(), error) {
