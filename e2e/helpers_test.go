@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
@@ -156,13 +154,3 @@ func podsWithPrefix(prefixes ...string) func(string) bool {
 
 func pct(f float64) string { return fmt.Sprintf("%.1f%%", f*100) }
 
-// newClusterRace tells the failures grpc-go 1.85 produces for a few
-// milliseconds when a route starts sending to a cluster the channel did not
-// use before: the channel applies the new route table before its cluster
-// manager has a child for the new cluster, and picks fail with
-// UNAVAILABLE "unknown cluster selected for RPC". Nothing the control
-// plane sends can avoid it (grpc-go drops zero-weight clusters from
-// weighted_clusters, so a cluster cannot be kept warm at weight 0).
-func newClusterRace(err error) bool {
-	return status.Code(err) == codes.Unavailable && strings.Contains(status.Convert(err).Message(), "unknown cluster selected for RPC")
-}

@@ -73,11 +73,14 @@ func TestOldestTrafficSplitWins(t *testing.T) {
 	}
 }
 
-func TestBlueGreenDropsZeroWeight(t *testing.T) {
+// A blue-green split at 0/100 keeps the idle side in the route at weight
+// 0: translation sends it nothing, and proxyless clients keep its cluster
+// warm for the switch.
+func TestBlueGreenKeepsTheZeroWeightSide(t *testing.T) {
 	r := build(t, "trafficsplit-bluegreen")
 	routes := findService(t, r, "shop", "checkout").Ports[0].Routes
-	if w := weights(routes[0]); len(w) != 1 || w["checkout-v2"] != 100 {
-		t.Errorf("weights = %v, want all traffic on checkout-v2", w)
+	if w := weights(routes[0]); len(w) != 2 || w["checkout-v1"] != 0 || w["checkout-v2"] != 100 {
+		t.Errorf("weights = %v, want checkout-v1 at 0 and checkout-v2 at 100", w)
 	}
 }
 

@@ -39,6 +39,7 @@ func (s *state) buildTrafficSplits() {
 		total := int32(0)
 		for _, p := range apex.ir.Ports {
 			var backends []ir.Backend
+			positive := 0
 			for i, b := range ts.Spec.Backends {
 				bs := s.services[ts.Namespace+"/"+b.Service]
 				if bs == nil {
@@ -52,12 +53,16 @@ func (s *state) buildTrafficSplits() {
 					v.unresolved(meshv1alpha1.ReasonBackendNotFound, "spec.backends[%d].service: Service %s/%s has no port %d, which the apex Service has", i, ts.Namespace, b.Service, p.Port)
 					continue
 				}
+				// A backend at weight 0 stays in the route: it gets no
+				// traffic, but a proxyless client keeps its cluster warm
+				// for the step out of 0 (see translate.WarmRouteName).
+				backends = append(backends, ir.Backend{Cluster: bp.Cluster, Weight: uint32(max(b.Weight, 0)), Service: bs.ir.Source, Port: bp.Port})
 				if b.Weight > 0 {
-					backends = append(backends, ir.Backend{Cluster: bp.Cluster, Weight: uint32(b.Weight), Service: bs.ir.Source, Port: bp.Port})
 					total += b.Weight
+					positive++
 				}
 			}
-			if len(backends) == 0 {
+			if positive == 0 {
 				continue // nothing valid on this port: the apex keeps its own endpoints
 			}
 			p.Routes = []*ir.Route{{Name: "split", Source: v.ref, Backends: backends}}

@@ -543,7 +543,7 @@ func (s *state) setBackends(obj routeObject, field string, r *ir.Route, refs []g
 	if r.Redirect != nil {
 		return
 	}
-	valid := 0
+	valid, positive := 0, 0
 	for j, b := range refs {
 		w := int32(1)
 		if b.Weight != nil {
@@ -554,13 +554,17 @@ func (s *state) setBackends(obj routeObject, field string, r *ir.Route, refs []g
 			continue
 		}
 		valid++
-		if w <= 0 {
-			continue
-		}
-		be.Weight = uint32(w)
+		// A backend at weight 0 stays in the route: it gets no traffic,
+		// but a proxyless client keeps its cluster warm for the step out
+		// of 0 (see translate.WarmRouteName).
+		be.Weight = uint32(max(w, 0))
 		r.Backends = append(r.Backends, be)
+		if w > 0 {
+			positive++
+		}
 	}
-	if len(r.Backends) == 0 {
+	if positive == 0 {
+		r.Backends = nil
 		msg := "no backend"
 		if len(refs) > 0 && valid == 0 {
 			msg = "every backendRef of this rule is invalid"

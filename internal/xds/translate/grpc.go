@@ -6,10 +6,14 @@ import (
 	"net/netip"
 	"slices"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weft-mesh/weft/internal/ir"
 )
@@ -100,7 +104,7 @@ func (p *Prepared) buildGRPC() (*grpcTables, error) {
 		if a := gm.hcm[route]; a != nil {
 			return a, nil
 		}
-		f, err := b.hcm(hcmOptions{statPrefix: e.port.Cluster, route: route, bare: true})
+		f, err := b.hcm(hcmOptions{statPrefix: e.port.Cluster, route: withWarmRoute(route, p.zeroWeightBackends(e.port)), bare: true})
 		if err != nil {
 			return nil, err
 		}
@@ -194,6 +198,97 @@ func (p *Prepared) buildGRPC() (*grpcTables, error) {
 		sortResources(ls)
 	}
 	return t, nil
+}
+
+// WarmRouteName names the route that keeps a proxyless client's zero-weight
+// backends warm (see withWarmRoute).
+const WarmRouteName = "weft/warm-zero-weight-backends"
+
+// zeroWeightBackends are the known clusters a port's routes (for any
+// namespace) name at weight 0, sorted.
+func (p *Prepared) zeroWeightBackends(port *ir.Port) []string {
+	var out []string
+	add := func(rs []*ir.Route) {
+		for _, r := range rs {
+			if r == nil {
+				continue
+			}
+			for _, be := range r.Backends {
+				if _, known := p.b.index[be.Cluster]; known && be.Weight == 0 {
+					out = append(out, be.Cluster)
+				}
+			}
+		}
+	}
+	add(port.Routes)
+	for _, cr := range port.ConsumerRoutes {
+		if cr != nil {
+			add(cr.Routes)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// withWarmRoute is the route configuration a proxyless client gets: rc,
+// and, when some backend has weight 0 and no route sends to it, one more
+// route in every virtual host that never matches (a runtime fraction of
+// 0%) and names those backends. grpc-go drops zero-weight clusters from a
+// weighted route, so without it a canary at weight 0 has no cluster in
+// the channel, and the first calls after a step out of 0 fail with
+// "unknown cluster selected for RPC" while the channel builds it. A route
+// that names the cluster keeps it built and connected whatever its
+// weight. Envoy, which has every cluster, does not get this route.
+func withWarmRoute(rc *routev3.RouteConfiguration, zero []string) *routev3.RouteConfiguration {
+	if len(zero) == 0 {
+		return rc
+	}
+	used := map[string]bool{}
+	for _, vh := range rc.GetVirtualHosts() {
+		for _, r := range vh.GetRoutes() {
+			ra := r.GetRoute()
+			used[ra.GetCluster()] = true
+			for _, wc := range ra.GetWeightedClusters().GetClusters() {
+				if wc.GetWeight().GetValue() > 0 {
+					used[wc.GetName()] = true
+				}
+			}
+		}
+	}
+	var cold []string
+	for _, c := range zero {
+		if !used[c] {
+			cold = append(cold, c)
+		}
+	}
+	if len(cold) == 0 {
+		return rc
+	}
+	ra := &routev3.RouteAction{}
+	if len(cold) == 1 {
+		ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: cold[0]}
+	} else {
+		wc := &routev3.WeightedCluster{}
+		for _, c := range cold {
+			wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{Name: c, Weight: wrapperspb.UInt32(1)})
+		}
+		ra.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
+	}
+	warm := &routev3.Route{
+		Name: WarmRouteName,
+		Match: &routev3.RouteMatch{
+			PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
+			RuntimeFraction: &corev3.RuntimeFractionalPercent{
+				DefaultValue: &typev3.FractionalPercent{Numerator: 0, Denominator: typev3.FractionalPercent_HUNDRED},
+			},
+		},
+		Action: &routev3.Route_Route{Route: ra},
+	}
+	out, _ := proto.Clone(rc).(*routev3.RouteConfiguration)
+	for _, vh := range out.GetVirtualHosts() {
+		vh.Routes = append(vh.Routes, proto.CloneOf(warm))
+	}
+	return out
 }
 
 // meshWideNames are the listener names any client can dial for a Service
