@@ -153,4 +153,3 @@ func podsWithPrefix(prefixes ...string) func(string) bool {
 }
 
 func pct(f float64) string { return fmt.Sprintf("%.1f%%", f*100) }
-

@@ -94,6 +94,7 @@ func TestMesh(t *testing.T) {
 	must(t, err)
 
 	t.Run("canary", b.testCanary)
+	t.Run("canary steps from 0", b.testCanaryStepsFromZero)
 	t.Run("controller restart", b.testControllerRestart)
 	t.Run("header route", b.testHeaderRoute)
 	t.Run("retries", b.testRetries)

@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"context"
 	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
+	"github.com/weft-mesh/weft/e2e/cluster"
 )
 
 // testCanary: a TrafficSplit sends 90/10 of checkout's calls to v1/v2,
@@ -62,6 +65,84 @@ func (b *box) testCanary(t *testing.T) {
 	}
 	if got := sw.After.Share("checkout-v2-"); got != 1 {
 		t.Errorf("after the flip v2 got %s of the calls, want 100%%", pct(got))
+	}
+}
+
+// testCanaryStepsFromZero: a canary as Flagger and Argo Rollouts run one,
+// from weight 0 through 10, 50 and 100 and back to 0 (a rollback), under
+// calls made one after another the whole time: no call fails on any step.
+// The step out of 0 used to fail the first calls on proxyless gRPC, whose
+// channel had no cluster for a backend at weight 0.
+func (b *box) testCanaryStepsFromZero(t *testing.T) {
+	ctx := t.Context()
+	b.service(t, "billing", map[string]string{"app": "billing"})
+	b.service(t, "billing-v1", map[string]string{"app": "billing", "version": "v1"})
+	b.service(t, "billing-v2", map[string]string{"app": "billing", "version": "v2"})
+	b.backend(t, "billing-v1-0", "billing", map[string]string{"app": "billing", "version": "v1"})
+	b.backend(t, "billing-v2-0", "billing", map[string]string{"app": "billing", "version": "v2"})
+	b.reachable(t, "billing", b.web)
+	ts := &meshv1alpha1.TrafficSplit{
+		ObjectMeta: metav1.ObjectMeta{Namespace: appNS, Name: "billing-canary"},
+		Spec: meshv1alpha1.TrafficSplitSpec{Service: "billing", Backends: []meshv1alpha1.TrafficSplitBackend{
+			{Service: "billing-v1", Weight: 100}, {Service: "billing-v2", Weight: 0},
+		}},
+	}
+	must(t, b.Client.Create(ctx, ts))
+	b.waitProgrammed(t, ts)
+	conn, err := b.web.Conn(host("billing"))
+	must(t, err)
+
+	// Four callers, each making calls one after another until the steps
+	// are done (at most a minute and 50000 calls each).
+	lctx, stop := context.WithTimeout(ctx, time.Minute)
+	defer stop()
+	const callers = 4
+	done := make(chan []call, callers)
+	for range callers {
+		go func() {
+			var calls []call
+			for len(calls) < 50000 && lctx.Err() == nil {
+				c := call{start: time.Now()}
+				cctx, cancel := context.WithTimeout(lctx, 5*time.Second)
+				c.pod, c.err = cluster.Echo(cctx, conn)
+				cancel()
+				c.end = time.Now()
+				if lctx.Err() != nil && c.err != nil {
+					break // the load was stopped during this call
+				}
+				calls = append(calls, c)
+			}
+			done <- calls
+		}()
+	}
+	for _, w := range []int32{10, 50, 100, 0} {
+		time.Sleep(300 * time.Millisecond)
+		b.setWeights(t, ts, 100-w, w)
+		b.waitProgrammed(t, ts)
+	}
+	time.Sleep(300 * time.Millisecond)
+	stop()
+	var calls []call
+	for range callers {
+		calls = append(calls, <-done...)
+	}
+	slices.SortFunc(calls, func(x, y call) int { return x.start.Compare(y.start) })
+	tally := cluster.NewTally()
+	for _, c := range calls {
+		tally.Add(c.pod, c.err)
+		if c.err != nil {
+			t.Errorf("call at %s failed during the canary: %v", c.start.Format("15:04:05.000"), c.err)
+		}
+	}
+	if len(calls) > 0 {
+		tally.Elapsed = calls[len(calls)-1].start.Sub(calls[0].start)
+	}
+	t.Logf("0 → 10 → 50 → 100 → 0 under load: %s", tally)
+	if tally.Share("billing-v2-") == 0 || tally.Share("billing-v1-") == 0 {
+		t.Errorf("both versions should have had calls during the canary: %s", tally)
+	}
+	if after := load(t, ctx, b.web, host("billing"), 500, 4); after.Share("billing-v1-") != 1 {
+		t.Errorf("after the rollback to 0: %s, want every call on v1", after)
 	}
 }
 
