@@ -233,6 +233,38 @@ func TestMeshedPodsFollowTheInjector(t *testing.T) {
 // Two route-level retry budgets that reach one backend port: the older
 // policy's budget is the port's, every time. It used to depend on the
 // order Go happened to walk a map of Services in.
+// A route-level retry budget goes to the backends the route sends to, not
+// to one it keeps at weight 0 (warm for a canary, but sent nothing).
+func TestRouteRetryBudgetSkipsZeroWeightBackends(t *testing.T) {
+	b := LoadBundle(t, "testdata/retrypolicy-route-beats-service.in.yaml")
+	ref := func(name string, weight int32) gwapiv1.HTTPBackendRef {
+		return gwapiv1.HTTPBackendRef{BackendRef: gwapiv1.BackendRef{Weight: ptr.To(weight), BackendObjectReference: gwapiv1.BackendObjectReference{
+			Name: gwapiv1.ObjectName(name), Port: ptr.To(gwapiv1.PortNumber(80)),
+		}}}
+	}
+	b.HTTPRoutes = append(b.HTTPRoutes, &gwapiv1.HTTPRoute{
+		ObjectMeta: metav1.ObjectMeta{Name: "canary", Namespace: "shop", Generation: 1, CreationTimestamp: metav1.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)},
+		Spec: gwapiv1.HTTPRouteSpec{
+			CommonRouteSpec: gwapiv1.CommonRouteSpec{ParentRefs: []gwapiv1.ParentReference{{Group: ptr.To(gwapiv1.Group("")), Kind: ptr.To(gwapiv1.Kind("Service")), Name: "checkout"}}},
+			Rules:           []gwapiv1.HTTPRouteRule{{BackendRefs: []gwapiv1.HTTPBackendRef{ref("checkout-v1", 100), ref("checkout-v2", 0)}}},
+		},
+	})
+	b.RetryPolicies = append(b.RetryPolicies, &meshv1alpha1.RetryPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "canary-budget", Namespace: "shop", Generation: 1, CreationTimestamp: metav1.Date(2026, 1, 3, 0, 0, 0, 0, time.UTC)},
+		Spec: meshv1alpha1.RetryPolicySpec{
+			TargetRef: meshv1alpha1.RouteTargetReference{Group: "gateway.networking.k8s.io", Kind: "HTTPRoute", Name: "canary"},
+			Budget:    &meshv1alpha1.RetryBudget{Percent: 30},
+		},
+	})
+	r := Build(b)
+	if got := findService(t, r, "shop", "checkout-v1").Ports[0].RetryBudget; got == nil || got.Source.Name != "canary-budget" {
+		t.Errorf("checkout-v1 (weight 100) has budget %+v, want the route's", got)
+	}
+	if got := findService(t, r, "shop", "checkout-v2").Ports[0].RetryBudget; got != nil && got.Source.Name == "canary-budget" {
+		t.Errorf("checkout-v2 (weight 0) took the route's budget %+v", got)
+	}
+}
+
 func TestRouteRetryBudgetsOnASharedBackendAreDeterministic(t *testing.T) {
 	b := LoadBundle(t, "testdata/retrypolicy-route-beats-service.in.yaml")
 	route := func(name, parent string) *gwapiv1.HTTPRoute {

@@ -204,9 +204,13 @@ func (s *state) buildRetryPolicies() {
 // setBudgetOnBackends puts a route-level retry budget on the route's
 // backend ports, unless an older policy's budget is there already (order
 // records whose each port has), so that the outcome does not depend on the
-// order routes are visited in.
+// order routes are visited in. A backend at weight 0 gets none of the
+// route's calls, and so none of its budget.
 func (s *state) setBudgetOnBackends(r *ir.Route, b *ir.RetryBudget, order int, have map[*ir.Port]int) {
 	for _, be := range r.Backends {
+		if be.Weight == 0 {
+			continue
+		}
 		if st := s.services[be.Service.Namespace+"/"+be.Service.Name]; st != nil {
 			if p := st.port(be.Port); p != nil {
 				if o, ok := have[p]; ok && o <= order {
