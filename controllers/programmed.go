@@ -2,12 +2,14 @@ package controllers
 
 import (
 	"context"
+	"maps"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/weft-mesh/weft/internal/ir"
 	"github.com/weft-mesh/weft/internal/status"
+	"github.com/weft-mesh/weft/internal/xds/publish"
 	"github.com/weft-mesh/weft/internal/xds/server"
 )
 
@@ -21,8 +23,10 @@ const checkPause = 25 * time.Millisecond
 // keeps every object's Programmed condition current.
 type programmedWatcher struct {
 	r *MeshReconciler
-	// prev are the Programmed conditions of the last check.
-	prev map[ir.ObjectRef]metav1.Condition
+	// prev are the Programmed conditions of the last check, worked out
+	// from the rebuild prevOf.
+	prev   map[ir.ObjectRef]metav1.Condition
+	prevOf *publish.Published
 }
 
 // NeedLeaderElection is false: every replica tracks its own proxies (the
@@ -110,8 +114,14 @@ func (w *programmedWatcher) check(ctx context.Context) {
 	if last == nil || r.Status == nil {
 		return
 	}
-	w.prev = last.Programmed(proxies{r.XDS, connected, upToDate}, w.prev)
-	r.Status.Submit(ctx, status.Build(last.Result, last.Problems, w.prev))
+	programmed := last.Programmed(proxies{r.XDS, connected, upToDate}, w.prev)
+	if last == w.prevOf && maps.Equal(programmed, w.prev) {
+		// The same rebuild and the same conditions: the writer has this
+		// status already (checks come every 25 ms while ACKs arrive).
+		return
+	}
+	w.prev, w.prevOf = programmed, last
+	r.Status.Submit(ctx, status.Build(last.Result, last.Problems, programmed))
 }
 
 // proxies answers publish's questions from the xDS server, asking it about

@@ -133,8 +133,7 @@ func (p *Publisher) Publish(ctx context.Context, res *ingest.Result, pods []*cor
 	if err != nil {
 		return nil, err
 	}
-	out.Changed = changed
-	slices.Sort(out.Changed)
+	out.Changed = changed // sorted by the server
 	return out, nil
 }
 

@@ -3,7 +3,6 @@ package server
 import (
 	"fmt"
 	"hash/fnv"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -139,7 +138,7 @@ func newLayers() *layers {
 // node keeps what it has. A resource whose message is the one published
 // before is not marshalled again; one whose bytes did not change keeps its
 // version, so only real changes are pushed. Publish returns the nodes
-// whose configuration changed.
+// whose configuration changed, sorted.
 func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]string, proxyless map[string]bool) ([]string, error) {
 	l := s.layers
 	l.publishMu.Lock()
@@ -184,7 +183,7 @@ func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]s
 				return nil, fmt.Errorf("layer %s: %w", key, err)
 			}
 			if lt.cur != nil && len(names) == 0 {
-				if !sameItems(lt.cur.items, items) {
+				if items != nil {
 					// New messages with the same bytes: the revision
 					// keeps its number and what streams hold, and takes
 					// the new messages, so that the next rebuild, which
@@ -319,21 +318,17 @@ func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]s
 	return out, nil
 }
 
-// sameItems says whether two indexes are the very same map.
-func sameItems(a, b map[string]*entry) bool {
-	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
-}
-
 // diffRevision indexes a layer type's new resources against its current
 // revision and lists the names that were added, changed or removed; added
-// says whether any name is new.
+// says whether any name is new. items is nil when res holds the very
+// messages of the current revision.
 func diffRevision(cur *revision, res []types.Resource) (items map[string]*entry, names []string, added bool, err error) {
 	if cur != nil && len(cur.items) == len(res) && !slices.ContainsFunc(res, func(r types.Resource) bool {
 		e := cur.items[cachev3.GetResourceName(r)]
 		return e == nil || e.res != r
 	}) {
 		// The very same messages: nothing to index or marshal.
-		return cur.items, nil, false, nil
+		return nil, nil, false, nil
 	}
 	items = make(map[string]*entry, len(res))
 	for _, r := range res {
