@@ -127,6 +127,25 @@ func (b *box) service(t *testing.T, name string, selector map[string]string) {
 	must(t, b.CreateService(t.Context(), appNS, name, port, selector))
 }
 
+// versions creates Service name (app=name) and Services name-v1 and
+// name-v2 selecting each version, with v1 and v2 pods of each (named
+// name-v1-0, ...), all serving as service account name.
+func (b *box) versions(t *testing.T, name string, v1, v2 int) {
+	t.Helper()
+	b.service(t, name, map[string]string{"app": name})
+	for _, vp := range []struct {
+		v    string
+		pods int
+	}{{"v1", v1}, {"v2", v2}} {
+		v, pods := vp.v, vp.pods
+		labels := map[string]string{"app": name, "version": v}
+		b.service(t, name+"-"+v, labels)
+		for i := range pods {
+			b.backend(t, fmt.Sprintf("%s-%s-%d", name, v, i), name, labels)
+		}
+	}
+}
+
 // backend runs a serving pod in the app namespace and waits until it is
 // ready and listed as a ready endpoint of its Services.
 func (b *box) backend(t *testing.T, name, sa string, labels map[string]string) *cluster.Pod {

@@ -23,12 +23,7 @@ import (
 // API write.
 func (b *box) testCanary(t *testing.T) {
 	ctx := t.Context()
-	b.service(t, "checkout", map[string]string{"app": "checkout"})
-	b.service(t, "checkout-v1", map[string]string{"app": "checkout", "version": "v1"})
-	b.service(t, "checkout-v2", map[string]string{"app": "checkout", "version": "v2"})
-	b.backend(t, "checkout-v1-0", "checkout", map[string]string{"app": "checkout", "version": "v1"})
-	b.backend(t, "checkout-v1-1", "checkout", map[string]string{"app": "checkout", "version": "v1"})
-	b.backend(t, "checkout-v2-0", "checkout", map[string]string{"app": "checkout", "version": "v2"})
+	b.versions(t, "checkout", 2, 1)
 	b.reachable(t, "checkout", b.web)
 	ts := &meshv1alpha1.TrafficSplit{
 		ObjectMeta: metav1.ObjectMeta{Namespace: appNS, Name: "checkout-canary"},
@@ -75,11 +70,7 @@ func (b *box) testCanary(t *testing.T) {
 // channel had no cluster for a backend at weight 0.
 func (b *box) testCanaryStepsFromZero(t *testing.T) {
 	ctx := t.Context()
-	b.service(t, "billing", map[string]string{"app": "billing"})
-	b.service(t, "billing-v1", map[string]string{"app": "billing", "version": "v1"})
-	b.service(t, "billing-v2", map[string]string{"app": "billing", "version": "v2"})
-	b.backend(t, "billing-v1-0", "billing", map[string]string{"app": "billing", "version": "v1"})
-	b.backend(t, "billing-v2-0", "billing", map[string]string{"app": "billing", "version": "v2"})
+	b.versions(t, "billing", 1, 1)
 	b.reachable(t, "billing", b.web)
 	ts := &meshv1alpha1.TrafficSplit{
 		ObjectMeta: metav1.ObjectMeta{Namespace: appNS, Name: "billing-canary"},
@@ -151,12 +142,7 @@ func (b *box) testCanaryStepsFromZero(t *testing.T) {
 // TrafficSplit change reaches them.
 func (b *box) testControllerRestart(t *testing.T) {
 	ctx := t.Context()
-	b.service(t, "orders", map[string]string{"app": "orders"})
-	b.service(t, "orders-v1", map[string]string{"app": "orders", "version": "v1"})
-	b.service(t, "orders-v2", map[string]string{"app": "orders", "version": "v2"})
-	b.backend(t, "orders-v1-0", "orders", map[string]string{"app": "orders", "version": "v1"})
-	b.backend(t, "orders-v1-1", "orders", map[string]string{"app": "orders", "version": "v1"})
-	b.backend(t, "orders-v2-0", "orders", map[string]string{"app": "orders", "version": "v2"})
+	b.versions(t, "orders", 2, 1)
 	ts := &meshv1alpha1.TrafficSplit{
 		ObjectMeta: metav1.ObjectMeta{Namespace: appNS, Name: "orders-rollout"},
 		Spec: meshv1alpha1.TrafficSplitSpec{Service: "orders", Backends: []meshv1alpha1.TrafficSplitBackend{
@@ -213,11 +199,7 @@ func (b *box) testControllerRestart(t *testing.T) {
 // with x-canary: true to v2 and the rest to v1.
 func (b *box) testHeaderRoute(t *testing.T) {
 	ctx := t.Context()
-	b.service(t, "catalog", map[string]string{"app": "catalog"})
-	b.service(t, "catalog-v1", map[string]string{"app": "catalog", "version": "v1"})
-	b.service(t, "catalog-v2", map[string]string{"app": "catalog", "version": "v2"})
-	b.backend(t, "catalog-v1-0", "catalog", map[string]string{"app": "catalog", "version": "v1"})
-	b.backend(t, "catalog-v2-0", "catalog", map[string]string{"app": "catalog", "version": "v2"})
+	b.versions(t, "catalog", 1, 1)
 	backend := func(svc string) []gwapiv1.GRPCBackendRef {
 		return []gwapiv1.GRPCBackendRef{{BackendRef: gwapiv1.BackendRef{BackendObjectReference: gwapiv1.BackendObjectReference{
 			Name: gwapiv1.ObjectName(svc), Port: ptr.To(gwapiv1.PortNumber(port)),
