@@ -70,6 +70,22 @@ func (b *box) waitRouteAccepted(t *testing.T, route *gwapiv1.GRPCRoute) {
 	})
 }
 
+// split creates TrafficSplit tsName on Service name with weights v1 and v2
+// for name-v1 and name-v2 (see versions), and waits until it is
+// Programmed.
+func (b *box) split(t *testing.T, tsName, name string, v1, v2 int32) *meshv1alpha1.TrafficSplit {
+	t.Helper()
+	ts := &meshv1alpha1.TrafficSplit{
+		ObjectMeta: metav1.ObjectMeta{Namespace: appNS, Name: tsName},
+		Spec: meshv1alpha1.TrafficSplitSpec{Service: name, Backends: []meshv1alpha1.TrafficSplitBackend{
+			{Service: name + "-v1", Weight: v1}, {Service: name + "-v2", Weight: v2},
+		}},
+	}
+	must(t, b.Client.Create(t.Context(), ts))
+	b.waitProgrammed(t, ts)
+	return ts
+}
+
 // setWeights changes a TrafficSplit's weights, as a canary controller
 // would, and returns when the API server has the change.
 func (b *box) setWeights(t *testing.T, ts *meshv1alpha1.TrafficSplit, weights ...int32) {

@@ -25,14 +25,7 @@ func (b *box) testCanary(t *testing.T) {
 	ctx := t.Context()
 	b.versions(t, "checkout", 2, 1)
 	b.reachable(t, "checkout", b.web)
-	ts := &meshv1alpha1.TrafficSplit{
-		ObjectMeta: metav1.ObjectMeta{Namespace: appNS, Name: "checkout-canary"},
-		Spec: meshv1alpha1.TrafficSplitSpec{Service: "checkout", Backends: []meshv1alpha1.TrafficSplitBackend{
-			{Service: "checkout-v1", Weight: 90}, {Service: "checkout-v2", Weight: 10},
-		}},
-	}
-	must(t, b.Client.Create(ctx, ts))
-	b.waitProgrammed(t, ts)
+	ts := b.split(t, "checkout-canary", "checkout", 90, 10)
 
 	tally := load(t, ctx, b.web, host("checkout"), 2000, 4)
 	v2 := tally.Share("checkout-v2-")
@@ -72,14 +65,7 @@ func (b *box) testCanaryStepsFromZero(t *testing.T) {
 	ctx := t.Context()
 	b.versions(t, "billing", 1, 1)
 	b.reachable(t, "billing", b.web)
-	ts := &meshv1alpha1.TrafficSplit{
-		ObjectMeta: metav1.ObjectMeta{Namespace: appNS, Name: "billing-canary"},
-		Spec: meshv1alpha1.TrafficSplitSpec{Service: "billing", Backends: []meshv1alpha1.TrafficSplitBackend{
-			{Service: "billing-v1", Weight: 100}, {Service: "billing-v2", Weight: 0},
-		}},
-	}
-	must(t, b.Client.Create(ctx, ts))
-	b.waitProgrammed(t, ts)
+	ts := b.split(t, "billing-canary", "billing", 100, 0)
 	conn, err := b.web.Conn(host("billing"))
 	must(t, err)
 
@@ -143,14 +129,7 @@ func (b *box) testCanaryStepsFromZero(t *testing.T) {
 func (b *box) testControllerRestart(t *testing.T) {
 	ctx := t.Context()
 	b.versions(t, "orders", 2, 1)
-	ts := &meshv1alpha1.TrafficSplit{
-		ObjectMeta: metav1.ObjectMeta{Namespace: appNS, Name: "orders-rollout"},
-		Spec: meshv1alpha1.TrafficSplitSpec{Service: "orders", Backends: []meshv1alpha1.TrafficSplitBackend{
-			{Service: "orders-v1", Weight: 0}, {Service: "orders-v2", Weight: 100},
-		}},
-	}
-	must(t, b.Client.Create(ctx, ts))
-	b.waitProgrammed(t, ts)
+	ts := b.split(t, "orders-rollout", "orders", 0, 100)
 	b.reachable(t, "orders", b.web)
 	if before := load(t, ctx, b.web, host("orders"), 200, 4); before.Share("orders-v2-") != 1 {
 		t.Fatalf("before the restart: %s, want every call on v2", before)
