@@ -4,6 +4,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
@@ -32,6 +33,10 @@ type Bundle struct {
 	MeshIdentities  []*meshv1alpha1.MeshIdentity
 	AccessPolicies  []*meshv1alpha1.AccessPolicy
 
+	// SMITrafficSplits are SMI's split.smi-spec.io TrafficSplits, read
+	// at any served version (see SMIVersions).
+	SMITrafficSplits []*unstructured.Unstructured
+
 	HTTPRoutes      []*gwapiv1.HTTPRoute
 	GRPCRoutes      []*gwapiv1.GRPCRoute
 	ReferenceGrants []*gwapiv1.ReferenceGrant
@@ -46,6 +51,10 @@ type Result struct {
 	// Routes are the status parents of every HTTPRoute and GRPCRoute with a
 	// Service parent, sorted by object.
 	Routes []RouteStatus `json:"routes,omitempty"`
+	// SMITrafficSplits say, for every SMI TrafficSplit, whether it is in
+	// effect and if not why, sorted by object. SMI has no status: the
+	// controller reports them as Events.
+	SMITrafficSplits []ExternalStatus `json:"smiTrafficSplits,omitempty"`
 	// Warnings are problems on objects Weft does not own (a Service with a
 	// bad annotation, say): the controller reports them as events.
 	Warnings []Warning `json:"warnings,omitempty"`

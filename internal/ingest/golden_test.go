@@ -14,6 +14,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -96,6 +97,13 @@ func DecodeBundle(data []byte) (*Bundle, error) {
 		if len(bytes.TrimSpace(doc)) == 0 {
 			continue
 		}
+		if u, ok, err := smiObject(doc); ok || err != nil {
+			if err != nil {
+				return nil, fmt.Errorf("document %d: %w", i, err)
+			}
+			b.SMITrafficSplits = append(b.SMITrafficSplits, u)
+			continue
+		}
 		obj, _, err := decoder.Decode(doc, nil, nil)
 		if err != nil {
 			return nil, fmt.Errorf("document %d: %w", i, err)
@@ -132,7 +140,26 @@ func DecodeBundle(data []byte) (*Bundle, error) {
 	return b, nil
 }
 
+// smiObject decodes an SMI TrafficSplit, which has no Go type Weft reads:
+// the controller reads it unstructured too.
+func smiObject(doc []byte) (*unstructured.Unstructured, bool, error) {
+	// Through JSON as the API server's answers are, so numbers are int64.
+	js, err := yaml.YAMLToJSON(doc)
+	if err != nil {
+		return nil, false, err
+	}
+	u := &unstructured.Unstructured{}
+	if err := u.UnmarshalJSON(js); err != nil {
+		return nil, false, nil //nolint:nilerr // not an object unstructured reads: the typed decoder reports it
+	}
+	if u.GroupVersionKind().Group != SMIGroup {
+		return nil, false, nil
+	}
+	return u, true, nil
+}
+
 func reverseBundle(b *Bundle) {
+	slices.Reverse(b.SMITrafficSplits)
 	slices.Reverse(b.Namespaces)
 	slices.Reverse(b.Services)
 	slices.Reverse(b.EndpointSlices)

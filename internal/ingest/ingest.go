@@ -31,6 +31,8 @@ type state struct {
 	defaultTD *string
 	routes    []RouteStatus
 	warnings  []Warning
+	// smi are the SMI splits, which get Events rather than status.
+	smi []smiVerdict
 }
 
 // Build turns a bundle into the mesh model and the status of every policy
@@ -67,7 +69,7 @@ func buildWith(b *Bundle, memo *Memo) *Result {
 	for _, key := range sortedKeys(s.services) {
 		mesh.Services = append(mesh.Services, s.services[key].ir)
 	}
-	res := &Result{Mesh: mesh, Routes: s.routes, Warnings: s.warnings}
+	res := &Result{Mesh: mesh, Routes: s.routes, Warnings: s.warnings, SMITrafficSplits: s.smiStatuses()}
 	for _, v := range s.statuses {
 		res.Statuses = append(res.Statuses, v.status())
 	}

@@ -11,66 +11,116 @@ import (
 	"github.com/weft-mesh/weft/internal/ir"
 )
 
-// buildTrafficSplits turns each apex Service's TrafficSplit into a weighted
-// route on each of its ports. The oldest TrafficSplit of an apex wins; an
-// HTTPRoute or GRPCRoute in the apex's namespace that attaches to the apex
-// takes precedence over any TrafficSplit, because routes say more.
+// buildTrafficSplits turns each apex Service's split into a weighted route
+// on each of its ports. Precedence on one apex, highest first: an HTTPRoute
+// or GRPCRoute in the apex's namespace attached to the apex (routes say
+// more), then Weft's TrafficSplit, then SMI's TrafficSplit; among splits of
+// one kind the oldest wins. Every loser is told which object won.
 func (s *state) buildTrafficSplits() {
 	splits := slices.Clone(s.b.TrafficSplits)
 	slices.SortFunc(splits, func(a, b *meshv1alpha1.TrafficSplit) int { return olderFirst(a, b) })
-	winner := map[string]*meshv1alpha1.TrafficSplit{}
+	winner := map[string]ir.ObjectRef{}
 	for _, ts := range splits {
-		v := s.verdict("TrafficSplit", ts)
-		apexKey := ts.Namespace + "/" + ts.Spec.Service
-		if w, ok := winner[apexKey]; ok {
-			v.reject(meshv1alpha1.ReasonConflicted, "TrafficSplit %s/%s, created earlier, already splits Service %s; only the oldest TrafficSplit of an apex Service is in effect", w.Namespace, w.Name, ts.Spec.Service)
-			continue
+		in := splitInput{v: s.verdict("TrafficSplit", ts), namespace: ts.Namespace, service: ts.Spec.Service}
+		for _, b := range ts.Spec.Backends {
+			in.backends = append(in.backends, splitBackend{service: b.Service, weight: uint32(max(b.Weight, 0))})
 		}
-		winner[apexKey] = ts
-		apex := s.services[apexKey]
-		if apex == nil {
-			v.unresolved(meshv1alpha1.ReasonTargetNotFound, "spec.service: Service %s/%s does not exist", ts.Namespace, ts.Spec.Service)
-			continue
-		}
-		if route := s.producerRouteOn(apex); route != nil {
-			v.reject(meshv1alpha1.ReasonOverridden, "%s %s/%s routes Service %s and takes precedence over TrafficSplits; put the weights in its backendRefs or delete it", route.Kind, route.Namespace, route.Name, ts.Spec.Service)
-			continue
-		}
-		total := int32(0)
-		for _, p := range apex.ir.Ports {
-			var backends []ir.Backend
-			positive := 0
-			for i, b := range ts.Spec.Backends {
-				bs := s.services[ts.Namespace+"/"+b.Service]
-				if bs == nil {
-					if p == apex.ir.Ports[0] {
-						v.unresolved(meshv1alpha1.ReasonBackendNotFound, "spec.backends[%d].service: Service %s/%s does not exist", i, ts.Namespace, b.Service)
-					}
-					continue
-				}
-				bp := bs.port(p.Port)
-				if bp == nil {
-					v.unresolved(meshv1alpha1.ReasonBackendNotFound, "spec.backends[%d].service: Service %s/%s has no port %d, which the apex Service has", i, ts.Namespace, b.Service, p.Port)
-					continue
-				}
-				// A backend at weight 0 stays in the route: it gets no
-				// traffic, but a proxyless client keeps its cluster warm
-				// for the step out of 0 (see translate.WarmRouteName).
-				backends = append(backends, ir.Backend{Cluster: bp.Cluster, Weight: uint32(max(b.Weight, 0)), Service: bs.ir.Source, Port: bp.Port})
-				if b.Weight > 0 {
-					total += b.Weight
-					positive++
-				}
-			}
-			if positive == 0 {
-				continue // nothing valid on this port: the apex keeps its own endpoints
-			}
-			p.Routes = []*ir.Route{{Name: "split", Source: v.ref, Backends: backends}}
-		}
-		if total == 0 && v.resolvedReason == "" {
-			v.unresolved(meshv1alpha1.ReasonBackendNotFound, "spec.backends: no backend with weight > 0 resolves")
-		}
+		s.applySplit(in, winner)
 	}
+	for _, in := range s.smiSplits() {
+		s.applySplit(in, winner)
+	}
+}
+
+// splitInput is a split of either kind, its weights already checked.
+type splitInput struct {
+	v                  *verdict
+	namespace, service string
+	backends           []splitBackend
+}
+
+type splitBackend struct {
+	service string
+	weight  uint32
+}
+
+// describe names an object as "Kind namespace/name", SMI's TrafficSplit
+// the way kubectl does, as TrafficSplit.split.smi-spec.io.
+func describe(ref ir.ObjectRef) string {
+	return kindName(ref) + " " + ref.Namespace + "/" + ref.Name
+}
+
+func kindName(ref ir.ObjectRef) string {
+	if ref.Group == SMIGroup {
+		return ref.Kind + "." + ref.Group
+	}
+	return ref.Kind
+}
+
+// applySplit puts one split on its apex unless an earlier one holds it.
+func (s *state) applySplit(in splitInput, winner map[string]ir.ObjectRef) {
+	v := in.v
+	if !v.accepted() {
+		return
+	}
+	apexKey := in.namespace + "/" + in.service
+	if w, ok := winner[apexKey]; ok {
+		if w.Group == v.ref.Group {
+			v.reject(meshv1alpha1.ReasonConflicted, "%s, created earlier, already splits Service %s; only the oldest %s of an apex Service is in effect", describe(w), in.service, kindName(w))
+		} else {
+			v.reject(meshv1alpha1.ReasonOverridden, "%s splits Service %s and takes precedence over SMI TrafficSplits; delete one of the two", describe(w), in.service)
+		}
+		return
+	}
+	winner[apexKey] = v.ref
+	apex := s.services[apexKey]
+	if apex == nil {
+		v.unresolved(meshv1alpha1.ReasonTargetNotFound, "spec.service: Service %s/%s does not exist", in.namespace, in.service)
+		return
+	}
+	if route := s.producerRouteOn(apex); route != nil {
+		v.reject(meshv1alpha1.ReasonOverridden, "%s routes Service %s and takes precedence over TrafficSplits; put the weights in its backendRefs or delete it", describe(*route), in.service)
+		return
+	}
+	total := uint64(0)
+	var shares []string
+	for _, p := range apex.ir.Ports {
+		var backends []ir.Backend
+		positive := 0
+		for i, b := range in.backends {
+			bs := s.services[in.namespace+"/"+b.service]
+			if bs == nil {
+				if p == apex.ir.Ports[0] {
+					v.unresolved(meshv1alpha1.ReasonBackendNotFound, "spec.backends[%d].service: Service %s/%s does not exist", i, in.namespace, b.service)
+				}
+				continue
+			}
+			bp := bs.port(p.Port)
+			if bp == nil {
+				v.unresolved(meshv1alpha1.ReasonBackendNotFound, "spec.backends[%d].service: Service %s/%s has no port %d, which the apex Service has", i, in.namespace, b.service, p.Port)
+				continue
+			}
+			// A backend at weight 0 stays in the route: it gets no
+			// traffic, but a proxyless client keeps its cluster warm
+			// for the step out of 0 (see translate.WarmRouteName).
+			backends = append(backends, ir.Backend{Cluster: bp.Cluster, Weight: b.weight, Service: bs.ir.Source, Port: bp.Port})
+			if p == apex.ir.Ports[0] {
+				shares = append(shares, fmt.Sprintf("%s %d", b.service, b.weight))
+			}
+			if b.weight > 0 {
+				total += uint64(b.weight)
+				positive++
+			}
+		}
+		if positive == 0 {
+			continue // nothing valid on this port: the apex keeps its own endpoints
+		}
+		p.Routes = []*ir.Route{{Name: "split", Source: v.ref, Backends: backends}}
+	}
+	if total == 0 && v.resolvedReason == "" {
+		v.unresolved(meshv1alpha1.ReasonBackendNotFound, "spec.backends: no backend with weight > 0 resolves")
+	}
+	v.readyMsg = fmt.Sprintf("Service %s/%s is split by weight: %s", in.namespace, in.service, strings.Join(shares, ", "))
 }
 
 // producerRouteOn returns a route in the Service's namespace attached to it.

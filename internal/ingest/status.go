@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -22,6 +23,8 @@ type verdict struct {
 	// not fully in force (e.g. an AccessPolicy without mTLS).
 	notReadyReason, notReadyMsg string
 	problems                    []string
+	// readyMsg, when set, says what the object does once it is in effect.
+	readyMsg string
 }
 
 func newVerdict(kind, ns, name string, gen int64) *verdict {
@@ -78,7 +81,7 @@ func (v *verdict) status() ObjectStatus {
 	case v.notReadyReason != "":
 		conds = append(conds, cond(meshv1alpha1.ConditionReady, false, v.notReadyReason, v.notReadyMsg))
 	default:
-		conds = append(conds, cond(meshv1alpha1.ConditionReady, true, meshv1alpha1.ReasonReady, "the policy is in effect"))
+		conds = append(conds, cond(meshv1alpha1.ConditionReady, true, meshv1alpha1.ReasonReady, cmp.Or(v.readyMsg, "the policy is in effect")))
 	}
 	slices.SortFunc(conds, func(a, b metav1.Condition) int { return strings.Compare(a.Type, b.Type) })
 	return ObjectStatus{Ref: v.ref, Generation: v.generation, Conditions: conds}
