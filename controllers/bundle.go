@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -22,6 +23,8 @@ import (
 type bundleSource struct {
 	informers cache.Informers
 	reader    client.Reader
+	// smi lists SMI TrafficSplits; nil when they are not read.
+	smi func() []*unstructured.Unstructured
 }
 
 // listBundle reads every object ingest needs from the cache. Ingest never
@@ -44,6 +47,9 @@ func listBundle(ctx context.Context, src bundleSource, clusterDomain string) (*i
 	b.ReferenceGrants, errs[11] = list[gwapiv1.ReferenceGrant](ctx, src, &gwapiv1.ReferenceGrantList{})
 	if err := errors.Join(errs[:]...); err != nil {
 		return nil, err
+	}
+	if src.smi != nil {
+		b.SMITrafficSplits = src.smi()
 	}
 	return b, nil
 }

@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	ktypes "k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -22,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
@@ -61,6 +63,9 @@ type MeshReconciler struct {
 	// Status receives what to write; nil writes nothing.
 	Status  *StatusWriter
 	Metrics *Metrics
+	// Events records what Weft made of objects without a status (SMI
+	// TrafficSplits); nil takes the manager's recorder.
+	Events events.EventRecorder
 
 	// groups carries ingest's work from one rebuild to the next; the
 	// publisher does the same for translation.
@@ -68,6 +73,10 @@ type MeshReconciler struct {
 	publisher *publish.Publisher
 	// informers are the manager's: rebuilds read their stores directly.
 	informers cache.Informers
+	// smi reads SMI TrafficSplits while their CRD is installed; smiReport
+	// reports on them.
+	smi       *smiSource
+	smiReport *smiReporter
 
 	mu           sync.Mutex
 	pendingSince time.Time
@@ -92,6 +101,17 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.groups = ingest.NewMemo()
 	r.publisher = publish.New(r.XDS, r.Translate)
 	r.informers = mgr.GetCache()
+	if r.Events == nil {
+		r.Events = mgr.GetEventRecorder(SMIRecorderName)
+	}
+	r.smi = &smiSource{changes: make(chan event.GenericEvent, 1)}
+	if err := r.smi.setup(mgr); err != nil {
+		return err
+	}
+	r.smiReport = newSMIReporter(r.Events, r.Metrics.SMISplitReady)
+	if err := mgr.Add(r.smiReport); err != nil {
+		return fmt.Errorf("adding the SMI reporter: %w", err)
+	}
 	enqueue := handler.TypedFuncs[client.Object, reconcile.Request]{
 		CreateFunc: func(_ context.Context, _ event.TypedCreateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			r.changed(q)
@@ -116,7 +136,8 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Service{}, enqueue).
 		Watches(&discoveryv1.EndpointSlice{}, enqueue).
 		Watches(&corev1.Pod{}, enqueue, builder.WithPredicates(podChanged{})).
-		Watches(&meshv1alpha1.MeshIdentity{}, enqueue, specOnly)
+		Watches(&meshv1alpha1.MeshIdentity{}, enqueue, specOnly).
+		WatchesRawSource(source.Channel(r.smi.changes, enqueue))
 	for _, obj := range []client.Object{&meshv1alpha1.TrafficSplit{}, &meshv1alpha1.RetryPolicy{}, &meshv1alpha1.CircuitBreaker{}, &meshv1alpha1.AccessPolicy{}, &gwapiv1.HTTPRoute{}, &gwapiv1.GRPCRoute{}, &gwapiv1.ReferenceGrant{}} {
 		b = b.Watches(obj, enqueue, specOnly)
 	}
@@ -157,11 +178,12 @@ func (r *MeshReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ct
 		since = start
 	}
 
-	b, err := listBundle(ctx, bundleSource{informers: r.informers, reader: r.Client}, r.ClusterDomain)
+	b, err := listBundle(ctx, bundleSource{informers: r.informers, reader: r.Client, smi: r.smi.list}, r.ClusterDomain)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	res := r.groups.Build(b)
+	r.smiReport.submit(res.SMITrafficSplits)
 	out, err := r.publisher.Publish(ctx, res, b.Pods, b.Namespaces)
 	r.Metrics.TranslateDuration.Observe(time.Since(start).Seconds())
 	if err != nil {

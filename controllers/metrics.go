@@ -9,6 +9,9 @@ type Metrics struct {
 	TranslateDuration   prometheus.Histogram
 	PropagationDuration prometheus.Histogram
 	StatusWrites        *prometheus.CounterVec
+	// SMISplitReady is 1 for each SMI TrafficSplit in effect and 0 for
+	// one that is not, with the reason.
+	SMISplitReady *prometheus.GaugeVec
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -29,9 +32,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "weft_status_writes_total",
 			Help: "Status updates written, by kind and result.",
 		}, []string{"kind", "result"}),
+		SMISplitReady: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "weft_smi_trafficsplit_ready",
+			Help: "1 when an SMI TrafficSplit is in effect, 0 when it is not; reason says why (Ready, Overridden, Conflicted, UnsupportedValue, TargetNotFound, BackendNotFound).",
+		}, []string{"namespace", "name", "reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.TranslateDuration, m.PropagationDuration, m.StatusWrites)
+		reg.MustRegister(m.TranslateDuration, m.PropagationDuration, m.StatusWrites, m.SMISplitReady)
 	}
 	return m
 }

@@ -13,10 +13,12 @@ type TrafficSplitSpec struct {
 	// +kubebuilder:validation:MaxLength=253
 	Service string `json:"service"`
 
-	// Backends are the Services that receive the apex's traffic.
+	// Backends are the Services that receive the apex's traffic. At most
+	// 10 at this version, so that the check of each weight's sign fits the
+	// API server's budget for validation rules.
 	// +listType=atomic
 	// +kubebuilder:validation:MinItems=1
-	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:MaxItems=10
 	Backends []TrafficSplitBackend `json:"backends"`
 }
 
@@ -30,7 +32,7 @@ type TrafficSplitBackend struct {
 	// Weight is the backend's share relative to the other backends: a
 	// non-negative quantity such as 90, 10 or 900m.
 	// +optional
-	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 0 : !quantity(self).isLessThan(quantity('0'))",message="weight must not be negative"
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 0 : !string(self).startsWith('-')",message="weight must not be negative"
 	Weight *resource.Quantity `json:"weight,omitempty"`
 }
 
