@@ -74,8 +74,16 @@ lint: $(GOLANGCI_LINT) ## golangci-lint with .golangci.yml.
 	$(GOLANGCI_LINT) run ./...
 
 .PHONY: test
-test: verify-generated vet envtest ## Everything CI runs: generated-file check, vet, unit, envtest and e2e tests.
+test: verify-generated vet envtest ## Everything CI runs: generated-file check, vet, unit, envtest and e2e tests, and the canary tools' suite.
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test $(GO_TEST_FLAGS) $(PKGS)
+	$(MAKE) test-canary
+
+# e2e/canary is a module of its own (the canary tools' dependencies stay out
+# of Weft's go.mod); Flagger's module is prepared by hack/flagger-src.sh.
+.PHONY: test-canary
+test-canary: envtest ## The canary tools' own code (Argo Rollouts, Flagger) driving the weft-controller binary (first build: a few minutes).
+	hack/flagger-src.sh >/dev/null
+	cd e2e/canary && go vet ./... && KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test $(GO_TEST_FLAGS) -v ./... 2>&1 | grep -v '^time=.*level=info'
 
 .PHONY: test-e2e
 test-e2e: envtest ## Only the end-to-end suite: real gRPC xDS traffic through the weft-controller binary (about a minute).

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"math"
-	"slices"
 	"testing"
 	"time"
 
@@ -71,48 +70,25 @@ func (b *box) testCanaryStepsFromZero(t *testing.T) {
 
 	// Four callers, each making calls one after another until the steps
 	// are done (at most a minute and 50000 calls each).
-	lctx, stop := context.WithTimeout(ctx, time.Minute)
-	defer stop()
-	const callers = 4
-	done := make(chan []call, callers)
-	for range callers {
-		go func() {
-			var calls []call
-			for len(calls) < 50000 && lctx.Err() == nil {
-				c := call{start: time.Now()}
-				cctx, cancel := context.WithTimeout(lctx, 5*time.Second)
-				c.pod, c.err = cluster.Echo(cctx, conn)
-				cancel()
-				c.end = time.Now()
-				if lctx.Err() != nil && c.err != nil {
-					break // the load was stopped during this call
-				}
-				calls = append(calls, c)
-			}
-			done <- calls
-		}()
-	}
+	lctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	stop := cluster.Background(lctx, conn, 4, 50000, 5*time.Second)
 	for _, w := range []int32{10, 50, 100, 0} {
 		time.Sleep(300 * time.Millisecond)
 		b.setWeights(t, ts, 100-w, w)
 		b.waitProgrammed(t, ts)
 	}
 	time.Sleep(300 * time.Millisecond)
-	stop()
-	var calls []call
-	for range callers {
-		calls = append(calls, <-done...)
-	}
-	slices.SortFunc(calls, func(x, y call) int { return x.start.Compare(y.start) })
+	calls := stop()
 	tally := cluster.NewTally()
 	for _, c := range calls {
-		tally.Add(c.pod, c.err)
-		if c.err != nil {
-			t.Errorf("call at %s failed during the canary: %v", c.start.Format("15:04:05.000"), c.err)
+		tally.Add(c.Pod, c.Err)
+		if c.Err != nil {
+			t.Errorf("call at %s failed during the canary: %v", c.Start.Format("15:04:05.000"), c.Err)
 		}
 	}
 	if len(calls) > 0 {
-		tally.Elapsed = calls[len(calls)-1].start.Sub(calls[0].start)
+		tally.Elapsed = calls[len(calls)-1].Start.Sub(calls[0].Start)
 	}
 	t.Logf("0 → 10 → 50 → 100 → 0 under load: %s", tally)
 	if tally.Share("billing-v2-") == 0 || tally.Share("billing-v1-") == 0 {

@@ -142,3 +142,46 @@ func Load(ctx context.Context, conn grpc.ClientConnInterface, n, concurrency int
 	t.Elapsed = time.Since(start)
 	return t
 }
+
+// Call is one call of a Background load.
+type Call struct {
+	Start, End time.Time
+	Pod        string
+	Err        error
+}
+
+// Background starts callers that each make calls over conn one after
+// another, each bounded by perCall, until the returned stop is called, ctx
+// ends or the caller has made maxEach calls. stop waits for the callers
+// and returns every call, by start time. A call cut short by stop is not
+// counted.
+func Background(ctx context.Context, conn grpc.ClientConnInterface, callers, maxEach int, perCall time.Duration) (stop func() []Call) {
+	lctx, cancel := context.WithCancel(ctx)
+	done := make(chan []Call, callers)
+	for range callers {
+		go func() {
+			var calls []Call
+			for len(calls) < maxEach && lctx.Err() == nil {
+				c := Call{Start: time.Now()}
+				cctx, cancelCall := context.WithTimeout(lctx, perCall)
+				c.Pod, c.Err = Echo(cctx, conn)
+				cancelCall()
+				c.End = time.Now()
+				if lctx.Err() != nil && c.Err != nil {
+					break // stopped during this call
+				}
+				calls = append(calls, c)
+			}
+			done <- calls
+		}()
+	}
+	return func() []Call {
+		cancel()
+		var all []Call
+		for range callers {
+			all = append(all, <-done...)
+		}
+		slices.SortFunc(all, func(x, y Call) int { return x.Start.Compare(y.Start) })
+		return all
+	}
+}

@@ -1,0 +1,254 @@
+package canary
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	rolloutsv1alpha1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
+	"github.com/argoproj/argo-rollouts/rollout/trafficrouting/smi"
+	"github.com/argoproj/argo-rollouts/utils/defaults"
+	"github.com/argoproj/argo-rollouts/utils/record"
+	flaggerv1 "github.com/fluxcd/flagger/pkg/apis/flagger/v1beta1"
+	flaggerclient "github.com/fluxcd/flagger/pkg/client/clientset/versioned"
+	"github.com/fluxcd/flagger/pkg/router"
+	smiclient "github.com/servicemeshinterface/smi-sdk-go/pkg/gen/client/split/clientset/versioned"
+	"go.uber.org/zap"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ktypes "k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/weft-mesh/weft/e2e/cluster"
+	"github.com/weft-mesh/weft/internal/testenv"
+)
+
+const (
+	appNS = "shop"
+	port  = 8080
+)
+
+// TestCanaryTools runs a canary and a rollback with each tool's own code.
+// After each step the tool's own read-back must agree, and real calls from
+// a proxyless gRPC client must follow the weights, while four other
+// callers call the apex the whole time and no call may fail.
+func TestCanaryTools(t *testing.T) {
+	c := startBox(t)
+	ctx := t.Context()
+	if _, err := envtest.InstallCRDs(c.Config, envtest.CRDInstallOptions{Paths: []string{filepath.Join(testenv.RepoRoot(), "config", "smi")}, ErrorIfPathMissing: true}); err != nil {
+		t.Fatal(err)
+	}
+	must(t, c.CreateNamespace(ctx, appNS))
+	must(t, c.CreateNamespace(ctx, "front"))
+	web, err := c.RunPod(ctx, cluster.PodSpec{Namespace: "front", Name: "web-0", ServiceAccount: "web", IP: "10.244.0.2"})
+	must(t, err)
+	k := &box{Cluster: c, web: web, nextIP: 10}
+
+	t.Run("Argo Rollouts SMI (v1alpha1)", func(t *testing.T) {
+		// A Rollout as the controller holds it: Argo Rollouts' SMI
+		// reconciler reads its canary strategy and owns the split it
+		// writes. The root Service defaults to the stable Service.
+		ro := &rolloutsv1alpha1.Rollout{
+			ObjectMeta: metav1.ObjectMeta{Namespace: appNS, Name: "checkout", UID: "5e1f0000-0000-4000-8000-000000000001"},
+			Spec: rolloutsv1alpha1.RolloutSpec{Strategy: rolloutsv1alpha1.RolloutStrategy{Canary: &rolloutsv1alpha1.CanaryStrategy{
+				StableService: "checkout", CanaryService: "checkout-canary",
+				TrafficRouting: &rolloutsv1alpha1.RolloutTrafficRouting{SMI: &rolloutsv1alpha1.SMITrafficRouting{}},
+			}}},
+		}
+		if v := defaults.GetSMIAPIVersion(); v != "v1alpha1" {
+			t.Fatalf("Argo Rollouts' default SMI version is %s; the test expects v1alpha1", v)
+		}
+		client, err := smiclient.NewForConfig(c.Config)
+		must(t, err)
+		r, err := smi.NewReconciler(smi.ReconcilerConfig{
+			Rollout: ro, Client: client, Recorder: record.NewFakeEventRecorder(),
+			ControllerKind: rolloutsv1alpha1.SchemeGroupVersion.WithKind("Rollout"),
+		})
+		must(t, err)
+		k.canary(t, "checkout", "checkout", "checkout-canary", func(w int) error {
+			if err := r.SetWeight(int32(w)); err != nil {
+				return err
+			}
+			// Argo Rollouts' own check after a step; for SMI it has
+			// nothing to verify and must say so (nil), not fail.
+			ok, err := r.VerifyWeight(int32(w))
+			if err != nil || ok != nil && !*ok {
+				return fmt.Errorf("VerifyWeight(%d) = %v, %v", w, ok, err)
+			}
+			return nil
+		})
+	})
+
+	for _, version := range []string{"v1alpha3", "v1alpha2", "v1alpha1"} {
+		t.Run("Flagger SMI ("+version+")", func(t *testing.T) {
+			name := "podinfo-" + version
+			kube, err := kubernetes.NewForConfig(c.Config)
+			must(t, err)
+			fc, err := flaggerclient.NewForConfig(c.Config)
+			must(t, err)
+			// As Flagger's controller builds its router for a Canary with
+			// spec.provider smi:<version>, owner references on.
+			r := router.NewFactory(c.Config, kube, fc, "", "", zap.NewNop().Sugar(), fc, true).MeshRouter("smi:"+version, "")
+			cn := &flaggerv1.Canary{
+				ObjectMeta: metav1.ObjectMeta{Namespace: appNS, Name: name, UID: ktypes.UID("f1a90000-0000-4000-8000-00000000000" + version[len(version)-1:])},
+				Spec: flaggerv1.CanarySpec{
+					TargetRef: flaggerv1.LocalObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: name},
+					Service:   flaggerv1.CanaryService{Port: port},
+				},
+			}
+			apex, primary, canary := cn.GetServiceNames()
+			reconciled := false
+			k.canary(t, apex, primary, canary, func(w int) error {
+				if !reconciled {
+					// Flagger creates the split at canary weight 0.
+					if err := r.Reconcile(cn); err != nil {
+						return err
+					}
+					reconciled = true
+				}
+				if err := r.SetRoutes(cn, 100-w, w, false); err != nil {
+					return err
+				}
+				// Flagger reads the weights back before it goes on.
+				p, cw, _, err := r.GetRoutes(cn)
+				if err != nil || p != 100-w || cw != w {
+					return fmt.Errorf("GetRoutes after SetRoutes(%d, %d) = %d, %d: %v", 100-w, w, p, cw, err)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+// box is the cluster and the client pod the scenarios call from.
+type box struct {
+	*cluster.Cluster
+	web    *cluster.Pod
+	nextIP int
+}
+
+// canary creates the Services a tool expects (apex, stable and canary, the
+// apex selecting the stable pods as both tools set it up), one pod behind
+// each of stable and canary, and then steps the canary with step(w): 0,
+// 10, 50, 100 and back to 0.
+func (b *box) canary(t *testing.T, apex, stable, canary string, step func(canaryWeight int) error) {
+	ctx := t.Context()
+	stableLabels := map[string]string{"app": apex, "track": "stable"}
+	canaryLabels := map[string]string{"app": apex, "track": "canary"}
+	must(t, b.CreateService(ctx, appNS, apex, port, stableLabels))
+	if stable != apex {
+		must(t, b.CreateService(ctx, appNS, stable, port, stableLabels))
+	}
+	must(t, b.CreateService(ctx, appNS, canary, port, canaryLabels))
+	b.backend(t, apex+"-stable-0", apex, stableLabels)
+	b.backend(t, apex+"-canary-0", apex, canaryLabels)
+	conn, err := b.web.Conn(fmt.Sprintf("%s.%s.svc.cluster.local:%d", apex, appNS, port))
+	must(t, err)
+	share := func(n int) cluster.Tally {
+		lctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		return cluster.Load(lctx, conn, n, 4, 5*time.Second)
+	}
+	eventually(t, 20*time.Second, "the apex answers", func() (bool, string) {
+		tl := share(20)
+		return tl.Failed() == 0 && tl.Share(apex+"-stable-") == 1, tl.String()
+	})
+
+	must(t, step(0))
+	lctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	stop := cluster.Background(lctx, conn, 4, 50000, 5*time.Second)
+	for _, w := range []int{0, 10, 50, 100, 0} {
+		if err := step(w); err != nil {
+			t.Fatalf("step to %d%%: %v", w, err)
+		}
+		bounds := shareBounds[w]
+		lo, hi := bounds[0], bounds[1]
+		start := time.Now()
+		eventually(t, 10*time.Second, fmt.Sprintf("calls follow canary weight %d%%", w), func() (bool, string) {
+			tl := share(400)
+			got := tl.Share(apex + "-canary-")
+			return tl.Failed() == 0 && got >= lo && got <= hi, tl.String()
+		})
+		t.Logf("canary at %d%%: calls followed within %s", w, time.Since(start).Round(time.Millisecond))
+	}
+	calls := stop()
+	tally := cluster.NewTally()
+	for _, c := range calls {
+		tally.Add(c.Pod, c.Err)
+		if c.Err != nil {
+			t.Errorf("call at %s failed during the canary: %v", c.Start.Format("15:04:05.000"), c.Err)
+		}
+	}
+	if len(calls) > 0 {
+		tally.Elapsed = calls[len(calls)-1].End.Sub(calls[0].Start)
+	}
+	t.Logf("under continuous calls through 0 → 10 → 50 → 100 → 0: %s", tally)
+	if tally.Calls < 100 || tally.Share(apex+"-canary-") == 0 {
+		t.Errorf("the continuous callers should have made calls on both versions: %s", tally)
+	}
+}
+
+// shareBounds are the canary's accepted shares of 400 calls at each
+// weight: about ±3.5 standard deviations of the binomial around it.
+var shareBounds = map[int][2]float64{0: {0, 0}, 10: {0.05, 0.16}, 50: {0.41, 0.59}, 100: {1, 1}}
+
+// backend runs a serving pod and waits until it is ready.
+func (b *box) backend(t *testing.T, name, sa string, labels map[string]string) {
+	t.Helper()
+	b.nextIP++
+	p, err := b.RunPod(t.Context(), cluster.PodSpec{Namespace: appNS, Name: name, ServiceAccount: sa, IP: fmt.Sprintf("10.244.1.%d", b.nextIP), Port: port, Labels: labels})
+	must(t, err)
+	must(t, p.WaitReady(t.Context(), 30*time.Second))
+}
+
+// startBox builds weft-controller and starts the cluster in a box.
+func startBox(t *testing.T) *cluster.Cluster {
+	t.Helper()
+	bin := os.Getenv("WEFT_CONTROLLER_BINARY")
+	if bin != "" && !filepath.IsAbs(bin) {
+		bin = filepath.Join(testenv.RepoRoot(), bin)
+	}
+	if bin == "" {
+		bin = filepath.Join(t.TempDir(), "weft-controller")
+		must(t, cluster.BuildController(testenv.RepoRoot(), bin))
+	}
+	c, err := cluster.Start(t.Context(), cluster.Options{RepoRoot: testenv.RepoRoot(), ControllerBinary: bin, WorkDir: t.TempDir(), Logf: t.Logf})
+	must(t, err)
+	t.Cleanup(func() {
+		if t.Failed() {
+			if b, err := os.ReadFile(c.ControllerLog()); err == nil {
+				if len(b) > 16<<10 {
+					b = b[len(b)-16<<10:]
+				}
+				t.Logf("weft-controller log (last 16 KiB):\n%s", b)
+			}
+		}
+		c.Stop()
+	})
+	return c
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	last := ""
+	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		ok, msg := cond()
+		last = msg
+		return ok, nil
+	})
+	if err != nil {
+		t.Fatalf("%s: not within %s; last: %s", what, timeout, last)
+	}
+}
