@@ -13,16 +13,22 @@ import (
 	"github.com/argoproj/argo-rollouts/utils/defaults"
 	"github.com/argoproj/argo-rollouts/utils/record"
 	flaggerv1 "github.com/fluxcd/flagger/pkg/apis/flagger/v1beta1"
+	flaggergw "github.com/fluxcd/flagger/pkg/apis/gatewayapi/v1beta1"
 	flaggerclient "github.com/fluxcd/flagger/pkg/client/clientset/versioned"
 	"github.com/fluxcd/flagger/pkg/router"
 	smiclient "github.com/servicemeshinterface/smi-sdk-go/pkg/gen/client/split/clientset/versioned"
 	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ktypes "k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 	"github.com/weft-mesh/weft/e2e/cluster"
 	"github.com/weft-mesh/weft/internal/testenv"
 )
@@ -30,6 +36,8 @@ import (
 const (
 	appNS = "shop"
 	port  = 8080
+	// weftController is the controller name Weft writes in route status.
+	weftController = gwapiv1.GatewayController(meshv1alpha1.GatewayControllerName)
 )
 
 // TestCanaryTools runs a canary and a rollback with each tool's own code.
@@ -83,6 +91,9 @@ func TestCanaryTools(t *testing.T) {
 		})
 	})
 
+	t.Run("Flagger Gateway API (gatewayapi:v1, Service parent)", func(t *testing.T) { flaggerGatewayAPI(t, k) })
+	t.Run("Argo Rollouts Gateway API plugin (its write, reproduced)", func(t *testing.T) { argoGatewayAPIPlugin(t, k) })
+
 	for _, version := range []string{"v1alpha3", "v1alpha2", "v1alpha1"} {
 		t.Run("Flagger SMI ("+version+")", func(t *testing.T) {
 			name := "podinfo-" + version
@@ -122,6 +133,126 @@ func TestCanaryTools(t *testing.T) {
 			})
 		})
 	}
+}
+
+// flaggerGatewayAPI is Flagger's gatewayapi:v1 provider with the apex
+// Service as the route's parent (GAMMA): Flagger writes the HTTPRoute and
+// its weights; Weft must accept the route and follow them.
+func flaggerGatewayAPI(t *testing.T, k *box) {
+	kube, err := kubernetes.NewForConfig(k.Config)
+	must(t, err)
+	fc, err := flaggerclient.NewForConfig(k.Config)
+	must(t, err)
+	r := router.NewFactory(k.Config, kube, fc, "", "", zap.NewNop().Sugar(), fc, true).MeshRouter("gatewayapi:v1", "")
+	name := "catalog"
+	svcPort := flaggergw.PortNumber(port)
+	cn := &flaggerv1.Canary{
+		ObjectMeta: metav1.ObjectMeta{Namespace: appNS, Name: name, UID: "f1a90000-0000-4000-8000-0000000000a1"},
+		Spec: flaggerv1.CanarySpec{
+			TargetRef: flaggerv1.LocalObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: name},
+			Service: flaggerv1.CanaryService{Port: port, GatewayRefs: []flaggergw.ParentReference{{
+				Group: ptr.To(flaggergw.Group("")), Kind: ptr.To(flaggergw.Kind("Service")), Name: flaggergw.ObjectName(name), Port: &svcPort,
+			}}},
+			// Every Canary has an analysis; the router reads it.
+			Analysis: &flaggerv1.CanaryAnalysis{StepWeight: 10, MaxWeight: 50},
+		},
+	}
+	apex, primary, canary := cn.GetServiceNames()
+	k.canary(t, apex, primary, canary, func(w int) error {
+		// Flagger's controller reconciles the route on every tick. In
+		// v1.36.1 the tick that creates it also returns an error (its
+		// update path runs on the empty object of the failed Get: "resource
+		// name may not be empty"), and the next tick finds the route and
+		// succeeds; so does this step.
+		if err := r.Reconcile(cn); err != nil {
+			t.Logf("Flagger's Reconcile: %v (its next tick retries)", err)
+			if err := r.Reconcile(cn); err != nil {
+				return err
+			}
+		}
+		k.routeAccepted(t, apex)
+		if err := r.SetRoutes(cn, 100-w, w, false); err != nil {
+			return err
+		}
+		p, cw, _, err := r.GetRoutes(cn)
+		if err != nil || p != 100-w || cw != w {
+			return fmt.Errorf("GetRoutes after SetRoutes(%d, %d) = %d, %d: %v", 100-w, w, p, cw, err)
+		}
+		return nil
+	})
+}
+
+// argoGatewayAPIPlugin steps an HTTPRoute the way Argo Rollouts' Gateway
+// API plugin does. The plugin's module is not served by the Go module
+// proxy, so its write is reproduced from its source
+// (argoproj-labs/rollouts-plugin-trafficrouter-gatewayapi,
+// pkg/plugin/httproute.go, setHTTPRouteWeight, at commit dd80a9f): get
+// the route named in the Rollout, set every backendRef named after the
+// canary Service to the desired weight and every one named after the
+// stable Service to 100 minus it, and Update the whole object.
+func argoGatewayAPIPlugin(t *testing.T, k *box) {
+	apex, stable, canary := "ledger", "ledger-stable", "ledger-canary"
+	gvPort := gwapiv1.PortNumber(port)
+	// The route a user writes for the plugin (GAMMA: the apex Service as
+	// parent), stable at 100.
+	route := &gwapiv1.HTTPRoute{
+		ObjectMeta: metav1.ObjectMeta{Namespace: appNS, Name: "ledger-route"},
+		Spec: gwapiv1.HTTPRouteSpec{
+			CommonRouteSpec: gwapiv1.CommonRouteSpec{ParentRefs: []gwapiv1.ParentReference{{
+				Group: ptr.To(gwapiv1.Group("")), Kind: ptr.To(gwapiv1.Kind("Service")), Name: gwapiv1.ObjectName(apex), Port: &gvPort,
+			}}},
+			Rules: []gwapiv1.HTTPRouteRule{{BackendRefs: []gwapiv1.HTTPBackendRef{
+				{BackendRef: gwapiv1.BackendRef{BackendObjectReference: gwapiv1.BackendObjectReference{Name: gwapiv1.ObjectName(stable), Port: &gvPort}, Weight: ptr.To[int32](100)}},
+				{BackendRef: gwapiv1.BackendRef{BackendObjectReference: gwapiv1.BackendObjectReference{Name: gwapiv1.ObjectName(canary), Port: &gvPort}, Weight: ptr.To[int32](0)}},
+			}}},
+		},
+	}
+	created := false
+	k.canary(t, apex, stable, canary, func(w int) error {
+		ctx := t.Context()
+		if !created {
+			if err := k.Client.Create(ctx, route); err != nil {
+				return err
+			}
+			created = true
+			k.routeAccepted(t, route.Name)
+		}
+		desired := int32(w)
+		rest := 100 - desired
+		var got gwapiv1.HTTPRoute
+		if err := k.Client.Get(ctx, client.ObjectKeyFromObject(route), &got); err != nil {
+			return err
+		}
+		for i := range got.Spec.Rules {
+			for j := range got.Spec.Rules[i].BackendRefs {
+				ref := &got.Spec.Rules[i].BackendRefs[j]
+				switch string(ref.Name) {
+				case canary:
+					ref.Weight = &desired
+				case stable:
+					ref.Weight = &rest
+				}
+			}
+		}
+		return k.Client.Update(ctx, &got)
+	})
+}
+
+// routeAccepted waits until Weft accepts the route on its Service parent.
+func (b *box) routeAccepted(t *testing.T, name string) {
+	t.Helper()
+	eventually(t, 20*time.Second, "HTTPRoute "+name+" Accepted by Weft", func() (bool, string) {
+		var r gwapiv1.HTTPRoute
+		if err := b.Client.Get(t.Context(), client.ObjectKey{Namespace: appNS, Name: name}, &r); err != nil {
+			return false, err.Error()
+		}
+		for _, p := range r.Status.Parents {
+			if p.ControllerName == weftController && meta.IsStatusConditionTrue(p.Conditions, string(gwapiv1.RouteConditionAccepted)) {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%+v", r.Status.Parents)
+	})
 }
 
 // box is the cluster and the client pod the scenarios call from.
