@@ -12,6 +12,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	metricsv3 "github.com/envoyproxy/go-control-plane/envoy/config/metrics/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -24,6 +25,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/weft-mesh/weft/internal/workload"
 )
 
 // Names inside the proxy's bootstrap.
@@ -50,6 +53,8 @@ type xdsNode struct {
 	nodeID         string
 	namespace      string
 	serviceAccount string
+	// owner is the workload the pod belongs to.
+	owner workload.Owner
 }
 
 func (w xdsNode) cluster() string { return w.serviceAccount + "." + w.namespace }
@@ -66,7 +71,40 @@ func envoyBootstrap(cfg Config, w xdsNode) (*bootstrapv3.Bootstrap, error) {
 		return nil, err
 	}
 	b.Node = envoyNode(cfg, w)
+	b.StatsConfig = envoyStats(w)
 	return b, nil
+}
+
+// Tags every statistic of an injected Envoy carries, so that its Prometheus
+// series name the workload without relabelling: on the inbound side (the
+// inbound|<port> listener and cluster) the workload is the destination,
+// what Istio calls destination_workload and destination_workload_namespace.
+const (
+	StatsTagWorkload          = "workload"
+	StatsTagWorkloadKind      = "workload_kind"
+	StatsTagWorkloadNamespace = "workload_namespace"
+	// StatsTagWorkloadRevision is the pod template hash of a Deployment's
+	// or Rollout's pods: it tells a canary's pods from the stable ones of
+	// the same Rollout.
+	StatsTagWorkloadRevision = "workload_revision"
+)
+
+// envoyStats is the per-pod part of the bootstrap besides the node: fixed
+// tags naming the workload. Envoy's default tag extraction stays on
+// (envoy_cluster_name, envoy_response_code, ...).
+func envoyStats(w xdsNode) *metricsv3.StatsConfig {
+	fixed := func(name, value string) *metricsv3.TagSpecifier {
+		return &metricsv3.TagSpecifier{TagName: name, TagValue: &metricsv3.TagSpecifier_FixedValue{FixedValue: value}}
+	}
+	sc := &metricsv3.StatsConfig{StatsTags: []*metricsv3.TagSpecifier{
+		fixed(StatsTagWorkloadNamespace, w.namespace),
+		fixed(StatsTagWorkload, w.owner.Name),
+		fixed(StatsTagWorkloadKind, w.owner.Kind),
+	}}
+	if w.owner.Revision != "" {
+		sc.StatsTags = append(sc.StatsTags, fixed(StatsTagWorkloadRevision, w.owner.Revision))
+	}
+	return sc
 }
 
 // envoyNode is the only part of the bootstrap that differs between pods.
@@ -307,18 +345,26 @@ func fileSource(path string) *corev3.DataSource {
 // (rendered once per Injector). Node is field 1 of Bootstrap, so protojson
 // writes it first; the result is byte-identical to marshalling the whole
 // bootstrap, at a fraction of the cost per pod.
-func spliceNode(node *corev3.Node, rest string) (string, error) {
+func spliceNode(node *corev3.Node, stats *metricsv3.StatsConfig, rest string) (string, error) {
 	nodeJSON, err := marshalProto(node)
 	if err != nil {
 		return "", err
+	}
+	head := `{"node":` + nodeJSON
+	if stats != nil {
+		statsJSON, err := marshalProto(stats)
+		if err != nil {
+			return "", err
+		}
+		head += `,"stats_config":` + statsJSON
 	}
 	if len(rest) < 2 || rest[0] != '{' {
 		return "", fmt.Errorf("bootstrap without node is not a JSON object: %.20q", rest)
 	}
 	if rest == "{}" {
-		return `{"node":` + nodeJSON + `}`, nil
+		return head + `}`, nil
 	}
-	return `{"node":` + nodeJSON + "," + rest[1:], nil
+	return head + "," + rest[1:], nil
 }
 
 // marshalProto renders m as compact JSON. protojson deliberately varies its

@@ -3,15 +3,19 @@ package inject
 import (
 	"bytes"
 	"encoding/json"
-	goldenfile "github.com/weft-mesh/weft/internal/golden"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	jsonpatchapply "github.com/evanphx/json-patch/v5"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 
+	goldenfile "github.com/weft-mesh/weft/internal/golden"
 	"github.com/weft-mesh/weft/internal/identity"
+	"github.com/weft-mesh/weft/internal/workload"
 )
 
 // TestBootstrapGolden keeps readable copies of the generated bootstraps: the
@@ -97,23 +101,26 @@ func TestSpliceNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, w := range []xdsNode{
-		{nodeID: "cart-7d9f8.shop", namespace: "shop", serviceAccount: "cart"},
-		{nodeID: "$(WEFT_POD_NAME).batch", namespace: "batch", serviceAccount: "default"},
+		{nodeID: "cart-7d9f8.shop", namespace: "shop", serviceAccount: "cart", owner: workload.Owner{Kind: "Deployment", Name: "cart"}},
+		{nodeID: "$(WEFT_POD_NAME).batch", namespace: "batch", serviceAccount: "default", owner: workload.Owner{Kind: "Job", Name: "nightly"}},
 	} {
-		full, err := envoyBootstrap(cfg, w)
+		want, err := envoyBootstrap(cfg, w)
 		if err != nil {
 			t.Fatal(err)
 		}
-		want, err := marshalProto(full)
+		spliced, err := spliceNode(envoyNode(cfg, w), envoyStats(w), in.staticBootstrap)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := spliceNode(envoyNode(cfg, w), in.staticBootstrap)
-		if err != nil {
-			t.Fatal(err)
+		got := &bootstrapv3.Bootstrap{}
+		if err := protojson.Unmarshal([]byte(spliced), got); err != nil {
+			t.Fatalf("spliced bootstrap is not a Bootstrap: %v\n%s", err, spliced)
 		}
-		if got != want {
-			t.Errorf("spliced bootstrap differs from the marshalled one:\n%s\nwant\n%s", got, want)
+		if !proto.Equal(got, want) {
+			t.Errorf("spliced bootstrap differs from the built one:\n%s\nwant\n%v", spliced, want)
+		}
+		if err := got.ValidateAll(); err != nil {
+			t.Errorf("spliced bootstrap: %v", err)
 		}
 	}
 }

@@ -48,7 +48,7 @@ func (in *Injector) mutateSidecar(pod *corev1.Pod, mode Mode, o overrides, w xds
 	if err := checkFree(pod, ProxyVolumeName, IdentityVolumeName); err != nil {
 		return nil, nil, err
 	}
-	bootJSON, err := spliceNode(envoyNode(cfg, w), in.staticBootstrap)
+	bootJSON, err := spliceNode(envoyNode(cfg, w), envoyStats(w), in.staticBootstrap)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -194,7 +194,7 @@ func (in *Injector) Inject(pod *corev1.Pod, namespaceLabels map[string]string) (
 	if err != nil {
 		return nil, err
 	}
-	w := xdsNode{nodeID: wl.NodeID, namespace: ns, serviceAccount: wl.ServiceAccount}
+	w := xdsNode{nodeID: wl.NodeID, namespace: ns, serviceAccount: wl.ServiceAccount, owner: workload.OwnerOf(pod)}
 	if pod.Name == "" {
 		w.nodeID = workload.NodeID("$("+EnvPodName+")", ns)
 	}
@@ -206,6 +206,9 @@ func (in *Injector) Inject(pod *corev1.Pod, namespaceLabels map[string]string) (
 		status, warnings, err = mutateGRPCAgent(out, cfg, o, w)
 	} else {
 		status, warnings, err = in.mutateSidecar(out, mode, o, w)
+		if err == nil {
+			warnings = append(warnings, scrapeAnnotations(out)...)
+		}
 	}
 	if err != nil {
 		return nil, err
@@ -218,6 +221,33 @@ func (in *Injector) Inject(pod *corev1.Pod, namespaceLabels map[string]string) (
 		return nil, err
 	}
 	return &Result{Mode: mode, Pod: out, Patch: patch, Status: status, Warnings: warnings}, nil
+}
+
+// Prometheus' conventional scrape annotations, which the common
+// kubernetes-pods scrape job follows.
+const (
+	AnnotationPrometheusScrape = "prometheus.io/scrape"
+	AnnotationPrometheusPort   = "prometheus.io/port"
+	AnnotationPrometheusPath   = "prometheus.io/path"
+)
+
+// scrapeAnnotations points Prometheus at the proxy's statistics (port
+// StatsPort, PrometheusStatsPath) unless the pod already uses the
+// annotations for its own metrics, which they are left to; the warning
+// says how the proxy's are scraped then (the PodMonitor in config/monitoring).
+func scrapeAnnotations(pod *corev1.Pod) []string {
+	if pod.Annotations == nil {
+		pod.Annotations = map[string]string{}
+	}
+	for _, k := range []string{AnnotationPrometheusScrape, AnnotationPrometheusPort, AnnotationPrometheusPath} {
+		if _, ok := pod.Annotations[k]; ok {
+			return []string{fmt.Sprintf("the pod sets %s for its own metrics, so the proxy's (port %d, %s) are not announced by annotation; scrape them with the weft-proxies PodMonitor or a job of your own", k, StatsPort, PrometheusStatsPath)}
+		}
+	}
+	pod.Annotations[AnnotationPrometheusScrape] = "true"
+	pod.Annotations[AnnotationPrometheusPort] = strconv.Itoa(StatsPort)
+	pod.Annotations[AnnotationPrometheusPath] = PrometheusStatsPath
+	return nil
 }
 
 // record writes the status annotation and the proxy version.

@@ -2,6 +2,7 @@ package inject
 
 import (
 	"encoding/json"
+	"maps"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	jsonpatchapply "github.com/evanphx/json-patch/v5"
 	"gomodules.xyz/jsonpatch/v2"
+	"google.golang.org/protobuf/encoding/protojson"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
@@ -36,6 +38,24 @@ type outcome struct {
 	err error
 }
 
+// statsTags reads the fixed stats tags of the injected proxy's bootstrap.
+func statsTags(t *testing.T, pod *corev1.Pod) map[string]string {
+	t.Helper()
+	boot, ok := env(container(pod, InitContainerName), EnvProxyBootstrap)
+	if !ok {
+		t.Fatal("no bootstrap")
+	}
+	b := &bootstrapv3.Bootstrap{}
+	if err := protojson.Unmarshal([]byte(boot.Value), b); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, tag := range b.GetStatsConfig().GetStatsTags() {
+		out[tag.GetTagName()] = tag.GetFixedValue()
+	}
+	return out
+}
+
 func TestInjectGolden(t *testing.T) {
 	older := func(c *Config) { c.NativeSidecars = false }
 	cases := []struct {
@@ -50,6 +70,28 @@ func TestInjectGolden(t *testing.T) {
 			}
 			if got := names(o.res.Pod.Spec.Containers); !slices.Equal(got, []string{"cart"}) {
 				t.Errorf("containers %v, want the app alone", got)
+			}
+		}},
+		{name: "deployment-pod", check: func(t *testing.T, o outcome) {
+			wantInjected(t, o, ModeNativeSidecar)
+			tags := statsTags(t, o.res.Pod)
+			want := map[string]string{StatsTagWorkloadNamespace: "shop", StatsTagWorkload: "checkout-v2", StatsTagWorkloadKind: "Deployment", StatsTagWorkloadRevision: "5d8f7c9b4"}
+			if !maps.Equal(tags, want) {
+				t.Errorf("the proxy's stats tags are %v, want %v", tags, want)
+			}
+			ann := o.res.Pod.Annotations
+			if ann[AnnotationPrometheusScrape] != "true" || ann[AnnotationPrometheusPort] != "15090" || ann[AnnotationPrometheusPath] != "/stats/prometheus" {
+				t.Errorf("scrape annotations %v, want the proxy's stats port and path", ann)
+			}
+		}},
+		{name: "own-metrics-annotations", check: func(t *testing.T, o outcome) {
+			wantInjected(t, o, ModeNativeSidecar)
+			ann := o.res.Pod.Annotations
+			if ann[AnnotationPrometheusPort] != "9102" || ann[AnnotationPrometheusPath] != "" {
+				t.Errorf("the application's scrape annotations were changed: %v", ann)
+			}
+			if len(o.res.Warnings) != 1 || !strings.Contains(o.res.Warnings[0], "PodMonitor") {
+				t.Errorf("warnings %q, want one saying how the proxy's metrics are scraped", o.res.Warnings)
 			}
 		}},
 		{name: "annotation-opt-out", check: func(t *testing.T, o outcome) { wantSkipped(t, o, SkipOptedOut) }},

@@ -4,8 +4,10 @@ import (
 	"cmp"
 	"encoding/json"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 	"github.com/weft-mesh/weft/internal/identity"
@@ -218,4 +220,55 @@ func injectedMode(pod *corev1.Pod, recorded string) Mode {
 		return ModeProxyless
 	}
 	return ModeSidecar
+}
+
+// Owner is the workload a pod belongs to, as users name it: the
+// Deployment (or Argo Rollouts Rollout) behind a ReplicaSet's pods, the
+// StatefulSet, DaemonSet, Job or other controller, or the pod itself.
+type Owner struct {
+	Kind string
+	Name string
+	// Revision is the pod template hash of a Deployment's or Rollout's
+	// pods, which tells a canary's pods from the stable ones; empty for
+	// other workloads.
+	Revision string
+}
+
+// pod-template-hash labels: Kubernetes' ReplicaSets under a Deployment, and
+// Argo Rollouts' under a Rollout.
+var templateHashLabels = []string{"pod-template-hash", "rollouts-pod-template-hash"}
+
+// OwnerOf names the workload of pod from its controller reference, read at
+// admission as well as later: a ReplicaSet named <name>-<hash> whose pods
+// carry that hash belongs to Deployment (or Rollout) <name>. A pod without
+// a controller is its own workload.
+func OwnerOf(pod *corev1.Pod) Owner {
+	var ref *metav1.OwnerReference
+	for i := range pod.OwnerReferences {
+		if r := &pod.OwnerReferences[i]; r.Controller != nil && *r.Controller {
+			ref = r
+			break
+		}
+	}
+	if ref == nil {
+		name := pod.Name
+		if name == "" {
+			name = strings.TrimSuffix(pod.GenerateName, "-")
+		}
+		return Owner{Kind: "Pod", Name: name}
+	}
+	if ref.Kind == "ReplicaSet" {
+		for _, l := range templateHashLabels {
+			if hash := pod.Labels[l]; hash != "" {
+				if name, ok := strings.CutSuffix(ref.Name, "-"+hash); ok && name != "" {
+					kind := "Deployment"
+					if l == "rollouts-pod-template-hash" {
+						kind = "Rollout"
+					}
+					return Owner{Kind: kind, Name: name, Revision: hash}
+				}
+			}
+		}
+	}
+	return Owner{Kind: ref.Kind, Name: ref.Name}
 }

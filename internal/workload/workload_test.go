@@ -5,6 +5,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 	"github.com/weft-mesh/weft/internal/workload"
@@ -143,6 +144,29 @@ func TestOfProxyVersion(t *testing.T) {
 	} {
 		if got := workload.Of(tc.pod, nil).ProxyVersion; got != tc.want {
 			t.Errorf("%s: ProxyVersion %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestOwnerOf(t *testing.T) {
+	ctrl := func(kind, name string) []metav1.OwnerReference {
+		return []metav1.OwnerReference{{Kind: kind, Name: name, Controller: ptr.To(true)}}
+	}
+	for _, c := range []struct {
+		name string
+		pod  corev1.Pod
+		want workload.Owner
+	}{
+		{"Deployment", corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "checkout-v2-5d8f7c9b4-x2x9k", Labels: map[string]string{"pod-template-hash": "5d8f7c9b4"}, OwnerReferences: ctrl("ReplicaSet", "checkout-v2-5d8f7c9b4")}}, workload.Owner{Kind: "Deployment", Name: "checkout-v2", Revision: "5d8f7c9b4"}},
+		{"at admission, before the name", corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: "checkout-v2-5d8f7c9b4-", Labels: map[string]string{"pod-template-hash": "5d8f7c9b4"}, OwnerReferences: ctrl("ReplicaSet", "checkout-v2-5d8f7c9b4")}}, workload.Owner{Kind: "Deployment", Name: "checkout-v2", Revision: "5d8f7c9b4"}},
+		{"Argo Rollouts", corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"rollouts-pod-template-hash": "7b9c"}, OwnerReferences: ctrl("ReplicaSet", "checkout-7b9c")}}, workload.Owner{Kind: "Rollout", Name: "checkout", Revision: "7b9c"}},
+		{"bare ReplicaSet", corev1.Pod{ObjectMeta: metav1.ObjectMeta{OwnerReferences: ctrl("ReplicaSet", "batch")}}, workload.Owner{Kind: "ReplicaSet", Name: "batch"}},
+		{"StatefulSet", corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "db-0", OwnerReferences: ctrl("StatefulSet", "db")}}, workload.Owner{Kind: "StatefulSet", Name: "db"}},
+		{"a non-controller owner is not the workload", corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "solo", OwnerReferences: []metav1.OwnerReference{{Kind: "ConfigMap", Name: "x"}}}}, workload.Owner{Kind: "Pod", Name: "solo"}},
+		{"bare pod at admission", corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: "debug-"}}, workload.Owner{Kind: "Pod", Name: "debug"}},
+	} {
+		if got := workload.OwnerOf(&c.pod); got != c.want {
+			t.Errorf("%s: OwnerOf = %+v, want %+v", c.name, got, c.want)
 		}
 	}
 }
