@@ -76,7 +76,12 @@ lint: $(GOLANGCI_LINT) ## golangci-lint with .golangci.yml.
 .PHONY: test
 test: verify-generated vet envtest ## Everything CI runs: generated-file check, vet, unit, envtest and e2e tests, and the canary tools' suite.
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test $(GO_TEST_FLAGS) $(PKGS)
-	$(MAKE) test-canary
+	$(MAKE) test-canary test-promql
+
+# e2e/promql is a module of its own too (Prometheus's dependencies).
+.PHONY: test-promql
+test-promql: ## The canary metric templates (config/canary) evaluated by Prometheus's PromQL engine.
+	cd e2e/promql && go vet ./... && go test $(GO_TEST_FLAGS) ./...
 
 # e2e/canary is a module of its own (the canary tools' dependencies stay out
 # of Weft's go.mod); Flagger's module is prepared by hack/flagger-src.sh.
