@@ -267,9 +267,14 @@ func (r *smiReporter) report(want []ingest.ExternalStatus) {
 			continue
 		}
 		r.told[s.Ref] = s
+		// The resourceVersion in the reference makes each version of the
+		// split an event of its own: client-go's event recorder folds
+		// events with the same regarding object, reason and action into
+		// one series that keeps the first note, which would hide the
+		// weights of every later step.
 		regarding := &metav1.PartialObjectMetadata{
 			TypeMeta:   metav1.TypeMeta{APIVersion: s.APIVersion, Kind: s.Ref.Kind},
-			ObjectMeta: metav1.ObjectMeta{Namespace: s.Ref.Namespace, Name: s.Ref.Name, UID: s.UID},
+			ObjectMeta: metav1.ObjectMeta{Namespace: s.Ref.Namespace, Name: s.Ref.Name, UID: s.UID, ResourceVersion: s.ResourceVersion},
 		}
 		if s.Ready.Status == metav1.ConditionTrue {
 			r.recorder.Eventf(regarding, nil, corev1.EventTypeNormal, meshv1alpha1.ReasonAccepted, "Route", "%s", s.Ready.Message)

@@ -3,8 +3,11 @@
 // workloads (a checkout Service with v1 and v2 backends and a web client),
 // all inside a private network namespace. It then moves a canary through
 // its steps (90/10 → 50/50 → 0/100 by default), printing the split the
-// client actually observes, and keeps serving until interrupted so that
-// the objects can be inspected and changed with kubectl.
+// client actually observes; then hands checkout to a canary controller
+// that writes an SMI TrafficSplit as Argo Rollouts does and steps it on the
+// canary's success rate, promoting a healthy canary and rolling back a
+// failing one; and keeps serving until interrupted so that the objects can
+// be inspected and changed with kubectl.
 //
 // Run it with `make demo` (DEMO_ARGS passes flags). It shares its cluster
 // in a box with the e2e tests (e2e/cluster), so the demo shows what the
@@ -16,6 +19,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -39,6 +43,13 @@ type options struct {
 	duration, hold, interval     time.Duration
 	calls                        int
 	steps                        [][2]int32
+	// gated runs two canaries the way a canary tool does after the manual
+	// steps: a healthy one promoted, a failing one rolled back.
+	gated      bool
+	gateSteps  []int32
+	minSuccess float64
+	// out receives what the demo prints (stdout).
+	out io.Writer
 }
 
 func main() {
@@ -52,10 +63,19 @@ func main() {
 	flag.DurationVar(&o.hold, "hold", 6*time.Second, "How long each canary step lasts.")
 	flag.DurationVar(&o.interval, "interval", 2*time.Second, "How often the observed split is printed.")
 	flag.IntVar(&o.calls, "calls", 500, "Calls per observation.")
+	flag.BoolVar(&o.gated, "gated", true, "After the manual steps, hand checkout to a canary controller: SMI TrafficSplit weights stepped on the canary's success rate, one canary promoted and a failing one rolled back.")
+	var gateSteps string
+	flag.StringVar(&gateSteps, "gate-steps", "10,25,50,100", "Canary weights of the gated canaries, in order.")
+	flag.Float64Var(&o.minSuccess, "min-success", 99, "The gate: the canary's success rate (percent) over a step's hold must be at least this.")
 	flag.Parse()
+	o.out = os.Stdout
 	var err error
 	if o.steps, err = parseSteps(steps); err != nil {
 		fmt.Fprintln(os.Stderr, "weft-demo:", err)
+		os.Exit(2)
+	}
+	if o.gateSteps, err = parseWeights(gateSteps); err != nil {
+		fmt.Fprintln(os.Stderr, "weft-demo: --gate-steps:", err)
 		os.Exit(2)
 	}
 
@@ -94,7 +114,7 @@ func parseSteps(s string) ([][2]int32, error) {
 func run(ctx context.Context, o options, sb *cluster.Sandbox) error {
 	began := time.Now()
 	say := func(format string, args ...any) {
-		fmt.Printf("[%6.1fs] %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
+		fmt.Fprintf(o.out, "[%6.1fs] %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
 	}
 	root, err := filepath.Abs(o.repoRoot)
 	if err != nil {
@@ -175,7 +195,7 @@ func run(ctx context.Context, o options, sb *cluster.Sandbox) error {
 		kubectl = rel
 	}
 	inspect := fmt.Sprintf("export KUBECONFIG=%s; %s get ts,rp,cb,ap,mi,pods,svc -A", kubeconfig, kubectl)
-	fmt.Printf("\nInspect the cluster from another terminal:\n  %s\n\n", inspect)
+	fmt.Fprintf(o.out, "\nInspect the cluster from another terminal:\n  %s\n\n", inspect)
 
 	conn, err := web.Conn(fmt.Sprintf("checkout.%s.svc.cluster.local:%d", ns, port))
 	if err != nil {
@@ -244,9 +264,20 @@ func run(ctx context.Context, o options, sb *cluster.Sandbox) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
+	if o.gated {
+		g := &gate{o: o, c: c, say: say, observe: observe, canary: pods[2], ns: ns}
+		if err := g.run(ctx); err != nil {
+			return err
+		}
+		say("gated canaries done. Still serving; change the SMI split and watch the client follow it, e.g.:")
+		fmt.Fprintf(o.out, "  %s; %s patch trafficsplits.split.smi-spec.io checkout -n %s --type merge -p '{\"spec\":{\"backends\":[{\"service\":\"checkout-v2\",\"weight\":\"30\"},{\"service\":\"checkout-v1\",\"weight\":\"70\"}]}}'\n", "export KUBECONFIG="+kubeconfig, kubectl, ns)
+		fmt.Fprintln(o.out, "Press Ctrl-C to stop.")
+		<-ctx.Done()
+		return ctx.Err()
+	}
 	say("canary done. Still serving; change the split and watch the client follow it, e.g.:")
-	fmt.Printf("  %s; %s patch ts checkout-canary -n %s --type merge -p '{\"spec\":{\"backends\":[{\"service\":\"checkout-v1\",\"weight\":30},{\"service\":\"checkout-v2\",\"weight\":70}]}}'\n", "export KUBECONFIG="+kubeconfig, kubectl, ns)
-	fmt.Println("Press Ctrl-C to stop.")
+	fmt.Fprintf(o.out, "  %s; %s patch ts checkout-canary -n %s --type merge -p '{\"spec\":{\"backends\":[{\"service\":\"checkout-v1\",\"weight\":30},{\"service\":\"checkout-v2\",\"weight\":70}]}}'\n", "export KUBECONFIG="+kubeconfig, kubectl, ns)
+	fmt.Fprintln(o.out, "Press Ctrl-C to stop.")
 	last := ""
 	wait.NonSlidingUntilWithContext(ctx, func(ctx context.Context) {
 		if err := c.Client.Get(ctx, key, ts); err != nil {
@@ -264,6 +295,19 @@ func run(ctx context.Context, o options, sb *cluster.Sandbox) error {
 		}
 	}, o.interval)
 	return ctx.Err()
+}
+
+// parseWeights reads "10,25,50,100".
+func parseWeights(s string) ([]int32, error) {
+	var out []int32
+	for _, f := range strings.Split(s, ",") {
+		w, err := strconv.ParseInt(strings.TrimSpace(f), 10, 32)
+		if err != nil || w < 0 || w > 100 {
+			return nil, fmt.Errorf("%q: want weights from 0 to 100, comma-separated", f)
+		}
+		out = append(out, int32(w))
+	}
+	return out, nil
 }
 
 func stepsString(steps [][2]int32) string {

@@ -32,10 +32,12 @@ const maxSMIWeight = 1000000
 // its own (SMI's TrafficSplit): the controller reports it as an Event and
 // in its metrics, and never writes the object.
 type ExternalStatus struct {
-	Ref        ir.ObjectRef `json:"ref"`
-	UID        types.UID    `json:"uid,omitempty"`
-	APIVersion string       `json:"apiVersion"`
-	Generation int64        `json:"generation,omitempty"`
+	Ref ir.ObjectRef `json:"ref"`
+	UID types.UID    `json:"uid,omitempty"`
+	// ResourceVersion is the version of the object the verdict is about.
+	ResourceVersion string `json:"resourceVersion,omitempty"`
+	APIVersion      string `json:"apiVersion"`
+	Generation      int64  `json:"generation,omitempty"`
 	// Ready is True when the object is in effect; its reason and message
 	// say why not otherwise.
 	Ready metav1.Condition `json:"ready"`
@@ -168,7 +170,10 @@ func (s *state) smiStatuses() []ExternalStatus {
 				ready = c
 			}
 		}
-		out = append(out, ExternalStatus{Ref: sv.v.ref, UID: sv.obj.GetUID(), APIVersion: sv.obj.GetAPIVersion(), Generation: sv.obj.GetGeneration(), Ready: ready})
+		out = append(out, ExternalStatus{
+			Ref: sv.v.ref, UID: sv.obj.GetUID(), ResourceVersion: sv.obj.GetResourceVersion(), APIVersion: sv.obj.GetAPIVersion(),
+			Generation: sv.obj.GetGeneration(), Ready: ready,
+		})
 	}
 	slices.SortFunc(out, func(a, b ExternalStatus) int { return compareRefs(a.Ref, b.Ref) })
 	return out
