@@ -23,9 +23,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 	smiv1alpha1 "github.com/weft-mesh/weft/api/smi/split/v1alpha1"
 	smiv1alpha3 "github.com/weft-mesh/weft/api/smi/split/v1alpha3"
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 	"github.com/weft-mesh/weft/internal/testenv"
 	"github.com/weft-mesh/weft/internal/xds/xdstest"
 )

@@ -124,7 +124,7 @@ func (g *gate) writeSplit(ctx context.Context, canary int32) error {
 	g.split = &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "split.smi-spec.io/v1alpha1", "kind": "TrafficSplit",
 		"metadata": map[string]any{"namespace": g.ns, "name": "checkout"},
-		"spec": map[string]any{"service": "checkout", "backends": backends(canary)},
+		"spec":     map[string]any{"service": "checkout", "backends": backends(canary)},
 	}}
 	// Right after the CRD is installed its discovery may lag a moment.
 	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
