@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -74,7 +75,9 @@ func TestDemoGatedCanaries(t *testing.T) {
 	select {
 	case <-done:
 		cancel()
-		<-errc
+		if err := <-errc; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("the demo: %v", err)
+		}
 	case err := <-errc:
 		t.Fatalf("the demo ended before its gated canaries: %v\n%s", err, out)
 	}
