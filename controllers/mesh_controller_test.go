@@ -38,18 +38,7 @@ const (
 func TestMeshControlPlane(t *testing.T) {
 	h := startHarness(t)
 	ctx := t.Context()
-	h.create(t,
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"weft.dev/inject": "enabled"}}},
-		&meshv1alpha1.MeshIdentity{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1alpha1.MeshIdentitySpec{
-			TrustDomain: "cluster.local", IssuerRef: meshv1alpha1.IssuerReference{Name: "mesh-ca"},
-		}},
-	)
-	v1 := h.pod(t, "shop", "checkout-v1-0", "checkout", "10.244.0.1", map[string]string{"app": "checkout", "version": "v1"})
-	v2 := h.pod(t, "shop", "checkout-v2-0", "checkout", "10.244.0.2", map[string]string{"app": "checkout", "version": "v2"})
-	h.pod(t, "shop", "web-0", "web", "10.244.1.1", map[string]string{"app": "web"})
-	h.service(t, "shop", "checkout", "10.96.0.10", map[string]string{"app": "checkout"}, v1, v2)
-	h.service(t, "shop", "checkout-v1", "10.96.0.11", map[string]string{"app": "checkout", "version": "v1"}, v1)
-	h.service(t, "shop", "checkout-v2", "10.96.0.12", map[string]string{"app": "checkout", "version": "v2"}, v2)
+	h.checkoutShop(t)
 	split := &meshv1alpha1.TrafficSplit{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "checkout-canary"},
 		Spec: meshv1alpha1.TrafficSplitSpec{Service: "checkout", Backends: []meshv1alpha1.TrafficSplitBackend{
@@ -341,6 +330,25 @@ func TestMeshControlPlane(t *testing.T) {
 		}
 		wait("update after the API server is back", map[string]uint32{v1Cluster: 10, v2Cluster: 90})
 	})
+}
+
+// checkoutShop creates namespace shop (meshed, with a MeshIdentity), pods
+// checkout-v1-0, checkout-v2-0 and web-0, and Services checkout (both
+// versions), checkout-v1 and checkout-v2.
+func (h *harness) checkoutShop(t *testing.T) {
+	t.Helper()
+	h.create(t,
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"weft.dev/inject": "enabled"}}},
+		&meshv1alpha1.MeshIdentity{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1alpha1.MeshIdentitySpec{
+			TrustDomain: "cluster.local", IssuerRef: meshv1alpha1.IssuerReference{Name: "mesh-ca"},
+		}},
+	)
+	v1 := h.pod(t, "shop", "checkout-v1-0", "checkout", "10.244.0.1", map[string]string{"app": "checkout", "version": "v1"})
+	v2 := h.pod(t, "shop", "checkout-v2-0", "checkout", "10.244.0.2", map[string]string{"app": "checkout", "version": "v2"})
+	h.pod(t, "shop", "web-0", "web", "10.244.1.1", map[string]string{"app": "web"})
+	h.service(t, "shop", "checkout", "10.96.0.10", map[string]string{"app": "checkout"}, v1, v2)
+	h.service(t, "shop", "checkout-v1", "10.96.0.11", map[string]string{"app": "checkout", "version": "v1"}, v1)
+	h.service(t, "shop", "checkout-v2", "10.96.0.12", map[string]string{"app": "checkout", "version": "v2"}, v2)
 }
 
 func setWeights(t *testing.T, h *harness, split *meshv1alpha1.TrafficSplit, w1, w2 int32) {

@@ -38,18 +38,7 @@ import (
 func TestSMITrafficSplits(t *testing.T) {
 	h := startHarness(t)
 	ctx := t.Context()
-	h.create(t,
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"weft.dev/inject": "enabled"}}},
-		&meshv1alpha1.MeshIdentity{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1alpha1.MeshIdentitySpec{
-			TrustDomain: "cluster.local", IssuerRef: meshv1alpha1.IssuerReference{Name: "mesh-ca"},
-		}},
-	)
-	v1 := h.pod(t, "shop", "checkout-v1-0", "checkout", "10.244.0.1", map[string]string{"app": "checkout", "version": "v1"})
-	v2 := h.pod(t, "shop", "checkout-v2-0", "checkout", "10.244.0.2", map[string]string{"app": "checkout", "version": "v2"})
-	h.pod(t, "shop", "web-0", "web", "10.244.1.1", map[string]string{"app": "web"})
-	h.service(t, "shop", "checkout", "10.96.0.10", map[string]string{"app": "checkout"}, v1, v2)
-	h.service(t, "shop", "checkout-v1", "10.96.0.11", map[string]string{"app": "checkout", "version": "v1"}, v1)
-	h.service(t, "shop", "checkout-v2", "10.96.0.12", map[string]string{"app": "checkout", "version": "v2"}, v2)
+	h.checkoutShop(t)
 	apexCluster := "outbound|80||checkout.shop.svc.cluster.local"
 
 	web := h.proxy(t, "web-0.shop", webID, map[string][]string{xdstest.ClusterType: nil, xdstest.ListenerType: nil})

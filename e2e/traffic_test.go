@@ -79,16 +79,9 @@ func (b *box) testCanaryStepsFromZero(t *testing.T) {
 		b.waitProgrammed(t, ts)
 	}
 	time.Sleep(300 * time.Millisecond)
-	calls := stop()
-	tally := cluster.NewTally()
-	for _, c := range calls {
-		tally.Add(c.Pod, c.Err)
-		if c.Err != nil {
-			t.Errorf("call at %s failed during the canary: %v", c.Start.Format("15:04:05.000"), c.Err)
-		}
-	}
-	if len(calls) > 0 {
-		tally.Elapsed = calls[len(calls)-1].Start.Sub(calls[0].Start)
+	tally, failed := cluster.TallyOf(stop())
+	for _, c := range failed {
+		t.Errorf("call at %s failed during the canary: %v", c.Start.Format("15:04:05.000"), c.Err)
 	}
 	t.Logf("0 → 10 → 50 → 100 → 0 under load: %s", tally)
 	if tally.Share("billing-v2-") == 0 || tally.Share("billing-v1-") == 0 {

@@ -307,16 +307,9 @@ func (b *box) canary(t *testing.T, apex, stable, canary string, step func(canary
 		})
 		t.Logf("canary at %d%%: calls followed within %s", w, time.Since(start).Round(time.Millisecond))
 	}
-	calls := stop()
-	tally := cluster.NewTally()
-	for _, c := range calls {
-		tally.Add(c.Pod, c.Err)
-		if c.Err != nil {
-			t.Errorf("call at %s failed during the canary: %v", c.Start.Format("15:04:05.000"), c.Err)
-		}
-	}
-	if len(calls) > 0 {
-		tally.Elapsed = calls[len(calls)-1].End.Sub(calls[0].Start)
+	tally, failed := cluster.TallyOf(stop())
+	for _, c := range failed {
+		t.Errorf("call at %s failed during the canary: %v", c.Start.Format("15:04:05.000"), c.Err)
 	}
 	t.Logf("under continuous calls through 0 → 10 → 50 → 100 → 0: %s", tally)
 	if tally.Calls < 100 || tally.Share(apex+"-canary-") == 0 {

@@ -185,3 +185,21 @@ func Background(ctx context.Context, conn grpc.ClientConnInterface, callers, max
 		return all
 	}
 }
+
+// TallyOf counts calls by the pod that answered and by status code, over
+// the time from the first call's start to the last one's end, and returns
+// the calls that failed.
+func TallyOf(calls []Call) (Tally, []Call) {
+	t := NewTally()
+	var failed []Call
+	for _, c := range calls {
+		t.Add(c.Pod, c.Err)
+		if c.Err != nil {
+			failed = append(failed, c)
+		}
+	}
+	if len(calls) > 0 {
+		t.Elapsed = calls[len(calls)-1].End.Sub(calls[0].Start)
+	}
+	return t, failed
+}
