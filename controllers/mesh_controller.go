@@ -178,6 +178,7 @@ func (r *MeshReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ct
 		since = start
 	}
 
+	r.smi.ensure(ctx)
 	b, err := listBundle(ctx, bundleSource{informers: r.informers, reader: r.Client, smi: r.smi.list}, r.ClusterDomain)
 	if err != nil {
 		return ctrl.Result{}, err

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
@@ -57,6 +58,30 @@ type smiSource struct {
 	watched *smiInformer
 	// current is what rebuilds read; nil while there is no CRD.
 	current atomic.Pointer[smiInformer]
+	// started is set once the first rebuild has looked for the CRD itself
+	// (see ensure).
+	started atomic.Bool
+}
+
+// smiStartTimeout bounds how long the first rebuild waits for SMI splits
+// to be listed (an API server that refuses the list, say for RBAC).
+const smiStartTimeout = 10 * time.Second
+
+// ensure makes the first rebuild see the SMI splits that exist: the CRD
+// watch may not have run yet when the mesh controller first rebuilds, and
+// a rebuild without them would push every proxy a configuration without
+// the splits, for a moment, at every controller start. Later rebuilds
+// rely on the CRD watch.
+func (s *smiSource) ensure(ctx context.Context) {
+	if s.started.Load() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, smiStartTimeout)
+	defer cancel()
+	if _, err := s.reconcile(ctx, reconcile.Request{NamespacedName: ktypes.NamespacedName{Name: SMICRDName}}); err != nil {
+		log.FromContext(ctx).Error(err, "reading SMI TrafficSplits at start; the CRD watch retries")
+	}
+	s.started.Store(true)
 }
 
 type smiInformer struct {
