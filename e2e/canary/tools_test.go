@@ -85,7 +85,7 @@ func TestCanaryTools(t *testing.T) {
 			// nothing to verify and must say so (nil), not fail.
 			ok, err := r.VerifyWeight(int32(w))
 			if err != nil || ok != nil && !*ok {
-				return fmt.Errorf("VerifyWeight(%d) = %v, %v", w, ok, err)
+				return fmt.Errorf("VerifyWeight(%d) = %v, %w", w, ok, err)
 			}
 			return nil
 		})
@@ -127,7 +127,7 @@ func TestCanaryTools(t *testing.T) {
 				// Flagger reads the weights back before it goes on.
 				p, cw, _, err := r.GetRoutes(cn)
 				if err != nil || p != 100-w || cw != w {
-					return fmt.Errorf("GetRoutes after SetRoutes(%d, %d) = %d, %d: %v", 100-w, w, p, cw, err)
+					return fmt.Errorf("GetRoutes after SetRoutes(%d, %d) = %d, %d: %w", 100-w, w, p, cw, err)
 				}
 				return nil
 			})
@@ -176,7 +176,7 @@ func flaggerGatewayAPI(t *testing.T, k *box) {
 		}
 		p, cw, _, err := r.GetRoutes(cn)
 		if err != nil || p != 100-w || cw != w {
-			return fmt.Errorf("GetRoutes after SetRoutes(%d, %d) = %d, %d: %v", 100-w, w, p, cw, err)
+			return fmt.Errorf("GetRoutes after SetRoutes(%d, %d) = %d, %d: %w", 100-w, w, p, cw, err)
 		}
 		return nil
 	})

@@ -222,7 +222,7 @@ func load(t *testing.T, targets []target) storage.Storage {
 					base.Set("job", "kubernetes-pods")
 					add := func(metric string, extra map[string]string, v float64) {
 						b := labels.NewBuilder(base.Labels())
-						b.Set(labels.MetricName, metric)
+						b.Set(model.MetricNameLabel, metric)
 						for k, val := range extra {
 							b.Set(k, val)
 						}
