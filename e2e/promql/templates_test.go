@@ -28,6 +28,7 @@ import (
 	"github.com/weft-mesh/weft/internal/inject"
 	"github.com/weft-mesh/weft/internal/ir"
 	"github.com/weft-mesh/weft/internal/testenv"
+	"github.com/weft-mesh/weft/internal/xds/translate"
 )
 
 // Scrapes are loaded every scrapeEvery from 0 to end; queries run at end
@@ -75,6 +76,12 @@ func TestEnvoyTemplates(t *testing.T) {
 	expect(t, "Flagger weft-request-success-rate (primary)", eval(t, st, flaggerQuery(t, flagger["weft-request-success-rate"], vars)), 100*pRate)
 	expect(t, "Flagger weft-request-duration-p99 (primary)", eval(t, st, flaggerQuery(t, flagger["weft-request-duration-p99"], vars)), pP99)
 
+	// The caller's view (docs/progressive-delivery.md): calls from
+	// workload checkout to Service payments, by the outbound cluster's
+	// stat name.
+	outRate, _ := envoyTruth(t, canary, translate.StatName(ir.ClusterName("payments.shop.svc.cluster.local", 8080)))
+	expect(t, "calls from checkout to payments not 5xx", eval(t, st, sourceViewQuery), outRate)
+
 	for _, c := range []struct{ pod, hash string }{{"ledger-bbb7c9-q4w8z", "bbb7c9"}, {"ledger-aaa4d2-m2n7p", "aaa4d2"}} {
 		rate, p99 := envoyTruth(t, pick(targets, c.pod), inbound)
 		args := map[string]string{"namespace": "shop", "rollout": "ledger", "canary-hash": c.hash}
@@ -82,6 +89,13 @@ func TestEnvoyTemplates(t *testing.T) {
 		expect(t, "Argo weft-request-success/latency-p99 "+c.hash, eval(t, st, argoQuery(argo["weft-request-success/latency-p99"], args)), p99)
 	}
 }
+
+// sourceViewQuery is the documented query for one caller's calls to one
+// Service.
+const sourceViewQuery = `
+  sum(rate(envoy_cluster_upstream_rq_xx{workload_namespace="shop", workload="checkout", envoy_cluster_name=~"outbound\\|[0-9]+\\|\\|payments_shop_svc_.+", envoy_response_code_class!="5"}[1m]))
+  /
+  sum(rate(envoy_cluster_upstream_rq_xx{workload_namespace="shop", workload="checkout", envoy_cluster_name=~"outbound\\|[0-9]+\\|\\|payments_shop_svc_.+"}[1m]))`
 
 // TestEnvoyGoldenMatchesTheInjector ties the golden exposition to the
 // product: its series carry exactly the stats tags the injector gives an
@@ -110,6 +124,14 @@ func TestEnvoyGoldenMatchesTheInjector(t *testing.T) {
 		}
 		if !found {
 			t.Errorf("%s: no inbound cluster %s in the golden", tg.pod, ir.InboundClusterName(8080))
+		}
+		// Outbound series carry the cluster's stat name, as translate
+		// sets it.
+		outbound := translate.StatName(ir.ClusterName("payments.shop.svc.cluster.local", 8080))
+		for _, m := range tg.families["envoy_cluster_upstream_rq_xx"].GetMetric() {
+			if n := label(m, "envoy_cluster_name"); n != ir.InboundClusterName(8080) && n != outbound {
+				t.Errorf("%s: cluster %q is neither the inbound cluster nor %q", tg.pod, n, outbound)
+			}
 		}
 	}
 }

@@ -3,6 +3,7 @@ package translate
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -36,6 +37,15 @@ func needsTLS(svc *ir.Service) bool {
 	return svc.MTLS == ir.MTLSStrict || svc.MTLS == ir.MTLSPermissive
 }
 
+// StatName is the name Envoy reports a cluster's statistics under (its
+// alt_stat_name): the cluster name with dots as underscores. Envoy's
+// default tag extraction takes a cluster's name up to the first dot, so
+// outbound|8080||checkout.shop.svc.cluster.local would become the tag
+// "outbound|8080||checkout" and spill the rest into the metric's name;
+// envoy_cluster_name="outbound|8080||checkout_shop_svc_cluster_local"
+// names the destination Service whole.
+func StatName(cluster string) string { return strings.ReplaceAll(cluster, ".", "_") }
+
 // outboundCluster is the EDS cluster of a Service port.
 func (b *builder) outboundCluster(svc *ir.Service, port *ir.Port, fl flavor) (*clusterv3.Cluster, error) {
 	c := &clusterv3.Cluster{
@@ -66,6 +76,9 @@ func (b *builder) originalDstCluster(svc *ir.Service, port *ir.Port) (*clusterv3
 // decorate adds what every cluster of a Service port carries: protocol
 // options, limits, outlier detection and mTLS.
 func (b *builder) decorate(c *clusterv3.Cluster, svc *ir.Service, port *ir.Port, proto ir.Protocol, fl flavor) error {
+	if fl == flavorEnvoy {
+		c.AltStatName = StatName(c.Name)
+	}
 	if proto == ir.ProtocolHTTP2 || proto == ir.ProtocolGRPC {
 		opts, err := b.http2Options()
 		if err != nil {

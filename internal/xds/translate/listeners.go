@@ -59,7 +59,9 @@ type hcmOptions struct {
 
 func (b *builder) hcm(o hcmOptions) (*listenerv3.Filter, error) {
 	h := &hcmv3.HttpConnectionManager{
-		StatPrefix:  o.statPrefix,
+		// Without dots, so that Envoy's tag extraction keeps the prefix
+		// whole (envoy_http_conn_manager_prefix), as for clusters.
+		StatPrefix:  StatName(o.statPrefix),
 		HttpFilters: append(append([]*hcmv3.HttpFilter(nil), o.filters...), b.router),
 	}
 	if o.rds != "" {
@@ -91,7 +93,7 @@ func (b *builder) hcm(o hcmOptions) (*listenerv3.Filter, error) {
 
 func (b *builder) tcpProxy(statPrefix, cluster string) (*listenerv3.Filter, error) {
 	cfg, err := toAny(&tcpproxyv3.TcpProxy{
-		StatPrefix:       statPrefix,
+		StatPrefix:       StatName(statPrefix),
 		ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster},
 		AccessLog:        b.tcpLog,
 	})
