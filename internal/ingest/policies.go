@@ -64,6 +64,14 @@ func (s *state) applySplit(in splitInput, winner map[string]ir.ObjectRef) {
 		return
 	}
 	apexKey := in.namespace + "/" + in.service
+	apex := s.services[apexKey]
+	// A route on the apex outranks every split, so each is told of it.
+	if apex != nil {
+		if route := s.producerRouteOn(apex); route != nil {
+			v.reject(meshv1alpha1.ReasonOverridden, "%s routes Service %s and takes precedence over TrafficSplits; put the weights in its backendRefs or delete it", describe(*route), in.service)
+			return
+		}
+	}
 	if w, ok := winner[apexKey]; ok {
 		if w.Group == v.ref.Group {
 			v.reject(meshv1alpha1.ReasonConflicted, "%s, created earlier, already splits Service %s; only the oldest %s of an apex Service is in effect", describe(w), in.service, kindName(w))
@@ -73,13 +81,8 @@ func (s *state) applySplit(in splitInput, winner map[string]ir.ObjectRef) {
 		return
 	}
 	winner[apexKey] = v.ref
-	apex := s.services[apexKey]
 	if apex == nil {
 		v.unresolved(meshv1alpha1.ReasonTargetNotFound, "spec.service: Service %s/%s does not exist", in.namespace, in.service)
-		return
-	}
-	if route := s.producerRouteOn(apex); route != nil {
-		v.reject(meshv1alpha1.ReasonOverridden, "%s routes Service %s and takes precedence over TrafficSplits; put the weights in its backendRefs or delete it", describe(*route), in.service)
 		return
 	}
 	total := uint64(0)
