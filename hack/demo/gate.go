@@ -29,6 +29,7 @@ import (
 // goes on, and at 100 the canary is promoted; below, it rolls back to 0.
 type gate struct {
 	o       options
+	root    string // the repository, absolute
 	c       *cluster.Cluster
 	say     func(format string, args ...any)
 	observe func(label string)
@@ -45,7 +46,7 @@ const (
 
 func (g *gate) run(ctx context.Context) error {
 	g.say("handing checkout to a canary controller: installing SMI's TrafficSplit CRD (config/smi) into the running control plane")
-	if _, err := envtest.InstallCRDs(g.c.Config, envtest.CRDInstallOptions{Paths: []string{filepath.Join(g.o.repoRoot, "config", "smi")}, ErrorIfPathMissing: true}); err != nil {
+	if _, err := envtest.InstallCRDs(g.c.Config, envtest.CRDInstallOptions{Paths: []string{filepath.Join(g.root, "config", "smi")}, ErrorIfPathMissing: true}); err != nil {
 		return err
 	}
 	if err := g.writeSplit(ctx, 0); err != nil {

@@ -265,7 +265,7 @@ func run(ctx context.Context, o options, sb *cluster.Sandbox) error {
 		return ctx.Err()
 	}
 	if o.gated {
-		g := &gate{o: o, c: c, say: say, observe: observe, canary: pods[2], ns: ns}
+		g := &gate{o: o, root: root, c: c, say: say, observe: observe, canary: pods[2], ns: ns}
 		if err := g.run(ctx); err != nil {
 			return err
 		}
