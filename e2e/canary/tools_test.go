@@ -18,6 +18,7 @@ import (
 	"github.com/fluxcd/flagger/pkg/router"
 	smiclient "github.com/servicemeshinterface/smi-sdk-go/pkg/gen/client/split/clientset/versioned"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ktypes "k8s.io/apimachinery/pkg/types"
@@ -89,6 +90,34 @@ func TestCanaryTools(t *testing.T) {
 			}
 			return nil
 		})
+
+		// Mid-canary, the controller is killed and started again, as a
+		// node failure would: calls keep flowing on the last weights, the
+		// restarted controller pushes the SMI split it finds (not the apex
+		// alone), and the tool's next step reaches the clients.
+		must(t, r.SetWeight(50))
+		conn, err := k.web.Conn(fmt.Sprintf("checkout.%s.svc.cluster.local:%d", appNS, port))
+		must(t, err)
+		k.follows(t, conn, "checkout", 50)
+		stop := cluster.Background(t.Context(), conn, 4, 50000, 5*time.Second)
+		k.KillController()
+		must(t, k.StartController(t.Context()))
+		deadline := time.Now().Add(2 * time.Second)
+		for time.Now().Before(deadline) {
+			lctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			tl := cluster.Load(lctx, conn, 400, 4, 5*time.Second)
+			cancel()
+			if got := tl.Share("checkout-canary-"); tl.Failed() > 0 || got < shareBounds[50][0] || got > shareBounds[50][1] {
+				t.Errorf("after the controller restart the calls left the 50%% split: %s", tl)
+			}
+		}
+		must(t, r.SetWeight(0))
+		k.follows(t, conn, "checkout", 0)
+		tally, failed := cluster.TallyOf(stop())
+		for _, c := range failed {
+			t.Errorf("call at %s failed across the controller restart: %v", c.Start.Format("15:04:05.000"), c.Err)
+		}
+		t.Logf("across the controller restart: %s", tally)
 	})
 
 	t.Run("Flagger Gateway API (gatewayapi:v1, Service parent)", func(t *testing.T) { flaggerGatewayAPI(t, k) })
@@ -297,15 +326,7 @@ func (b *box) canary(t *testing.T, apex, stable, canary string, step func(canary
 		if err := step(w); err != nil {
 			t.Fatalf("step to %d%%: %v", w, err)
 		}
-		bounds := shareBounds[w]
-		lo, hi := bounds[0], bounds[1]
-		start := time.Now()
-		eventually(t, 10*time.Second, fmt.Sprintf("calls follow canary weight %d%%", w), func() (bool, string) {
-			tl := share(400)
-			got := tl.Share(apex + "-canary-")
-			return tl.Failed() == 0 && got >= lo && got <= hi, tl.String()
-		})
-		t.Logf("canary at %d%%: calls followed within %s", w, time.Since(start).Round(time.Millisecond))
+		b.follows(t, conn, apex, w)
 	}
 	tally, failed := cluster.TallyOf(stop())
 	for _, c := range failed {
@@ -315,6 +336,22 @@ func (b *box) canary(t *testing.T, apex, stable, canary string, step func(canary
 	if tally.Calls < 100 || tally.Share(apex+"-canary-") == 0 {
 		t.Errorf("the continuous callers should have made calls on both versions: %s", tally)
 	}
+}
+
+// follows waits until samples of 400 calls to the apex land on its canary
+// pods within the bounds of weight w, none failing.
+func (b *box) follows(t *testing.T, conn grpc.ClientConnInterface, apex string, w int) {
+	t.Helper()
+	bounds := shareBounds[w]
+	start := time.Now()
+	eventually(t, 10*time.Second, fmt.Sprintf("calls follow canary weight %d%%", w), func() (bool, string) {
+		lctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		defer cancel()
+		tl := cluster.Load(lctx, conn, 400, 4, 5*time.Second)
+		got := tl.Share(apex + "-canary-")
+		return tl.Failed() == 0 && got >= bounds[0] && got <= bounds[1], tl.String()
+	})
+	t.Logf("canary at %d%%: calls followed within %s", w, time.Since(start).Round(time.Millisecond))
 }
 
 // shareBounds are the canary's accepted shares of 400 calls at each
