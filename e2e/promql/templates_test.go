@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -27,7 +28,6 @@ import (
 
 	"github.com/weft-mesh/weft/internal/inject"
 	"github.com/weft-mesh/weft/internal/ir"
-	"github.com/weft-mesh/weft/internal/testenv"
 	"github.com/weft-mesh/weft/internal/xds/translate"
 )
 
@@ -308,13 +308,19 @@ func expect(t *testing.T, what string, got, want float64) {
 	}
 }
 
+// repoRoot is Weft's source tree, two levels above this file.
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
 // templates reads the shipped templates: Flagger's queries by template
 // name, Argo Rollouts' by "template/metric".
 func templates(t *testing.T) (flagger, argo map[string]string) {
 	t.Helper()
 	flagger, argo = map[string]string{}, map[string]string{}
 	for _, f := range []string{"flagger-metrictemplates.yaml", "argo-analysistemplates.yaml"} {
-		raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "canary", f))
+		raw, err := os.ReadFile(filepath.Join(repoRoot(), "config", "canary", f))
 		if err != nil {
 			t.Fatal(err)
 		}
