@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
@@ -301,10 +302,11 @@ func (r *smiReporter) report(want []ingest.ExternalStatus) {
 			TypeMeta:   metav1.TypeMeta{APIVersion: s.APIVersion, Kind: s.Ref.Kind},
 			ObjectMeta: metav1.ObjectMeta{Namespace: s.Ref.Namespace, Name: s.Ref.Name, UID: s.UID, ResourceVersion: s.ResourceVersion},
 		}
+		note := clipNote(s.Ready.Message)
 		if s.Ready.Status == metav1.ConditionTrue {
-			r.recorder.Eventf(regarding, nil, corev1.EventTypeNormal, meshv1alpha1.ReasonAccepted, "Route", "%s", s.Ready.Message)
+			r.recorder.Eventf(regarding, nil, corev1.EventTypeNormal, meshv1alpha1.ReasonAccepted, "Route", "%s", note)
 		} else {
-			r.recorder.Eventf(regarding, nil, corev1.EventTypeWarning, s.Ready.Reason, "Route", "%s", s.Ready.Message)
+			r.recorder.Eventf(regarding, nil, corev1.EventTypeWarning, s.Ready.Reason, "Route", "%s", note)
 		}
 	}
 	for ref := range r.told {
@@ -312,4 +314,21 @@ func (r *smiReporter) report(want []ingest.ExternalStatus) {
 			delete(r.told, ref)
 		}
 	}
+}
+
+// maxNote is the longest Event note the API server accepts (1 kB).
+const maxNote = 1024
+
+// clipNote cuts a message to maxNote bytes at a character boundary: the
+// API server refuses a longer note, and the event would be lost.
+func clipNote(msg string) string {
+	if len(msg) <= maxNote {
+		return msg
+	}
+	const more = " …"
+	cut := maxNote - len(more)
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return msg[:cut] + more
 }

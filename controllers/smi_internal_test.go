@@ -3,9 +3,13 @@ package controllers
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/config"
@@ -13,6 +17,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/weft-mesh/weft/internal/ingest"
+	"github.com/weft-mesh/weft/internal/ir"
 	"github.com/weft-mesh/weft/internal/testenv"
 )
 
@@ -71,5 +77,30 @@ func TestSMISplitsReadBeforeTheFirstRebuild(t *testing.T) {
 	}
 	if v := s.current.Load().gvk.Version; v != "v1alpha4" {
 		t.Errorf("reads SMI splits at %s, want the newest served version, v1alpha4", v)
+	}
+}
+
+// TestSMIEventNotesFitTheAPI: a verdict message longer than the 1 kB the
+// API server allows in an Event's note (a split with many missing
+// backends) is cut, not sent whole to be refused; each change of verdict
+// gives one Event and an unchanged one none.
+func TestSMIEventNotesFitTheAPI(t *testing.T) {
+	rec := events.NewFakeRecorder(10)
+	r := newSMIReporter(rec, NewMetrics(nil).SMISplitReady)
+	long := strings.Repeat("spec.backends[9].service: Service shop/ünknown does not exist; ", 40)
+	st := ingest.ExternalStatus{
+		Ref: ir.ObjectRef{Group: ingest.SMIGroup, Kind: "TrafficSplit", Namespace: "shop", Name: "checkout"}, UID: "u1", ResourceVersion: "7",
+		APIVersion: "split.smi-spec.io/v1alpha4", Generation: 2,
+		Ready: metav1.Condition{Type: "Ready", Status: metav1.ConditionFalse, Reason: "BackendNotFound", Message: long},
+	}
+	r.report([]ingest.ExternalStatus{st})
+	r.report([]ingest.ExternalStatus{st})
+	if n := len(rec.Events); n != 1 {
+		t.Fatalf("%d events for one verdict reported twice, want 1", n)
+	}
+	e := <-rec.Events
+	note := strings.TrimPrefix(e, "Warning BackendNotFound ")
+	if len(note) > maxNote || !utf8.ValidString(note) || !strings.HasPrefix(long, strings.TrimSuffix(note, " …")) {
+		t.Errorf("note of %d bytes (valid UTF-8: %v), want the message cut to at most %d", len(note), utf8.ValidString(note), maxNote)
 	}
 }
