@@ -126,41 +126,59 @@ func TestCanaryTools(t *testing.T) {
 	for _, version := range []string{"v1alpha3", "v1alpha2", "v1alpha1"} {
 		t.Run("Flagger SMI ("+version+")", func(t *testing.T) {
 			name := "podinfo-" + version
-			kube, err := kubernetes.NewForConfig(c.Config)
-			must(t, err)
-			fc, err := flaggerclient.NewForConfig(c.Config)
-			must(t, err)
-			// As Flagger's controller builds its router for a Canary with
-			// spec.provider smi:<version>, owner references on.
-			r := router.NewFactory(c.Config, kube, fc, "", "", zap.NewNop().Sugar(), fc, true).MeshRouter("smi:"+version, "")
+			r := flaggerRouter(t, k, "smi:"+version)
 			cn := &flaggerv1.Canary{
 				ObjectMeta: metav1.ObjectMeta{Namespace: appNS, Name: name, UID: ktypes.UID("f1a90000-0000-4000-8000-00000000000" + version[len(version)-1:])},
 				Spec: flaggerv1.CanarySpec{
 					TargetRef: flaggerv1.LocalObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: name},
 					Service:   flaggerv1.CanaryService{Port: port},
+					Analysis:  &flaggerv1.CanaryAnalysis{StepWeight: 10, MaxWeight: 50},
 				},
 			}
 			apex, primary, canary := cn.GetServiceNames()
-			reconciled := false
-			k.canary(t, apex, primary, canary, func(w int) error {
-				if !reconciled {
-					// Flagger creates the split at canary weight 0.
-					if err := r.Reconcile(cn); err != nil {
-						return err
-					}
-					reconciled = true
-				}
-				if err := r.SetRoutes(cn, 100-w, w, false); err != nil {
-					return err
-				}
-				// Flagger reads the weights back before it goes on.
-				p, cw, _, err := r.GetRoutes(cn)
-				if err != nil || p != 100-w || cw != w {
-					return fmt.Errorf("GetRoutes after SetRoutes(%d, %d) = %d, %d: %w", 100-w, w, p, cw, err)
-				}
-				return nil
-			})
+			k.canary(t, apex, primary, canary, flaggerStep(t, r, cn, nil))
 		})
+	}
+}
+
+// flaggerRouter is the router Flagger's controller builds for a Canary
+// with spec.provider set to provider, owner references on.
+func flaggerRouter(t *testing.T, k *box, provider string) router.Interface {
+	t.Helper()
+	kube, err := kubernetes.NewForConfig(k.Config)
+	must(t, err)
+	fc, err := flaggerclient.NewForConfig(k.Config)
+	must(t, err)
+	return router.NewFactory(k.Config, kube, fc, "", "", zap.NewNop().Sugar(), fc, true).MeshRouter(provider, "")
+}
+
+// flaggerStep does what Flagger's controller does on the tick that moves a
+// canary to weight w: reconcile the route or split (it creates it at
+// canary weight 0 the first time), set the weights, and read them back
+// before going on. In v1.36.1 the Gateway API router's tick that creates
+// the HTTPRoute also returns an error (its update path runs on the empty
+// object of the failed Get: "resource name may not be empty"); the next
+// tick finds the route and succeeds, and so does the step. reconciled,
+// when set, runs after each reconcile.
+func flaggerStep(t *testing.T, r router.Interface, cn *flaggerv1.Canary, reconciled func()) func(w int) error {
+	return func(w int) error {
+		if err := r.Reconcile(cn); err != nil {
+			t.Logf("Flagger's Reconcile: %v (its next tick retries)", err)
+			if err := r.Reconcile(cn); err != nil {
+				return err
+			}
+		}
+		if reconciled != nil {
+			reconciled()
+		}
+		if err := r.SetRoutes(cn, 100-w, w, false); err != nil {
+			return err
+		}
+		p, cw, _, err := r.GetRoutes(cn)
+		if err != nil || p != 100-w || cw != w {
+			return fmt.Errorf("GetRoutes after SetRoutes(%d, %d) = %d, %d: %w", 100-w, w, p, cw, err)
+		}
+		return nil
 	}
 }
 
@@ -168,11 +186,7 @@ func TestCanaryTools(t *testing.T) {
 // Service as the route's parent (GAMMA): Flagger writes the HTTPRoute and
 // its weights; Weft must accept the route and follow them.
 func flaggerGatewayAPI(t *testing.T, k *box) {
-	kube, err := kubernetes.NewForConfig(k.Config)
-	must(t, err)
-	fc, err := flaggerclient.NewForConfig(k.Config)
-	must(t, err)
-	r := router.NewFactory(k.Config, kube, fc, "", "", zap.NewNop().Sugar(), fc, true).MeshRouter("gatewayapi:v1", "")
+	r := flaggerRouter(t, k, "gatewayapi:v1")
 	name := "catalog"
 	svcPort := flaggergw.PortNumber(port)
 	cn := &flaggerv1.Canary{
@@ -187,28 +201,7 @@ func flaggerGatewayAPI(t *testing.T, k *box) {
 		},
 	}
 	apex, primary, canary := cn.GetServiceNames()
-	k.canary(t, apex, primary, canary, func(w int) error {
-		// Flagger's controller reconciles the route on every tick. In
-		// v1.36.1 the tick that creates it also returns an error (its
-		// update path runs on the empty object of the failed Get: "resource
-		// name may not be empty"), and the next tick finds the route and
-		// succeeds; so does this step.
-		if err := r.Reconcile(cn); err != nil {
-			t.Logf("Flagger's Reconcile: %v (its next tick retries)", err)
-			if err := r.Reconcile(cn); err != nil {
-				return err
-			}
-		}
-		k.routeAccepted(t, apex)
-		if err := r.SetRoutes(cn, 100-w, w, false); err != nil {
-			return err
-		}
-		p, cw, _, err := r.GetRoutes(cn)
-		if err != nil || p != 100-w || cw != w {
-			return fmt.Errorf("GetRoutes after SetRoutes(%d, %d) = %d, %d: %w", 100-w, w, p, cw, err)
-		}
-		return nil
-	})
+	k.canary(t, apex, primary, canary, flaggerStep(t, r, cn, func() { k.routeAccepted(t, apex) }))
 }
 
 // argoGatewayAPIPlugin steps an HTTPRoute the way Argo Rollouts' Gateway

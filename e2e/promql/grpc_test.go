@@ -160,10 +160,10 @@ func TestGRPCTemplates(t *testing.T) {
 		{namespace: "shop", pod: "ledger-aaa4d2-m2n7p", families: pf},
 	})
 	args := map[string]string{"namespace": "shop", "rollout": "ledger", "canary-hash": "bbb7c9"}
-	expect(t, "Argo weft-grpc-success/success-rate", eval(t, st, argoQuery(argo["weft-grpc-success/success-rate"], args)), ok/all)
-	expect(t, "Argo weft-grpc-success/latency-p99", eval(t, st, argoQuery(argo["weft-grpc-success/latency-p99"], args)), wantP99)
+	expect(t, "Argo weft-grpc-success/success-rate", eval(t, st, argoQuery(t, argo["weft-grpc-success/success-rate"], args)), ok/all)
+	expect(t, "Argo weft-grpc-success/latency-p99", eval(t, st, argoQuery(t, argo["weft-grpc-success/latency-p99"], args)), wantP99)
 	args["canary-hash"] = "aaa4d2"
-	expect(t, "Argo weft-grpc-success/success-rate (stable)", eval(t, st, argoQuery(argo["weft-grpc-success/success-rate"], args)), 1)
+	expect(t, "Argo weft-grpc-success/success-rate (stable)", eval(t, st, argoQuery(t, argo["weft-grpc-success/success-rate"], args)), 1)
 }
 
 // mergeHistograms adds b's buckets to a's (same bounds), as sum by (le)

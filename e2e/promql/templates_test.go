@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"sort"
@@ -85,8 +86,8 @@ func TestEnvoyTemplates(t *testing.T) {
 	for _, c := range []struct{ pod, hash string }{{"ledger-bbb7c9-q4w8z", "bbb7c9"}, {"ledger-aaa4d2-m2n7p", "aaa4d2"}} {
 		rate, p99 := envoyTruth(t, pick(targets, c.pod), inbound)
 		args := map[string]string{"namespace": "shop", "rollout": "ledger", "canary-hash": c.hash}
-		expect(t, "Argo weft-request-success/success-rate "+c.hash, eval(t, st, argoQuery(argo["weft-request-success/success-rate"], args)), rate)
-		expect(t, "Argo weft-request-success/latency-p99 "+c.hash, eval(t, st, argoQuery(argo["weft-request-success/latency-p99"], args)), p99)
+		expect(t, "Argo weft-request-success/success-rate "+c.hash, eval(t, st, argoQuery(t, argo["weft-request-success/success-rate"], args)), rate)
+		expect(t, "Argo weft-request-success/latency-p99 "+c.hash, eval(t, st, argoQuery(t, argo["weft-request-success/latency-p99"], args)), p99)
 	}
 }
 
@@ -375,17 +376,21 @@ func keys(m map[string]string) []string {
 	return out
 }
 
-// flaggerQuery renders a MetricTemplate query the way Flagger does: Go
-// text/template with namespace, target, interval (and friends) as
-// functions.
+// flaggerQuery renders a MetricTemplate query as Flagger v1.36.1 does
+// (pkg/metrics/observers/render.go, RenderQuery): Go text/template with
+// missingkey=error and the functions of MetricTemplateModel
+// (pkg/apis/flagger/v1beta1/metric.go, TemplateFunctions): name,
+// namespace, target, service, ingress, route and interval return the
+// model's fields, variables its map. This module does not import Flagger:
+// its observers package would compile every metrics provider Flagger has.
 func flaggerQuery(t *testing.T, q string, vars map[string]string) string {
 	t.Helper()
-	funcs := template.FuncMap{}
-	for _, name := range []string{"name", "namespace", "target", "service", "ingress", "interval"} {
+	funcs := template.FuncMap{"variables": func() map[string]string { return map[string]string{} }}
+	for _, name := range []string{"name", "namespace", "target", "service", "ingress", "route", "interval"} {
 		v := vars[name]
 		funcs[name] = func() string { return v }
 	}
-	tmpl, err := template.New("query").Funcs(funcs).Parse(q)
+	tmpl, err := template.New("tmpl").Option("missingkey=error").Funcs(funcs).Parse(q)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, q)
 	}
@@ -396,10 +401,20 @@ func flaggerQuery(t *testing.T, q string, vars map[string]string) string {
 	return out.String()
 }
 
-// argoQuery substitutes {{args.name}} as Argo Rollouts does.
-func argoQuery(q string, args map[string]string) string {
-	for k, v := range args {
-		q = strings.ReplaceAll(q, "{{args."+k+"}}", v)
-	}
-	return q
+// argoQuery resolves an AnalysisTemplate's arguments as Argo Rollouts
+// v1.10.1 does (utils/template/template.go, ResolveArgs): every {{tag}},
+// its spaces trimmed, must be "args.<name>" of a given argument, and an
+// unresolved one is an error.
+func argoQuery(t *testing.T, q string, args map[string]string) string {
+	t.Helper()
+	return argoTag.ReplaceAllStringFunc(q, func(tag string) string {
+		name := strings.TrimSpace(argoTag.FindStringSubmatch(tag)[1])
+		v, ok := args[strings.TrimPrefix(name, "args.")]
+		if !ok || !strings.HasPrefix(name, "args.") {
+			t.Fatalf("failed to resolve %s in\n%s", tag, q)
+		}
+		return v
+	})
 }
+
+var argoTag = regexp.MustCompile(`\{\{(.*?)\}\}`)
