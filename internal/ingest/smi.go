@@ -63,12 +63,19 @@ func (s *state) smiSplits() []splitInput {
 		}
 		raw, _, _ := unstructured.NestedSlice(o.Object, "spec", "backends")
 		weights := make([]resource.Quantity, 0, len(raw))
+		seen := make(map[string]int, len(raw))
 		for i, r := range raw {
 			m, _ := r.(map[string]any)
 			name, _ := m["service"].(string)
 			if name == "" {
 				v.reject(meshv1alpha1.ReasonUnsupportedValue, "spec.backends[%d].service: name a Service", i)
 			}
+			// The CRD's list is atomic, as SMI's is, so it may repeat a
+			// Service; a proxy's weighted route cannot.
+			if j, dup := seen[name]; dup && name != "" {
+				v.reject(meshv1alpha1.ReasonUnsupportedValue, "spec.backends[%d].service: Service %s is also spec.backends[%d]; list each backend once", i, name, j)
+			}
+			seen[name] = i
 			q, err := smiWeight(m["weight"])
 			if err != nil {
 				v.reject(meshv1alpha1.ReasonUnsupportedValue, "spec.backends[%d].weight: %v", i, err)
