@@ -91,7 +91,8 @@ test-promql: ## The canary metric templates (config/canary) evaluated by Prometh
 .PHONY: test-canary
 test-canary: envtest ## The canary tools' own code (Argo Rollouts, Flagger) driving the weft-controller binary (first build: a few minutes).
 	hack/flagger-src.sh >/dev/null
-	cd e2e/canary && go vet ./... && KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test $(GO_TEST_FLAGS) -v ./... 2>&1 | grep -v '^time=.*level=info'
+	go build -o $(BIN)/weft-controller ./cmd/weft-controller
+	cd e2e/canary && go vet ./... && WEFT_CONTROLLER_BINARY=$(BIN)/weft-controller KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test $(GO_TEST_FLAGS) -v ./... 2>&1 | grep -v '^time=.*level=info'
 
 .PHONY: test-e2e
 test-e2e: envtest ## Only the end-to-end suite: real gRPC xDS traffic through the weft-controller binary (about a minute).
