@@ -48,11 +48,12 @@ generate: $(CONTROLLER_GEN) ## Deepcopy code.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## CRDs (Weft's, and SMI's optional TrafficSplit in config/smi), RBAC and webhook configuration.
+manifests: $(CONTROLLER_GEN) ## CRDs (Weft's, and SMI's optional TrafficSplit in config/smi), RBAC, webhook configuration and Argo CD's health checks (config/argocd).
 	$(CONTROLLER_GEN) rbac:roleName=weft-controller webhook paths=./... \
 		output:rbac:artifacts:config=config/rbac output:webhook:artifacts:config=config/webhook
 	$(CONTROLLER_GEN) crd paths=./api/v1alpha1/... output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) crd paths=./api/smi/... output:crd:artifacts:config=config/smi
+	go run ./hack/argocd-health config/argocd
 
 .PHONY: verify-generated
 verify-generated: $(CONTROLLER_GEN) ## Fail when generated files differ from what generate+manifests make.

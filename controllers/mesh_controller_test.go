@@ -204,8 +204,8 @@ func TestMeshControlPlane(t *testing.T) {
 				strings.Contains(pi.Message, "(?<=a)b") && strings.Contains(pi.Message, "(?!x)y") &&
 				acc != nil && acc.Status == metav1.ConditionTrue && acc.ObservedGeneration == r.Generation, fmt.Sprintf("%+v", conds)
 		})
-		if len(conds) != 3 {
-			t.Errorf("conditions %+v, want Accepted, PartiallyInvalid and ResolvedRefs once each", conds)
+		if len(conds) != 4 || meta.FindStatusCondition(conds, "Programmed") == nil || meta.FindStatusCondition(conds, "ResolvedRefs") == nil {
+			t.Errorf("conditions %+v, want Accepted, PartiallyInvalid, Programmed and ResolvedRefs once each", conds)
 		}
 		// The good rule reaches the client proxy.
 		v2Routes := "checkout-v2.shop.svc.cluster.local:80"

@@ -86,6 +86,9 @@ func TestStatusAlwaysSettles(t *testing.T) {
 			programmed = map[ir.ObjectRef]metav1.Condition{split: {
 				Type: meshv1alpha1.ConditionProgrammed, Status: []metav1.ConditionStatus{"True", "False"}[r.IntN(2)],
 				Reason: meshv1alpha1.ReasonPending, Message: "waiting", ObservedGeneration: ts.Generation,
+			}, route: {
+				Type: meshv1alpha1.ConditionProgrammed, Status: []metav1.ConditionStatus{"True", "Unknown", "False"}[r.IntN(3)],
+				Reason: meshv1alpha1.ReasonPending, Message: "waiting", ObservedGeneration: hr.Generation,
 			}}
 		}
 		desired := status.Build(res, problems, programmed)

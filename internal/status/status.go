@@ -44,8 +44,8 @@ type Desired struct {
 }
 
 // Build works out every object's desired status. problems are what
-// translation left out; programmed is each policy's Programmed condition
-// (absent: not known yet). The inputs are not modified.
+// translation left out; programmed is each policy's and route's
+// Programmed condition (absent: not known yet). The inputs are not modified.
 func Build(res *ingest.Result, problems []translate.Problem, programmed map[ir.ObjectRef]metav1.Condition) Desired {
 	bySource := map[ir.ObjectRef][]translate.Problem{}
 	for _, p := range problems {
@@ -81,12 +81,26 @@ func Build(res *ingest.Result, problems []translate.Problem, programmed map[ir.O
 				conds = append(conds, condition(string(gwapiv1.RouteConditionPartiallyInvalid), metav1.ConditionTrue, string(gwapiv1.RouteReasonUnsupportedValue), dropped, rs.Generation))
 			}
 			conds = Merge(conds, rs.Generation)
+			accepted := false
+			if a := findCondition(conds, string(gwapiv1.RouteConditionAccepted)); a != nil && a.Status == metav1.ConditionTrue {
+				accepted = true
+			}
+			// Programmed says whether the proxies run what Weft made of
+			// an accepted parent; a parent that is not accepted has
+			// nothing programmed and gets no such condition.
+			if prog, ok := programmed[rs.Ref]; ok && prog.Type != "" && accepted {
+				conds = Merge(append(conds, prog), rs.Generation)
+			}
 			// The Gateway API sets PartiallyInvalid only on an accepted
 			// route: a route that is not accepted is wholly invalid.
-			if a := findCondition(conds, string(gwapiv1.RouteConditionAccepted)); a == nil || a.Status != metav1.ConditionTrue {
+			if !accepted {
 				conds = slices.DeleteFunc(conds, func(c metav1.Condition) bool {
 					return c.Type == string(gwapiv1.RouteConditionPartiallyInvalid)
 				})
+			}
+			// The API server refuses a parent entry without conditions.
+			if len(conds) == 0 {
+				conds = []metav1.Condition{condition(string(gwapiv1.RouteConditionAccepted), metav1.ConditionUnknown, meshv1alpha1.ReasonPending, "Weft has not decided on this parent yet", rs.Generation)}
 			}
 			p.Conditions = conds
 			next.Parents = append(next.Parents, p)

@@ -109,8 +109,8 @@ type Proxies interface {
 	Nacks() map[string]server.Nack
 }
 
-// Programmed works out the Programmed condition of every policy of the
-// ingest result: True once every connected proxy that has configuration
+// Programmed works out the Programmed condition of every policy and
+// route of the ingest result: True once every connected proxy that has configuration
 // acknowledged its current one; False with the proxy's error when one
 // refused resources the policy shaped (or, when no object is known to be
 // at fault, on every policy); False and Pending while some have not
@@ -149,27 +149,35 @@ func (p *Published) Programmed(px Proxies, prev map[ir.ObjectRef]metav1.Conditio
 			unattributed = msg
 		}
 	}
-	out := make(map[ir.ObjectRef]metav1.Condition, len(p.Result.Statuses))
-	for _, s := range p.Result.Statuses {
-		c := metav1.Condition{Type: meshv1alpha1.ConditionProgrammed, ObservedGeneration: s.Generation}
-		msg, isRejected := rejected[s.Ref]
+	out := make(map[ir.ObjectRef]metav1.Condition, len(p.Result.Statuses)+len(p.Result.Routes))
+	set := func(ref ir.ObjectRef, gen int64, waiting metav1.ConditionStatus) {
+		c := metav1.Condition{Type: meshv1alpha1.ConditionProgrammed, ObservedGeneration: gen}
+		msg, isRejected := rejected[ref]
 		if !isRejected && unattributed != "" {
 			msg, isRejected = unattributed, true
 		}
-		was, had := prev[s.Ref]
+		was, had := prev[ref]
 		switch {
 		case isRejected:
 			c.Status, c.Reason, c.Message = metav1.ConditionFalse, meshv1alpha1.ReasonRejected, msg
-		case had && was.Status == metav1.ConditionTrue && was.ObservedGeneration == s.Generation:
+		case had && was.Status == metav1.ConditionTrue && was.ObservedGeneration == gen:
 			c = was
 		case pending > 0:
 			// No counts in the message: it would change, and be written,
 			// at every ACK of a push.
-			c.Status, c.Reason, c.Message = metav1.ConditionFalse, meshv1alpha1.ReasonPending, "waiting for the connected proxies to acknowledge the current configuration"
+			c.Status, c.Reason, c.Message = waiting, meshv1alpha1.ReasonPending, "waiting for the connected proxies to acknowledge the current configuration"
 		default:
 			c.Status, c.Reason, c.Message = metav1.ConditionTrue, meshv1alpha1.ReasonProgrammed, fmt.Sprintf("every connected proxy (%d) runs the current configuration", connected)
 		}
-		out[s.Ref] = c
+		out[ref] = c
+	}
+	for _, s := range p.Result.Statuses {
+		set(s.Ref, s.Generation, metav1.ConditionFalse)
+	}
+	// A route's Programmed is Unknown while the push is under way, as the
+	// Gateway API has it for a Gateway's (reason Pending).
+	for _, rs := range p.Result.Routes {
+		set(rs.Ref, rs.Generation, metav1.ConditionUnknown)
 	}
 	return out
 }

@@ -35,12 +35,17 @@ type Client struct {
 	versions  map[string]string
 	responses map[string]int
 	// reject, when set for a type, makes the client NACK its next response.
-	reject  map[string]string
-	nonces  map[string]string
-	names   map[string][]string
-	err     error
-	updated chan struct{}
-	sendMu  sync.Mutex
+	reject map[string]string
+	// held, while hold is set, are the answers not yet sent, by type: a
+	// proxy that is slow to apply its configuration.
+	hold      bool
+	held      map[string]*discoverygrpc.DiscoveryRequest
+	heldDelta []*discoverygrpc.DeltaDiscoveryRequest
+	nonces    map[string]string
+	names     map[string][]string
+	err       error
+	updated   chan struct{}
+	sendMu    sync.Mutex
 }
 
 // DialProxy opens a delta ADS stream that behaves like Envoy: it subscribes
@@ -90,6 +95,36 @@ func (c *Client) RejectNext(typ, msg string) {
 	c.mu.Lock()
 	c.reject[typ] = msg
 	c.mu.Unlock()
+}
+
+// Hold makes the client keep its answers (ACKs and NACKs) to itself until
+// Release, as a proxy still applying its configuration does; it keeps
+// receiving.
+func (c *Client) Hold() {
+	c.mu.Lock()
+	c.hold = true
+	c.mu.Unlock()
+}
+
+// Release sends the latest held answer of each type and answers at once
+// again.
+func (c *Client) Release() error {
+	c.mu.Lock()
+	c.hold = false
+	held, heldDelta := c.held, c.heldDelta
+	c.held, c.heldDelta = nil, nil
+	c.mu.Unlock()
+	for _, r := range held {
+		if err := c.send(r); err != nil {
+			return err
+		}
+	}
+	for _, r := range heldDelta {
+		if err := c.sendDelta(r); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (c *Client) send(r *discoverygrpc.DiscoveryRequest) error {
@@ -218,6 +253,13 @@ func (c *Client) loop() {
 		if !nack {
 			follow = c.followLocked(typ)
 		}
+		hold := c.hold
+		if hold {
+			if c.held == nil {
+				c.held = map[string]*discoverygrpc.DiscoveryRequest{}
+			}
+			c.held[typ] = req
+		}
 		c.notify()
 		c.mu.Unlock()
 		for _, f := range follow {
@@ -225,6 +267,9 @@ func (c *Client) loop() {
 				c.fail(err)
 				return
 			}
+		}
+		if hold {
+			continue
 		}
 		if err := c.send(req); err != nil {
 			c.mu.Lock()

@@ -116,6 +116,10 @@ func (c *Client) deltaLoop() {
 			}
 		}
 		c.nonces[typ] = resp.GetNonce()
+		hold := c.hold
+		if hold {
+			c.heldDelta = append(c.heldDelta, req)
+		}
 		c.notify()
 		c.mu.Unlock()
 		if follow != nil {
@@ -123,6 +127,9 @@ func (c *Client) deltaLoop() {
 				c.fail(err)
 				return
 			}
+		}
+		if hold {
+			continue
 		}
 		if err := c.sendDelta(req); err != nil {
 			c.fail(err)
