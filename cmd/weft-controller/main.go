@@ -8,8 +8,11 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"math"
+	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -47,6 +50,9 @@ type options struct {
 	webhookCertDir                  string
 	enableWebhook                   bool
 	enableIdentity                  bool
+	tracingAddress                  string
+	tracingSampling                 float64
+	accessLog                       bool
 }
 
 func main() {
@@ -67,6 +73,9 @@ func main() {
 	flag.StringVar(&o.webhookCertDir, "webhook-cert-dir", "/var/run/weft/webhook", "Directory with the webhook serving certificate (tls.crt, tls.key).")
 	flag.BoolVar(&o.enableWebhook, "enable-injection", true, "Serve the sidecar injection webhook.")
 	flag.BoolVar(&o.enableIdentity, "enable-identity", true, "Run the MeshIdentity reconciler (needs cert-manager's CRDs).")
+	flag.StringVar(&o.tracingAddress, "tracing-address", "", "host:port of an OpenTelemetry collector (OTLP over gRPC) that sidecars report spans to; empty turns tracing off.")
+	flag.Float64Var(&o.tracingSampling, "tracing-sampling-percent", 1, "Share of requests traced, 0 to 100, when --tracing-address is set.")
+	flag.BoolVar(&o.accessLog, "access-log", true, "Sidecars write a JSON access log line per request on stdout.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	injectFlags := bindInjectFlags(flag.CommandLine)
@@ -125,11 +134,15 @@ func run(ctx context.Context, o options, inj *injectOptions) error {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 
+	topts, err := o.translateOptions()
+	if err != nil {
+		return err
+	}
 	mesh := &controllers.MeshReconciler{
 		Client:        mgr.GetClient(),
 		ClusterDomain: o.clusterDomain,
 		Debounce:      o.debounce,
-		Translate:     translate.Options{BlockUnknown: o.blockUnknown},
+		Translate:     topts,
 		Metrics:       controllers.NewMetrics(metrics.Registry),
 	}
 	xdsOpts := server.Options{
@@ -215,4 +228,22 @@ func (d *debugConfig) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(out)
+}
+
+// translateOptions are the flags that shape every proxy's configuration.
+func (o options) translateOptions() (translate.Options, error) {
+	t := translate.Options{BlockUnknown: o.blockUnknown, DisableAccessLog: !o.accessLog}
+	if o.tracingAddress == "" {
+		return t, nil
+	}
+	host, port, err := net.SplitHostPort(o.tracingAddress)
+	p, perr := strconv.ParseUint(port, 10, 16)
+	if err != nil || perr != nil || host == "" || p == 0 {
+		return t, fmt.Errorf("--tracing-address=%q: want host:port of the collector's OTLP gRPC port, e.g. otel-collector.observability.svc:4317", o.tracingAddress)
+	}
+	if o.tracingSampling < 0 || o.tracingSampling > 100 || math.IsNaN(o.tracingSampling) {
+		return t, fmt.Errorf("--tracing-sampling-percent=%v: want a share between 0 and 100", o.tracingSampling)
+	}
+	t.Tracing = &translate.Tracing{Address: host, Port: uint32(p), SamplingPercent: o.tracingSampling}
+	return t, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,5 +75,32 @@ func TestReadyzWithAnUnstartedInformerCache(t *testing.T) {
 	}
 	if err := probe(t, t.Context(), cacheSyncedCheck(c, 100*time.Millisecond), 5*time.Second); err == nil {
 		t.Fatal("ready although the cache never started")
+	}
+}
+
+// TestTranslateOptionsFromFlags checks the flags that shape every
+// proxy's configuration: tracing is off unless a collector is named, a
+// malformed address or sampling share is refused naming the flag.
+func TestTranslateOptionsFromFlags(t *testing.T) {
+	o := options{accessLog: true, tracingSampling: 1}
+	got, err := o.translateOptions()
+	if err != nil || got.Tracing != nil || got.DisableAccessLog {
+		t.Fatalf("defaults: %+v, %v; want no tracing, access log on", got, err)
+	}
+	o.tracingAddress, o.tracingSampling, o.accessLog = "otel.observability.svc:4317", 12.5, false
+	got, err = o.translateOptions()
+	if err != nil || got.Tracing == nil || got.Tracing.Address != "otel.observability.svc" || got.Tracing.Port != 4317 || got.Tracing.SamplingPercent != 12.5 || !got.DisableAccessLog {
+		t.Fatalf("tracing on: %+v (%+v), %v", got, got.Tracing, err)
+	}
+	for _, bad := range []options{
+		{tracingAddress: "otel.observability.svc", tracingSampling: 1},
+		{tracingAddress: "otel:0", tracingSampling: 1},
+		{tracingAddress: ":4317", tracingSampling: 1},
+		{tracingAddress: "otel:4317", tracingSampling: 101},
+		{tracingAddress: "otel:4317", tracingSampling: -1},
+	} {
+		if _, err := bad.translateOptions(); err == nil || !strings.Contains(err.Error(), "--tracing-") {
+			t.Errorf("%+v: error %v, want one naming the flag", bad, err)
+		}
 	}
 }
