@@ -48,15 +48,16 @@ generate: $(CONTROLLER_GEN) ## Deepcopy code.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## CRDs (Weft's, and SMI's optional TrafficSplit in config/smi), RBAC, webhook configuration and Argo CD's health checks (config/argocd).
+manifests: $(CONTROLLER_GEN) $(KUSTOMIZE) ## CRDs (Weft's, and SMI's optional TrafficSplit in config/smi), RBAC, webhook configuration, Argo CD's health checks (config/argocd) and the Helm chart's generated part (charts/weft).
 	$(CONTROLLER_GEN) rbac:roleName=weft-controller webhook paths=./... \
 		output:rbac:artifacts:config=config/rbac output:webhook:artifacts:config=config/webhook
 	$(CONTROLLER_GEN) crd paths=./api/v1alpha1/... output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) crd paths=./api/smi/... output:crd:artifacts:config=config/smi
 	go run ./hack/argocd-health config/argocd
+	$(KUSTOMIZE) build config/default | go run ./hack/helm-chart charts/weft config/smi/split.smi-spec.io_trafficsplits.yaml
 
 .PHONY: verify-generated
-verify-generated: $(CONTROLLER_GEN) ## Fail when generated files differ from what generate+manifests make.
+verify-generated: $(CONTROLLER_GEN) $(KUSTOMIZE) ## Fail when generated files differ from what generate+manifests make.
 	hack/verify-generated.sh
 
 ##@ Build and test
@@ -71,16 +72,26 @@ vet:
 	go vet ./...
 
 .PHONY: lint
-lint: $(GOLANGCI_LINT) ## golangci-lint with .golangci.yml, on Weft and on the e2e/canary and e2e/promql modules.
+lint: $(GOLANGCI_LINT) ## golangci-lint with .golangci.yml, on Weft and on the e2e/canary, e2e/promql and e2e/helm modules.
 	$(GOLANGCI_LINT) run ./...
 	hack/flagger-src.sh >/dev/null
 	cd e2e/canary && $(GOLANGCI_LINT) run ./...
 	cd e2e/promql && $(GOLANGCI_LINT) run ./...
+	cd e2e/helm && $(GOLANGCI_LINT) run ./...
 
 .PHONY: test
-test: verify-generated vet envtest ## Everything CI runs: generated-file check, vet, unit, envtest and e2e tests, and the canary tools' suite.
+test: verify-generated vet envtest ## Everything CI runs: generated-file check, vet, unit, envtest and e2e tests, the canary tools' suite, the metric templates and the Helm chart.
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test $(GO_TEST_FLAGS) $(PKGS)
-	$(MAKE) test-canary test-promql
+	$(MAKE) test-canary test-promql test-helm
+
+# e2e/helm is a module of its own (Helm's SDK and its dependencies).
+.PHONY: test-helm
+test-helm: envtest $(KUSTOMIZE) ## The Helm chart: helm lint, its defaults against config/default, and installs into a real API server.
+	cd e2e/helm && go vet ./... && KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: helm-package
+helm-package: ## Write the chart archive dist/weft-<version>.tgz with Helm's own packager.
+	cd e2e/helm && go run ./cmd/helm-package $(ROOT)/charts/weft $(ROOT)/dist
 
 # e2e/promql is a module of its own too (Prometheus's dependencies).
 .PHONY: test-promql

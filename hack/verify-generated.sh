@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-paths=(api/v1alpha1/zz_generated.deepcopy.go api/smi/split/v1alpha1/zz_generated.deepcopy.go api/smi/split/v1alpha2/zz_generated.deepcopy.go api/smi/split/v1alpha3/zz_generated.deepcopy.go api/smi/split/v1alpha4/zz_generated.deepcopy.go config/crd/bases config/smi/split.smi-spec.io_trafficsplits.yaml config/rbac/role.yaml config/webhook/manifests.yaml config/argocd/argocd-cm-patch.yaml config/argocd/argo-cd-values.yaml)
+paths=(api/v1alpha1/zz_generated.deepcopy.go api/smi/split/v1alpha1/zz_generated.deepcopy.go api/smi/split/v1alpha2/zz_generated.deepcopy.go api/smi/split/v1alpha3/zz_generated.deepcopy.go api/smi/split/v1alpha4/zz_generated.deepcopy.go config/crd/bases config/smi/split.smi-spec.io_trafficsplits.yaml config/rbac/role.yaml config/webhook/manifests.yaml config/argocd/argocd-cm-patch.yaml config/argocd/argo-cd-values.yaml charts/weft/crds charts/weft/templates)
 before="$(mktemp -d)"
 trap 'rm -rf "${before}"' EXIT
 for p in "${paths[@]}"; do
