@@ -17,7 +17,6 @@ import (
 	"helm.sh/helm/v4/pkg/action"
 	"helm.sh/helm/v4/pkg/chart/common"
 	"helm.sh/helm/v4/pkg/chart/common/util"
-	chart "helm.sh/helm/v4/pkg/chart/v2"
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	"helm.sh/helm/v4/pkg/chart/v2/lint/support"
 	"helm.sh/helm/v4/pkg/engine"
@@ -96,7 +95,6 @@ func render(t *testing.T, vals map[string]any, ns string) (crds, objs []*unstruc
 	return crds, objs
 }
 
-var _ = chart.APIVersionV2
 
 func decode(t *testing.T, name, text string) []*unstructured.Unstructured {
 	t.Helper()
@@ -206,7 +204,8 @@ func kustomize(t *testing.T) []*unstructured.Unstructured {
 // TestInstall applies the chart, as rendered with its default values and
 // with every option on, to a real API server the way Helm installs it
 // (the CRDs of crds/ first, then the rest), and checks that every object
-// is accepted and that the values reach the objects they are for.
+// is accepted, that the values reach the objects they are for, and that
+// weft-controller starts with the rendered arguments and RBAC.
 func TestInstall(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -244,15 +243,17 @@ func TestInstall(t *testing.T) {
 			if err := c.Get(ctx, client.ObjectKey{Namespace: "mesh-system", Name: "weft-controller"}, dep); err != nil {
 				t.Fatal(err)
 			}
-			args, _, _ := unstructured.NestedStringSlice(dep.Object, "spec", "template", "spec", "containers", "0", "args")
 			containers, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "containers")
-			args = nil
+			var args []string
 			for _, a := range containers[0].(map[string]any)["args"].([]any) {
 				args = append(args, a.(string))
 			}
 			if !slices.Contains(args, "--xds-address=weft-xds.mesh-system.svc:15010") || !slices.Contains(args, "--control-plane-namespace=mesh-system") {
 				t.Errorf("the controller is not pointed at its release namespace: %v", args)
 			}
+			// The controller starts from what the chart rendered, with
+			// the chart's RBAC.
+			startController(t, env, dep, "mesh-system")
 			if tc.vals == nil {
 				return
 			}
