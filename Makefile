@@ -54,7 +54,7 @@ manifests: $(CONTROLLER_GEN) $(KUSTOMIZE) ## CRDs (Weft's, and SMI's optional Tr
 	$(CONTROLLER_GEN) crd paths=./api/v1alpha1/... output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) crd paths=./api/smi/... output:crd:artifacts:config=config/smi
 	go run ./hack/argocd-health config/argocd
-	$(KUSTOMIZE) build config/default | go run ./hack/helm-chart charts/weft config/smi/split.smi-spec.io_trafficsplits.yaml
+	{ $(KUSTOMIZE) build config/default; echo ---; $(KUSTOMIZE) build config/webhook-certificate; } | go run ./hack/helm-chart charts/weft config/smi/split.smi-spec.io_trafficsplits.yaml
 
 .PHONY: verify-generated
 verify-generated: $(CONTROLLER_GEN) $(KUSTOMIZE) ## Fail when generated files differ from what generate+manifests make.

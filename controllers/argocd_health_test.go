@@ -229,13 +229,13 @@ func sample(t *testing.T, file string) client.Object {
 	return o
 }
 
-func serviceParent(name string, port int32) gwapiv1.ParentReference {
-	p := gwapiv1.PortNumber(port)
+func serviceParent(name string, port gwapiv1.PortNumber) gwapiv1.ParentReference {
+	p := port
 	return gwapiv1.ParentReference{Group: ptr.To(gwapiv1.Group("")), Kind: ptr.To(gwapiv1.Kind("Service")), Name: gwapiv1.ObjectName(name), Port: &p}
 }
 
-func backendRef(name string, port int32) gwapiv1.BackendRef {
-	p := gwapiv1.PortNumber(port)
+func backendRef(name string, port gwapiv1.PortNumber) gwapiv1.BackendRef {
+	p := port
 	return gwapiv1.BackendRef{BackendObjectReference: gwapiv1.BackendObjectReference{Name: gwapiv1.ObjectName(name), Port: &p}}
 }
 

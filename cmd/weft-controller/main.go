@@ -53,6 +53,10 @@ type options struct {
 	tracingAddress                  string
 	tracingSampling                 float64
 	accessLog                       bool
+	manageWebhookCert               bool
+	webhookSecret                   string
+	webhookService                  string
+	webhookConfiguration            string
 }
 
 func main() {
@@ -76,6 +80,10 @@ func main() {
 	flag.StringVar(&o.tracingAddress, "tracing-address", "", "host:port of an OpenTelemetry collector (OTLP over gRPC) that sidecars report spans to; empty turns tracing off.")
 	flag.Float64Var(&o.tracingSampling, "tracing-sampling-percent", 1, "Share of requests traced, 0 to 100, when --tracing-address is set.")
 	flag.BoolVar(&o.accessLog, "access-log", true, "Sidecars write a JSON access log line per request on stdout.")
+	flag.BoolVar(&o.manageWebhookCert, "manage-webhook-certificate", false, "Keep the injection webhook's CA and serving certificate in the Secret --webhook-secret, renew them, write them to --webhook-cert-dir and set the webhook configuration's caBundle (instead of cert-manager).")
+	flag.StringVar(&o.webhookSecret, "webhook-secret", "weft-webhook-tls", "Secret, in --control-plane-namespace, for --manage-webhook-certificate.")
+	flag.StringVar(&o.webhookService, "webhook-service", "weft-webhook", "Service the API server calls the webhook through; the certificate's name.")
+	flag.StringVar(&o.webhookConfiguration, "webhook-configuration", "weft-injector", "MutatingWebhookConfiguration whose caBundle --manage-webhook-certificate sets.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	injectFlags := bindInjectFlags(flag.CommandLine)
@@ -183,6 +191,11 @@ func run(ctx context.Context, o options, inj *injectOptions) error {
 		}
 	}
 	if o.enableWebhook {
+		if o.manageWebhookCert {
+			if err := setupWebhookCertificate(ctx, mgr, o, inj.cfg.ControlPlaneNamespace); err != nil {
+				return err
+			}
+		}
 		if err := setupInjection(mgr, inj); err != nil {
 			return err
 		}

@@ -1,16 +1,20 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"flag"
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/weft-mesh/weft/controllers"
 	"github.com/weft-mesh/weft/internal/inject"
+	"github.com/weft-mesh/weft/internal/webhookcert"
 	"github.com/weft-mesh/weft/webhooks"
 )
 
@@ -106,4 +110,26 @@ func setupIdentity(mgr ctrl.Manager) error {
 		return fmt.Errorf("setting up the MeshIdentity reconciler (is cert-manager installed? or run with --enable-identity=false): %w", err)
 	}
 	return nil
+}
+
+// setupWebhookCertificate makes the webhook's serving certificate before
+// the webhook server starts (it reads the files at start), and keeps it
+// renewed while the controller runs.
+func setupWebhookCertificate(ctx context.Context, mgr ctrl.Manager, o options, namespace string) error {
+	if namespace == "" {
+		return errors.New("--manage-webhook-certificate needs --control-plane-namespace, the namespace of its Secret")
+	}
+	c, err := client.New(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme()})
+	if err != nil {
+		return err
+	}
+	svc := o.webhookService + "." + namespace + ".svc"
+	m := &webhookcert.Manager{
+		Client: c, Namespace: namespace, SecretName: o.webhookSecret,
+		DNSNames: []string{svc, svc + ".cluster.local"}, Webhook: o.webhookConfiguration, CertDir: o.webhookCertDir,
+	}
+	if err := m.Ensure(ctx); err != nil {
+		return fmt.Errorf("making the webhook certificate: %w", err)
+	}
+	return mgr.Add(m)
 }

@@ -17,8 +17,8 @@ import (
 	"helm.sh/helm/v4/pkg/action"
 	"helm.sh/helm/v4/pkg/chart/common"
 	"helm.sh/helm/v4/pkg/chart/common/util"
-	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	"helm.sh/helm/v4/pkg/chart/v2/lint/support"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	"helm.sh/helm/v4/pkg/engine"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -94,7 +94,6 @@ func render(t *testing.T, vals map[string]any, ns string) (crds, objs []*unstruc
 	}
 	return crds, objs
 }
-
 
 func decode(t *testing.T, name, text string) []*unstructured.Unstructured {
 	t.Helper()
@@ -267,12 +266,15 @@ func TestInstall(t *testing.T) {
 			if r, _, _ := unstructured.NestedInt64(dep.Object, "spec", "replicas"); r != 3 {
 				t.Errorf("replicas %d, want 3", r)
 			}
-			// Without cert-manager for the webhook, the chart's own CA is
-			// in the webhook configuration and signs the Secret the
-			// controller mounts.
+			// Without cert-manager for the webhook, the controller made
+			// the certificate (in the Secret the flag names), and the
+			// webhook configuration trusts it.
+			if !slices.Contains(args, "--manage-webhook-certificate") {
+				t.Fatalf("webhook.certManager=false should turn on --manage-webhook-certificate: %v", args)
+			}
 			var sec corev1.Secret
 			if err := c.Get(ctx, client.ObjectKey{Namespace: "mesh-system", Name: "weft-webhook-tls"}, &sec); err != nil {
-				t.Fatalf("the generated webhook certificate: %v", err)
+				t.Fatalf("the controller's webhook certificate: %v", err)
 			}
 			wh := &unstructured.Unstructured{}
 			wh.SetAPIVersion("admissionregistration.k8s.io/v1")
@@ -284,14 +286,14 @@ func TestInstall(t *testing.T) {
 			for _, h := range hooks {
 				ca, _, _ := unstructured.NestedString(h.(map[string]any), "clientConfig", "caBundle")
 				if ca == "" || ca != b64(sec.Data["ca.crt"]) {
-					t.Errorf("webhook caBundle is not the generated CA")
+					t.Errorf("webhook caBundle is not the controller's CA")
 				}
 				if fp, _, _ := unstructured.NestedString(h.(map[string]any), "failurePolicy"); fp != "Ignore" {
 					t.Errorf("failurePolicy %q, want Ignore", fp)
 				}
 			}
 			if _, ok := wh.GetAnnotations()["cert-manager.io/inject-ca-from"]; ok {
-				t.Errorf("cert-manager would overwrite the generated caBundle: %v", wh.GetAnnotations())
+				t.Errorf("cert-manager would overwrite the controller's caBundle: %v", wh.GetAnnotations())
 			}
 			verifyServing(t, sec.Data["tls.crt"], sec.Data["ca.crt"], "weft-webhook.mesh-system.svc")
 		})

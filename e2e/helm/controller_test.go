@@ -23,12 +23,20 @@ import (
 )
 
 var (
-	buildOnce  sync.Once
-	binary     string
-	errBuild   error
-	buildDir   string
-	buildMutex sync.Mutex
+	buildOnce sync.Once
+	binary    string
+	errBuild  error
+	buildDir  string
 )
+
+// TestMain removes the controller binary the tests built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		_ = os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
 
 // controllerBinary is $WEFT_CONTROLLER_BINARY, or weft-controller built
 // from the tree once.
@@ -37,8 +45,6 @@ func controllerBinary(t *testing.T) string {
 	if b := os.Getenv("WEFT_CONTROLLER_BINARY"); b != "" {
 		return b
 	}
-	buildMutex.Lock()
-	defer buildMutex.Unlock()
 	buildOnce.Do(func() {
 		buildDir, errBuild = os.MkdirTemp("", "weft-helm-test")
 		if errBuild != nil {

@@ -1,6 +1,6 @@
 // Command helm-chart writes the parts of the Helm chart (charts/weft) that
-// config/ already says: it reads `kustomize build config/default` on
-// stdin and writes the CRDs to crds/ and every other object to
+// config/ already says: it reads `kustomize build config/default` and
+// `kustomize build config/webhook-certificate` on stdin and writes the CRDs to crds/ and every other object to
 // templates/zz_generated.*.yaml, with the namespace, images, replicas,
 // resources, security contexts, scheduling, certificates and controller
 // flags turned into values. `make manifests` runs it, so the chart and
@@ -121,20 +121,25 @@ var scalars = map[string]string{
 	"__CM_NS__":       "{{ .Values.meshCA.certManagerNamespace }}",
 	"__FAILURE__":     "{{ .Values.webhook.failurePolicy }}",
 	"__TIMEOUT__":     "{{ .Values.webhook.timeoutSeconds }}",
+	"__WEBHOOK_RO__":  "{{ .Values.webhook.certManager }}",
 }
 
 var blocks = map[string]string{
-	"__RESOURCES__":    ".Values.resources",
-	"__POD_SECCTX__":   ".Values.podSecurityContext",
-	"__SECCTX__":       ".Values.securityContext",
-	"__AFFINITY__":     ".Values.affinity",
-	"__POD_EXTRAS__":   "",
-	"__EXTRA_ARGS__":   "",
-	"__CA_BUNDLE__":    "",
-	"__INJECT_CA__":    "",
-	"__POD_ANNOTS__":   "",
-	"__WEBHOOK_CERT__": "",
+	"__RESOURCES__":      ".Values.resources",
+	"__POD_SECCTX__":     ".Values.podSecurityContext",
+	"__SECCTX__":         ".Values.securityContext",
+	"__AFFINITY__":       ".Values.affinity",
+	"__POD_EXTRAS__":     "",
+	"__EXTRA_ARGS__":     "",
+	"__CA_BUNDLE__":      "",
+	"__INJECT_CA__":      "",
+	"__POD_ANNOTS__":     "",
+	"__WEBHOOK_VOLUME__": "",
 }
+
+// webhookSecret is the Secret cert-manager writes the webhook's serving
+// certificate to, as config/ names it.
+var webhookSecret string
 
 // template turns one rendered object into a template.
 func template(u *unstructured.Unstructured) (string, error) {
@@ -156,7 +161,6 @@ func template(u *unstructured.Unstructured) (string, error) {
 			w := webhooks[i].(map[string]any)
 			w["failurePolicy"] = "__FAILURE__"
 			w["timeoutSeconds"] = "__TIMEOUT__"
-			w["clientConfig"].(map[string]any)["zzCABundle"] = "__CA_BUNDLE__"
 		}
 		if err := unstructured.SetNestedSlice(u.Object, webhooks, "webhooks"); err != nil {
 			return "", err
@@ -171,8 +175,12 @@ func template(u *unstructured.Unstructured) (string, error) {
 	case (kind == "Certificate" || kind == "Issuer") && strings.HasPrefix(name, "weft-webhook") ||
 		kind == "Issuer" && name == "weft-selfsigned":
 		// The webhook's serving certificate from cert-manager; without
-		// it, the chart generates one (see the webhook configuration).
+		// it, the controller keeps one (--manage-webhook-certificate).
 		wrap = ".Values.webhook.certManager"
+	case name == "weft-webhook-certificate":
+		// config/webhook-certificate: the RBAC of
+		// --manage-webhook-certificate.
+		wrap = "not .Values.webhook.certManager"
 	case kind == "ClusterIssuer" || kind == "Certificate" && name == "weft-mesh-root":
 		// The mesh's root CA; off when another issuer signs workloads.
 		wrap = ".Values.meshCA.create"
@@ -192,9 +200,6 @@ func template(u *unstructured.Unstructured) (string, error) {
 		return "", err
 	}
 	text := expand(string(b))
-	if kind == "MutatingWebhookConfiguration" {
-		text = webhookCertPrelude + text
-	}
 	if wrap != "" {
 		text = "{{- if " + wrap + " }}\n" + text + "{{- end }}\n"
 	}
@@ -225,7 +230,35 @@ func deployment(u *unstructured.Unstructured) error {
 	c["resources"] = "__RESOURCES__"
 	c["securityContext"] = "__SECCTX__"
 	c["args"] = append(c["args"].([]any), "__EXTRA_ARGS__")
-	return unstructured.SetNestedSlice(u.Object, containers, append(pod, "containers")...)
+	for _, vm := range c["volumeMounts"].([]any) {
+		if m := vm.(map[string]any); m["name"] == "webhook-cert" {
+			// The controller writes its own certificate there.
+			m["readOnly"] = "__WEBHOOK_RO__"
+		}
+	}
+	if err := unstructured.SetNestedSlice(u.Object, containers, append(pod, "containers")...); err != nil {
+		return err
+	}
+	volumes, _, _ := unstructured.NestedSlice(u.Object, append(pod, "volumes")...)
+	found := false
+	for i := range volumes {
+		v := volumes[i].(map[string]any)
+		if v["name"] != "webhook-cert" {
+			continue
+		}
+		secret, _, _ := unstructured.NestedString(v, "secret", "secretName")
+		if secret == "" {
+			return errors.New("the webhook-cert volume is not a Secret")
+		}
+		webhookSecret = secret
+		delete(v, "secret")
+		v["zzSource"] = "__WEBHOOK_VOLUME__"
+		found = true
+	}
+	if !found {
+		return errors.New("no webhook-cert volume")
+	}
+	return unstructured.SetNestedSlice(u.Object, volumes, append(pod, "volumes")...)
 }
 
 // expand replaces the tokens of one marshalled object.
@@ -247,10 +280,10 @@ func expand(s string) string {
 					out.WriteString(indentBlock(podExtras, indent))
 				case "__POD_ANNOTS__":
 					out.WriteString(indentBlock(podAnnotations, indent))
-				case "__CA_BUNDLE__":
-					out.WriteString(indentBlock(caBundle, indent))
 				case "__INJECT_CA__":
 					out.WriteString(indentBlock(injectCA, indent))
+				case "__WEBHOOK_VOLUME__":
+					out.WriteString(indentBlock(strings.ReplaceAll(webhookVolume, "SECRET", webhookSecret), indent))
 				default:
 					fmt.Fprintf(&out, "%s%s: {{- toYaml %s | nindent %d }}\n", strings.Repeat(" ", indent), key, v, indent+2)
 				}
@@ -283,7 +316,10 @@ func indentBlock(block string, indent int) string {
 
 // The controller's flags a user sets through values; each is left out at
 // its default, so that the default render is config/default's.
-const extraArgs = `{{- with .Values.controller.debounce }}
+const extraArgs = `{{- if not .Values.webhook.certManager }}
+- --manage-webhook-certificate
+{{- end }}
+{{- with .Values.controller.debounce }}
 - --debounce={{ . }}
 {{- end }}
 {{- if .Values.controller.blockUnknownDestinations }}
@@ -334,33 +370,13 @@ cert-manager.io/inject-ca-from: {{ .Release.Namespace }}/weft-webhook
 {{- end }}
 `
 
-const caBundle = `{{- if not .Values.webhook.certManager }}
-caBundle: {{ $webhookCA }}
-{{- end }}
-`
-
-// Without cert-manager for the webhook, Helm generates its CA and serving
-// certificate at each install and upgrade, in the Secret the controller
-// mounts; the controller reloads the files when they change.
-const webhookCertPrelude = `{{- $webhookCA := "" }}
-{{- if not .Values.webhook.certManager }}
-{{- $svc := printf "weft-webhook.%s.svc" .Release.Namespace }}
-{{- $ca := genCA "weft webhook CA" (int .Values.webhook.generatedCertDays) }}
-{{- $cert := genSignedCert $svc nil (list $svc (printf "%s.cluster.local" $svc)) (int .Values.webhook.generatedCertDays) $ca }}
-{{- $webhookCA = $ca.Cert | b64enc }}
-apiVersion: v1
-kind: Secret
-type: kubernetes.io/tls
-metadata:
-  name: weft-webhook-tls
-  namespace: {{ .Release.Namespace }}
-  labels:
-    app.kubernetes.io/part-of: weft
-data:
-  tls.crt: {{ $cert.Cert | b64enc }}
-  tls.key: {{ $cert.Key | b64enc }}
-  ca.crt: {{ $webhookCA }}
----
+// Without cert-manager, the controller keeps the webhook's certificate
+// itself (--manage-webhook-certificate) and writes it to an emptyDir.
+const webhookVolume = `{{- if .Values.webhook.certManager }}
+secret:
+  secretName: SECRET
+{{- else }}
+emptyDir: {}
 {{- end }}
 `
 
