@@ -81,6 +81,7 @@ func TestInstall(t *testing.T) {
 	t.Run("rbac has no wildcards", func(t *testing.T) { checkNoWildcards(t, c, objs) })
 	t.Run("rbac grants what the controller needs and no more", func(t *testing.T) { checkControllerAccess(t, c) })
 	t.Run("metrics reader", func(t *testing.T) { checkMetricsReader(t, c) })
+	t.Run("re-applying the install changes nothing, caBundle included", func(t *testing.T) { checkReapply(t, c, objs) })
 }
 
 // render runs kustomize on config/default.
@@ -787,6 +788,55 @@ func checkMetricsReader(t *testing.T, c client.Client) {
 	} {
 		if ok, err := allowed(t.Context(), c, scraper, nil, a); err != nil || ok {
 			t.Errorf("the metrics reader may %s (err %v)", a, err)
+		}
+	}
+}
+
+// checkReapply is what a GitOps tool does on every sync: cert-manager's
+// cainjector has written the webhook's caBundle (it is in no manifest),
+// and the whole install is applied again. Nothing changes: the caBundle
+// stays, and no object gets a new version.
+func checkReapply(t *testing.T, c client.Client, objs []*unstructured.Unstructured) {
+	ctx := t.Context()
+	var wh admissionregistrationv1.MutatingWebhookConfiguration
+	if err := c.Get(ctx, client.ObjectKey{Name: webhookConfig}, &wh); err != nil {
+		t.Fatal(err)
+	}
+	bundle := []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+	for i := range wh.Webhooks {
+		wh.Webhooks[i].ClientConfig.CABundle = bundle
+	}
+	if err := c.Update(ctx, &wh, client.FieldOwner("cainjector")); err != nil {
+		t.Fatal(err)
+	}
+	versions := map[string]string{}
+	get := func(u *unstructured.Unstructured) *unstructured.Unstructured {
+		live := &unstructured.Unstructured{}
+		live.SetGroupVersionKind(u.GroupVersionKind())
+		if err := c.Get(ctx, client.ObjectKeyFromObject(u), live); err != nil {
+			t.Fatalf("%s %s: %v", u.GetKind(), key(u), err)
+		}
+		return live
+	}
+	for _, u := range objs {
+		versions[u.GetKind()+" "+key(u)] = get(u).GetResourceVersion()
+	}
+	for _, u := range objs {
+		if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u.DeepCopy()), client.FieldOwner(fieldOwner)); err != nil {
+			t.Errorf("re-applying %s %s: %v", u.GetKind(), key(u), err)
+		}
+	}
+	for _, u := range objs {
+		if v := get(u).GetResourceVersion(); v != versions[u.GetKind()+" "+key(u)] {
+			t.Errorf("re-applying %s %s wrote a new version", u.GetKind(), key(u))
+		}
+	}
+	if err := c.Get(ctx, client.ObjectKey{Name: webhookConfig}, &wh); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range wh.Webhooks {
+		if !bytes.Equal(w.ClientConfig.CABundle, bundle) {
+			t.Errorf("re-applying the install removed webhook %s's caBundle", w.Name)
 		}
 	}
 }

@@ -24,6 +24,7 @@ import (
 	ktypes "k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -171,7 +172,9 @@ func flaggerStep(t *testing.T, r router.Interface, cn *flaggerv1.Canary, reconci
 		if reconciled != nil {
 			reconciled()
 		}
-		if err := r.SetRoutes(cn, 100-w, w, false); err != nil {
+		// A status write between Flagger's read and its update makes
+		// the update conflict; Flagger's next tick tries again.
+		if err := retry.RetryOnConflict(retry.DefaultRetry, func() error { return r.SetRoutes(cn, 100-w, w, false) }); err != nil {
 			return err
 		}
 		p, cw, _, err := r.GetRoutes(cn)
@@ -241,22 +244,27 @@ func argoGatewayAPIPlugin(t *testing.T, k *box) {
 		}
 		desired := int32(w)
 		rest := 100 - desired
-		var got gwapiv1.HTTPRoute
-		if err := k.Client.Get(ctx, client.ObjectKeyFromObject(route), &got); err != nil {
-			return err
-		}
-		for i := range got.Spec.Rules {
-			for j := range got.Spec.Rules[i].BackendRefs {
-				ref := &got.Spec.Rules[i].BackendRefs[j]
-				switch string(ref.Name) {
-				case canary:
-					ref.Weight = &desired
-				case stable:
-					ref.Weight = &rest
+		// Weft's status writes move the route's resourceVersion, so the
+		// plugin's update may conflict; Argo Rollouts then requeues the
+		// Rollout and the plugin reads the route again.
+		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			var got gwapiv1.HTTPRoute
+			if err := k.Client.Get(ctx, client.ObjectKeyFromObject(route), &got); err != nil {
+				return err
+			}
+			for i := range got.Spec.Rules {
+				for j := range got.Spec.Rules[i].BackendRefs {
+					ref := &got.Spec.Rules[i].BackendRefs[j]
+					switch string(ref.Name) {
+					case canary:
+						ref.Weight = &desired
+					case stable:
+						ref.Weight = &rest
+					}
 				}
 			}
-		}
-		return k.Client.Update(ctx, &got)
+			return k.Client.Update(ctx, &got)
+		})
 	})
 }
 
