@@ -222,3 +222,29 @@ func FuzzBuild(f *testing.F) {
 		}
 	})
 }
+
+// A route's Programmed condition goes on its accepted parents only, and a
+// parent left with no condition at all (which the API server refuses) gets
+// Accepted Unknown.
+func TestRouteProgrammed(t *testing.T) {
+	prog := map[ir.ObjectRef]metav1.Condition{route: condition(meshv1alpha1.ConditionProgrammed, metav1.ConditionUnknown, meshv1alpha1.ReasonPending, "waiting", 2)}
+	res := accepted(2)
+	got := Build(&res, nil, prog)
+	if c := findCondition(got.Routes[0].Parents[0].Conditions, meshv1alpha1.ConditionProgrammed); c == nil || c.Status != metav1.ConditionUnknown || c.Reason != meshv1alpha1.ReasonPending {
+		t.Errorf("accepted parent: Programmed = %+v, want Unknown/Pending", c)
+	}
+
+	res = accepted(2)
+	res.Routes[0].Parents[0].Conditions[0].Status = metav1.ConditionFalse
+	got = Build(&res, nil, prog)
+	if c := findCondition(got.Routes[0].Parents[0].Conditions, meshv1alpha1.ConditionProgrammed); c != nil {
+		t.Errorf("a parent that is not accepted got Programmed: %+v", c)
+	}
+
+	res = accepted(2)
+	res.Routes[0].Parents[0].Conditions = []metav1.Condition{condition("PartiallyInvalid", metav1.ConditionTrue, "UnsupportedValue", "x", 2)}
+	got = Build(&res, nil, prog)
+	if conds := got.Routes[0].Parents[0].Conditions; len(conds) != 1 || conds[0].Type != "Accepted" || conds[0].Status != metav1.ConditionUnknown {
+		t.Errorf("a parent with no valid condition left: %+v, want Accepted Unknown", conds)
+	}
+}
