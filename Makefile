@@ -63,9 +63,10 @@ verify-generated: $(CONTROLLER_GEN) $(KUSTOMIZE) ## Fail when generated files di
 ##@ Build and test
 
 .PHONY: build
-build: ## Build the controller and the init binary.
+build: ## Build the controller, the init binary and the kubectl plugin (bin/kubectl-weft).
 	go build -o $(BIN)/weft-controller ./cmd/weft-controller
 	go build -o $(BIN)/weft-init ./cmd/weft-init
+	go build -o $(BIN)/kubectl-weft ./cmd/kubectl-weft
 
 .PHONY: vet
 vet:

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
+
+	"github.com/weft-mesh/weft/internal/cli"
+	"github.com/weft-mesh/weft/internal/xds/translate"
+)
+
+// Exit codes.
+const (
+	exitOK       = 0
+	exitFindings = 1
+	exitUsage    = 2
+)
+
+// errFindings ends a command that ran and found errors.
+var errFindings = errors.New("findings")
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRoot(stdin, stdout)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.Execute()
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, errFindings):
+		return exitFindings
+	default:
+		fmt.Fprintln(stderr, "error:", err)
+		return exitUsage
+	}
+}
+
+func newRoot(stdin io.Reader, stdout io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "kubectl weft",
+		Short:         "See, check and preview the Weft service mesh",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newAnalyze(stdin, stdout))
+	return root
+}
+
+func newAnalyze(stdin io.Reader, stdout io.Writer) *cobra.Command {
+	var files []string
+	var output string
+	cmd := &cobra.Command{
+		Use:   "analyze -f FILE|DIR [-f ...]",
+		Short: "Say what Weft's controller would make of a set of manifests, offline",
+		Long: `analyze runs the controller's own stages (ingest, translation, status) on the
+given manifests and prints every condition that would not be fine: invalid
+fields, missing targets and backends, splits and routes that conflict on one
+apex, route rules Envoy would refuse. It needs no cluster. It exits 1 when it
+finds an error, so a CI job can gate a pull request on it.`,
+		Example: `  kubectl weft analyze -f deploy/
+  kubectl weft analyze -f split.yaml -f services.yaml -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(files) == 0 {
+				return errors.New("analyze needs manifests: -f FILE|DIR (or -f - for stdin)")
+			}
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			m, err := cli.ReadManifests(files, stdin)
+			if err != nil {
+				return err
+			}
+			rep, err := cli.Analyze(m, translate.Options{})
+			if err != nil {
+				return err
+			}
+			if err := printReport(stdout, rep, output); err != nil {
+				return err
+			}
+			if rep.Errors() > 0 {
+				return errFindings
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringSliceVarP(&files, "filename", "f", nil, "manifest file or directory (repeatable; - for stdin)")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, yaml or json")
+	return cmd
+}
+
+func checkOutput(o string) error {
+	switch o {
+	case "table", "yaml", "json":
+		return nil
+	}
+	return fmt.Errorf("--output=%q: want table, yaml or json", o)
+}
+
+func printReport(w io.Writer, rep *cli.Report, output string) error {
+	switch output {
+	case "json":
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(w, string(b))
+		return err
+	case "yaml":
+		b, err := yaml.Marshal(rep)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(b)
+		return err
+	}
+	if len(rep.Findings) == 0 {
+		_, err := fmt.Fprintf(w, "No problems: Weft would accept all %d objects.\n", rep.Objects)
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEVERITY\tOBJECT\tPARENT\tCONDITION\tREASON\tMESSAGE")
+	for _, f := range rep.Findings {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", f.Severity, f.Object, dash(f.Parent), dash(f.Condition), f.Reason, oneLine(f.Message))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "\n%d errors, %d warnings in %d objects.\n", rep.Errors(), len(rep.Findings)-rep.Errors(), rep.Objects)
+	return err
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }

@@ -1,0 +1,218 @@
+package cli
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwapiv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
+
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
+	"github.com/weft-mesh/weft/internal/ingest"
+)
+
+// Scheme knows every kind ingest reads.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, meshv1alpha1.AddToScheme, gwapiv1.Install, gwapiv1beta1.Install} {
+		if err := add(s); err != nil {
+			panic(err)
+		}
+	}
+	return s
+}
+
+// Manifests are the objects read from files, in a Bundle, and what was
+// skipped.
+type Manifests struct {
+	Bundle ingest.Bundle
+	// Skipped are objects of kinds Weft does not read ("Kind name").
+	Skipped []string
+}
+
+// ReadManifests reads YAML or JSON files, and directories of them (not
+// recursively), "-" for stdin. Every object must parse; kinds Weft does not
+// read are listed in Skipped.
+func ReadManifests(paths []string, stdin io.Reader) (*Manifests, error) {
+	m := &Manifests{Bundle: ingest.Bundle{ClusterDomain: ingest.DefaultClusterDomain}}
+	for _, p := range paths {
+		if p == "-" {
+			if err := m.read("stdin", stdin); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		info, err := os.Stat(p)
+		if err != nil {
+			return nil, err
+		}
+		files := []string{p}
+		if info.IsDir() {
+			entries, err := os.ReadDir(p)
+			if err != nil {
+				return nil, err
+			}
+			files = nil
+			for _, e := range entries {
+				if isKustomization(e.Name()) {
+					// kustomize's own file, not a resource.
+					continue
+				}
+				if ext := filepath.Ext(e.Name()); !e.IsDir() && (ext == ".yaml" || ext == ".yml" || ext == ".json") {
+					files = append(files, filepath.Join(p, e.Name()))
+				}
+			}
+		}
+		for _, f := range files {
+			b, err := os.ReadFile(f) //nolint:gosec // a file the user named
+			if err != nil {
+				return nil, err
+			}
+			if err := m.read(f, bytes.NewReader(b)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+var scheme = Scheme()
+
+func (m *Manifests) read(name string, r io.Reader) error {
+	dec := utilyaml.NewYAMLOrJSONDecoder(r, 4096)
+	for i := 0; ; i++ {
+		u := &unstructured.Unstructured{}
+		err := dec.Decode(&u.Object)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%s: document %d: %w", name, i+1, err)
+		}
+		if len(u.Object) == 0 {
+			continue
+		}
+		if u.IsList() {
+			items, err := u.ToList()
+			if err != nil {
+				return fmt.Errorf("%s: document %d: %w", name, i+1, err)
+			}
+			for j := range items.Items {
+				if err := m.add(name, &items.Items[j]); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if err := m.add(name, u); err != nil {
+			return err
+		}
+	}
+}
+
+func (m *Manifests) add(file string, u *unstructured.Unstructured) error {
+	gvk := u.GroupVersionKind()
+	if gvk.Group == ingest.SMIGroup && gvk.Kind == "TrafficSplit" {
+		m.Bundle.SMITrafficSplits = append(m.Bundle.SMITrafficSplits, u)
+		return nil
+	}
+	if !scheme.Recognizes(gvk) {
+		m.Skipped = append(m.Skipped, gvk.Kind+" "+name(u))
+		return nil
+	}
+	obj, err := scheme.New(gvk)
+	if err != nil {
+		return err
+	}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.Object, obj, true); err != nil {
+		return fmt.Errorf("%s: %s %s: %w", file, gvk.Kind, name(u), err)
+	}
+	b := &m.Bundle
+	switch o := obj.(type) {
+	case *corev1.Namespace:
+		b.Namespaces = append(b.Namespaces, o)
+	case *corev1.Service:
+		b.Services = append(b.Services, defaultNamespace(o))
+	case *discoveryv1.EndpointSlice:
+		b.EndpointSlices = append(b.EndpointSlices, defaultNamespace(o))
+	case *corev1.Pod:
+		b.Pods = append(b.Pods, defaultNamespace(o))
+	case *meshv1alpha1.TrafficSplit:
+		b.TrafficSplits = append(b.TrafficSplits, defaultNamespace(o))
+	case *meshv1alpha1.RetryPolicy:
+		b.RetryPolicies = append(b.RetryPolicies, defaultNamespace(o))
+	case *meshv1alpha1.CircuitBreaker:
+		b.CircuitBreakers = append(b.CircuitBreakers, defaultNamespace(o))
+	case *meshv1alpha1.AccessPolicy:
+		b.AccessPolicies = append(b.AccessPolicies, defaultNamespace(o))
+	case *meshv1alpha1.MeshIdentity:
+		b.MeshIdentities = append(b.MeshIdentities, o)
+	case *gwapiv1.HTTPRoute:
+		b.HTTPRoutes = append(b.HTTPRoutes, defaultNamespace(o))
+	case *gwapiv1.GRPCRoute:
+		b.GRPCRoutes = append(b.GRPCRoutes, defaultNamespace(o))
+	case *gwapiv1beta1.ReferenceGrant:
+		b.ReferenceGrants = append(b.ReferenceGrants, convertGrant(o))
+	case *gwapiv1.ReferenceGrant:
+		b.ReferenceGrants = append(b.ReferenceGrants, defaultNamespace(o))
+	default:
+		m.Skipped = append(m.Skipped, gvk.Kind+" "+name(u))
+	}
+	return nil
+}
+
+func convertGrant(g *gwapiv1beta1.ReferenceGrant) *gwapiv1.ReferenceGrant {
+	out := &gwapiv1.ReferenceGrant{ObjectMeta: g.ObjectMeta}
+	for _, f := range g.Spec.From {
+		out.Spec.From = append(out.Spec.From, gwapiv1.ReferenceGrantFrom{Group: f.Group, Kind: f.Kind, Namespace: f.Namespace})
+	}
+	for _, to := range g.Spec.To {
+		out.Spec.To = append(out.Spec.To, gwapiv1.ReferenceGrantTo{Group: to.Group, Kind: to.Kind, Name: to.Name})
+	}
+	return defaultNamespace(out)
+}
+
+// defaultNamespace puts an object without a namespace in "default", as
+// kubectl apply does.
+func defaultNamespace[T interface {
+	GetNamespace() string
+	SetNamespace(string)
+}](o T) T {
+	if o.GetNamespace() == "" {
+		o.SetNamespace("default")
+	}
+	return o
+}
+
+func isKustomization(file string) bool {
+	switch file {
+	case "kustomization.yaml", "kustomization.yml", "Kustomization":
+		return true
+	}
+	return false
+}
+
+func name(u *unstructured.Unstructured) string {
+	if u.GetName() == "" {
+		return "(unnamed)"
+	}
+	if u.GetNamespace() == "" {
+		return u.GetName()
+	}
+	return u.GetNamespace() + "/" + u.GetName()
+}
+
+type (
+	gwKind = gwapiv1.Kind
+	gwPort = gwapiv1.PortNumber
+)
