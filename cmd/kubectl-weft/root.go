@@ -49,7 +49,7 @@ func newRoot(stdin io.Reader, stdout io.Writer) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newAnalyze(stdin, stdout))
+	root.AddCommand(newAnalyze(stdin, stdout), newRender(stdin, stdout))
 	return root
 }
 
@@ -145,3 +145,51 @@ func dash(s string) string {
 }
 
 func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
+
+func newRender(stdin io.Reader, stdout io.Writer) *cobra.Command {
+	var files []string
+	var pod, wl, output string
+	cmd := &cobra.Command{
+		Use:   "render -f FILE|DIR (--pod NAMESPACE/NAME | --workload NAMESPACE/KIND/NAME)",
+		Short: "Show the proxy configuration a workload would receive, offline",
+		Long: `render runs the controller's stages on the given manifests and prints what
+the proxy of one pod (or of a workload's pods, from its pod template) would be
+sent: a summary of its routes with weights, timeouts and retries, its clusters
+with connection limits and outlier detection, and endpoints; or, with -o yaml,
+every resource in Envoy's own form.`,
+		Example: `  kubectl weft render -f deploy/ --workload shop/Deployment/web
+  kubectl weft render -f deploy/ --pod shop/web-0 -o yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(files) == 0 {
+				return errors.New("render needs manifests: -f FILE|DIR (or -f - for stdin)")
+			}
+			if output != "summary" && output != "yaml" {
+				return fmt.Errorf("--output=%q: want summary or yaml", output)
+			}
+			m, err := cli.ReadManifests(files, stdin)
+			if err != nil {
+				return err
+			}
+			r, err := cli.Render(m, pod, wl, translate.Options{})
+			if err != nil {
+				return err
+			}
+			if output == "yaml" {
+				b, err := r.YAML()
+				if err != nil {
+					return err
+				}
+				_, err = stdout.Write(b)
+				return err
+			}
+			_, err = io.WriteString(stdout, r.Summary())
+			return err
+		},
+	}
+	cmd.Flags().StringSliceVarP(&files, "filename", "f", nil, "manifest file or directory (repeatable; - for stdin)")
+	cmd.Flags().StringVar(&pod, "pod", "", "the pod, NAMESPACE/NAME, among the manifests")
+	cmd.Flags().StringVar(&wl, "workload", "", "a workload, NAMESPACE/KIND/NAME (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job), whose pod template stands for its pods")
+	cmd.Flags().StringVarP(&output, "output", "o", "summary", "output format: summary or yaml")
+	return cmd
+}

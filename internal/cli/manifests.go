@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -38,6 +40,9 @@ type Manifests struct {
 	Bundle ingest.Bundle
 	// Skipped are objects of kinds Weft does not read ("Kind name").
 	Skipped []string
+	// Workloads are the Deployments, StatefulSets, DaemonSets,
+	// ReplicaSets and Jobs, whose pods render can stand in for.
+	Workloads []*unstructured.Unstructured
 }
 
 // ReadManifests reads YAML or JSON files, and directories of them (not
@@ -83,7 +88,27 @@ func ReadManifests(paths []string, stdin io.Reader) (*Manifests, error) {
 			}
 		}
 	}
+	m.allocateClusterIPs()
 	return m, nil
+}
+
+// allocateClusterIPs gives every Service without a cluster IP one, as the
+// API server would (sidecars catch traffic by it), from 10.255.0.0/16 in
+// the order of namespace and name. Headless Services stay headless.
+func (m *Manifests) allocateClusterIPs() {
+	svcs := slices.Clone(m.Bundle.Services)
+	slices.SortFunc(svcs, func(a, b *corev1.Service) int {
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
+	n := 0
+	for _, s := range svcs {
+		if s.Spec.ClusterIP != "" || s.Spec.Type == corev1.ServiceTypeExternalName {
+			continue
+		}
+		n++
+		ip := fmt.Sprintf("10.255.%d.%d", n/250, n%250+1)
+		s.Spec.ClusterIP, s.Spec.ClusterIPs = ip, []string{ip}
+	}
 }
 
 var scheme = Scheme()
@@ -129,6 +154,12 @@ func (m *Manifests) add(file string, u *unstructured.Unstructured) error {
 	if !scheme.Recognizes(gvk) {
 		m.Skipped = append(m.Skipped, gvk.Kind+" "+name(u))
 		return nil
+	}
+	switch gvk.Kind {
+	case "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job":
+		if gvk.Group == "apps" || gvk.Group == "batch" {
+			m.Workloads = append(m.Workloads, u)
+		}
 	}
 	obj, err := scheme.New(gvk)
 	if err != nil {

@@ -1,0 +1,290 @@
+package cli
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/yaml"
+
+	"github.com/weft-mesh/weft/internal/ingest"
+	"github.com/weft-mesh/weft/internal/workload"
+	"github.com/weft-mesh/weft/internal/xds/translate"
+)
+
+// Rendered is the configuration one workload's proxy would receive.
+type Rendered struct {
+	// Node is the node ID the proxy would connect as.
+	Node string
+	// Proxyless is true for a gRPC application without a sidecar.
+	Proxyless bool
+	Resources *translate.Resources
+}
+
+// Render works out what the proxy of a pod (pod: "namespace/name") or of a
+// workload's pods (workload: "namespace/Kind/name", from the pod template)
+// would be sent.
+func Render(m *Manifests, pod, wl string, opts translate.Options) (*Rendered, error) {
+	var target *corev1.Pod
+	switch {
+	case pod != "" && wl != "":
+		return nil, fmt.Errorf("give --pod or --workload, not both")
+	case pod != "":
+		ns, name, ok := strings.Cut(pod, "/")
+		if !ok {
+			return nil, fmt.Errorf("--pod=%q: want NAMESPACE/NAME", pod)
+		}
+		for _, p := range m.Bundle.Pods {
+			if p.Namespace == ns && p.Name == name {
+				target = p
+			}
+		}
+		if target == nil {
+			return nil, fmt.Errorf("--pod=%s: no such Pod in the manifests", pod)
+		}
+	case wl != "":
+		p, err := m.podOf(wl)
+		if err != nil {
+			return nil, err
+		}
+		target = p
+		m.Bundle.Pods = append(m.Bundle.Pods, p)
+	default:
+		return nil, fmt.Errorf("render needs --pod NAMESPACE/NAME or --workload NAMESPACE/KIND/NAME")
+	}
+	var nsLabels map[string]string
+	for _, ns := range m.Bundle.Namespaces {
+		if ns.Name == target.Namespace {
+			nsLabels = ns.Labels
+		}
+	}
+	w := workload.Of(target, nsLabels)
+	if !w.Meshed {
+		return nil, fmt.Errorf("%s/%s is not in the mesh (%s): label its namespace weft.dev/inject=enabled or annotate it weft.dev/inject=true", target.Namespace, target.Name, w.Reason)
+	}
+	res := ingest.Build(&m.Bundle)
+	prep, err := translate.Prepare(res.Mesh, opts)
+	if err != nil {
+		return nil, err
+	}
+	for _, g := range res.Mesh.ProxyGroups {
+		if !slices.Contains(g.Members, w.NodeID) {
+			continue
+		}
+		out := &Rendered{Node: w.NodeID, Proxyless: w.Mode == workload.ModeProxyless}
+		var cfg *translate.Config
+		if out.Proxyless {
+			cfg, err = prep.ForGRPC(g)
+		} else {
+			cfg, err = prep.ForGroup(g)
+		}
+		if err != nil {
+			return nil, err
+		}
+		out.Resources = cfg.Resources()
+		// The endpoints of the clusters the proxy has.
+		have := map[string]bool{}
+		for _, c := range out.Resources.Clusters {
+			have[cachev3.GetResourceName(c)] = true
+		}
+		for _, e := range translate.Endpoints(res.Mesh) {
+			if have[cachev3.GetResourceName(e)] {
+				out.Resources.Endpoints = append(out.Resources.Endpoints, e)
+			}
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("%s is meshed but in no proxy group", w.NodeID)
+}
+
+// podOf makes the pod a workload's template describes.
+func (m *Manifests) podOf(ref string) (*corev1.Pod, error) {
+	parts := strings.Split(ref, "/")
+	if len(parts) != 3 {
+		return nil, fmt.Errorf("--workload=%q: want NAMESPACE/KIND/NAME, e.g. shop/Deployment/web", ref)
+	}
+	for _, u := range m.Workloads {
+		ns := u.GetNamespace()
+		if ns == "" {
+			ns = "default"
+		}
+		if ns != parts[0] || !strings.EqualFold(u.GetKind(), parts[1]) || u.GetName() != parts[2] {
+			continue
+		}
+		tmpl, ok := u.Object["spec"].(map[string]any)["template"].(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("%s has no pod template", ref)
+		}
+		p := &corev1.Pod{}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(tmpl, p); err != nil {
+			return nil, fmt.Errorf("%s: pod template: %w", ref, err)
+		}
+		p.Namespace, p.Name = ns, u.GetName()+"-0"
+		p.Status.Phase = corev1.PodRunning
+		return p, nil
+	}
+	return nil, fmt.Errorf("--workload=%s: no such workload in the manifests", ref)
+}
+
+// YAML is every resource as Envoy's JSON form, by type.
+func (r *Rendered) YAML() ([]byte, error) {
+	doc := map[string]any{"node": r.Node, "proxyless": r.Proxyless}
+	for name, list := range map[string][]types.Resource{
+		"listeners": r.Resources.Listeners, "routes": r.Resources.Routes, "clusters": r.Resources.Clusters,
+		"endpoints": r.Resources.Endpoints,
+	} {
+		var items []any
+		for _, res := range list {
+			b, err := protojson.Marshal(res)
+			if err != nil {
+				return nil, err
+			}
+			var v any
+			if err := yaml.Unmarshal(b, &v); err != nil {
+				return nil, err
+			}
+			items = append(items, v)
+		}
+		doc[name] = items
+	}
+	return yaml.Marshal(doc)
+}
+
+// Summary is the configuration as a person reads it: outbound routes with
+// their weights, timeouts and retries, clusters with their limits and
+// outlier detection, and endpoints.
+func (r *Rendered) Summary() string {
+	var b strings.Builder
+	kind := "Envoy sidecar"
+	if r.Proxyless {
+		kind = "proxyless gRPC"
+	}
+	fmt.Fprintf(&b, "%s (%s)\n", r.Node, kind)
+	fmt.Fprintf(&b, "\nListeners:\n")
+	for _, res := range r.Resources.Listeners {
+		l := res.(*listenerv3.Listener)
+		fmt.Fprintf(&b, "  %s\n", l.GetName())
+	}
+	fmt.Fprintf(&b, "\nRoutes:\n")
+	for _, res := range r.Resources.Routes {
+		rc := res.(*routev3.RouteConfiguration)
+		fmt.Fprintf(&b, "  %s\n", rc.GetName())
+		for _, vh := range rc.GetVirtualHosts() {
+			for _, rt := range vh.GetRoutes() {
+				if rt.GetName() == translate.WarmRouteName {
+					continue
+				}
+				fmt.Fprintf(&b, "    %s → %s\n", match(rt.GetMatch()), action(rt))
+			}
+		}
+	}
+	fmt.Fprintf(&b, "\nClusters:\n")
+	for _, res := range r.Resources.Clusters {
+		c := res.(*clusterv3.Cluster)
+		fmt.Fprintf(&b, "  %s%s\n", c.GetName(), limits(c))
+	}
+	if len(r.Resources.Endpoints) > 0 {
+		fmt.Fprintf(&b, "\nEndpoints:\n")
+		for _, res := range r.Resources.Endpoints {
+			e := res.(*endpointv3.ClusterLoadAssignment)
+			var addrs []string
+			for _, le := range e.GetEndpoints() {
+				for _, lb := range le.GetLbEndpoints() {
+					sa := lb.GetEndpoint().GetAddress().GetSocketAddress()
+					addrs = append(addrs, fmt.Sprintf("%s:%d", sa.GetAddress(), sa.GetPortValue()))
+				}
+			}
+			sort.Strings(addrs)
+			if len(addrs) == 0 {
+				addrs = []string{"(none ready)"}
+			}
+			fmt.Fprintf(&b, "  %s: %s\n", e.GetClusterName(), strings.Join(addrs, ", "))
+		}
+	}
+	return b.String()
+}
+
+func match(m *routev3.RouteMatch) string {
+	var parts []string
+	switch {
+	case m.GetPath() != "":
+		parts = append(parts, "path "+m.GetPath())
+	case m.GetSafeRegex() != nil:
+		parts = append(parts, "path ~ "+m.GetSafeRegex().GetRegex())
+	case m.GetPathSeparatedPrefix() != "":
+		parts = append(parts, "prefix "+m.GetPathSeparatedPrefix())
+	default:
+		parts = append(parts, "prefix "+m.GetPrefix())
+	}
+	for _, h := range m.GetHeaders() {
+		parts = append(parts, "header "+h.GetName())
+	}
+	return strings.Join(parts, ", ")
+}
+
+func action(rt *routev3.Route) string {
+	if dr := rt.GetDirectResponse(); dr != nil {
+		return fmt.Sprintf("respond %d", dr.GetStatus())
+	}
+	if rd := rt.GetRedirect(); rd != nil {
+		return "redirect"
+	}
+	ra := rt.GetRoute()
+	if ra == nil {
+		return "(no action)"
+	}
+	var parts []string
+	if c := ra.GetCluster(); c != "" {
+		parts = append(parts, c)
+	}
+	if wc := ra.GetWeightedClusters(); wc != nil {
+		var ws []string
+		for _, c := range wc.GetClusters() {
+			ws = append(ws, fmt.Sprintf("%s %d", c.GetName(), c.GetWeight().GetValue()))
+		}
+		parts = append(parts, "weights "+strings.Join(ws, ", "))
+	}
+	if t := ra.GetTimeout(); t != nil && t.AsDuration() > 0 {
+		parts = append(parts, "timeout "+t.AsDuration().String())
+	}
+	if rp := ra.GetRetryPolicy(); rp != nil {
+		s := fmt.Sprintf("retries %d on %s", rp.GetNumRetries().GetValue(), rp.GetRetryOn())
+		if pt := rp.GetPerTryTimeout(); pt != nil {
+			s += ", per try " + pt.AsDuration().String()
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, "; ")
+}
+
+func limits(c *clusterv3.Cluster) string {
+	var parts []string
+	for _, t := range c.GetCircuitBreakers().GetThresholds() {
+		parts = append(parts, fmt.Sprintf("max connections %d, pending %d, requests %d, retries %d",
+			t.GetMaxConnections().GetValue(), t.GetMaxPendingRequests().GetValue(), t.GetMaxRequests().GetValue(), t.GetMaxRetries().GetValue()))
+	}
+	if od := c.GetOutlierDetection(); od != nil {
+		s := "outlier detection"
+		if v := od.GetConsecutive_5Xx(); v != nil {
+			s += fmt.Sprintf(": %d consecutive 5xx", v.GetValue())
+		}
+		if v := od.GetBaseEjectionTime(); v != nil {
+			s += ", ejected " + v.AsDuration().String()
+		}
+		parts = append(parts, s)
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, "; ") + ")"
+}
