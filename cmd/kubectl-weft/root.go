@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/weft-mesh/weft/internal/cli"
+	"github.com/weft-mesh/weft/internal/inject"
 	"github.com/weft-mesh/weft/internal/xds/translate"
 )
 
@@ -49,7 +50,7 @@ func newRoot(stdin io.Reader, stdout io.Writer) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newAnalyze(stdin, stdout), newRender(stdin, stdout))
+	root.AddCommand(newAnalyze(stdin, stdout), newRender(stdin, stdout), newInject(stdin, stdout))
 	return root
 }
 
@@ -191,5 +192,74 @@ every resource in Envoy's own form.`,
 	cmd.Flags().StringVar(&pod, "pod", "", "the pod, NAMESPACE/NAME, among the manifests")
 	cmd.Flags().StringVar(&wl, "workload", "", "a workload, NAMESPACE/KIND/NAME (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job), whose pod template stands for its pods")
 	cmd.Flags().StringVarP(&output, "output", "o", "summary", "output format: summary or yaml")
+	return cmd
+}
+
+// version is the plugin's version, set at build time with
+// -ldflags "-X main.version=..."; it picks the injected images by default,
+// as the controller's does.
+var version = "dev"
+
+func newInject(stdin io.Reader, stdout io.Writer) *cobra.Command {
+	var files []string
+	cfg := inject.DefaultConfig()
+	cfg.ProxyImage = "ghcr.io/weft-mesh/weft-proxy:" + version
+	cfg.InitImage = "ghcr.io/weft-mesh/weft-init:" + version
+	cfg.ProxyVersion = version
+	cmd := &cobra.Command{
+		Use:   "inject -f FILE|DIR",
+		Short: "Inject the sidecar into Pods and workload pod templates, offline",
+		Long: `inject does to the Pods and the pod templates of Deployments, StatefulSets,
+DaemonSets, ReplicaSets and Jobs what the injection webhook does at admission,
+with the same code, for clusters that run without the webhook. It prints every
+object of the manifests, the injected ones changed, and says on stderr what it
+did to each. A pod is meshed by the weft.dev/inject annotation, or by its
+namespace's weft.dev/inject=enabled label when the Namespace object is among
+the manifests.`,
+		Example: `  kubectl weft inject -f deploy/web.yaml | kubectl apply -f -`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(files) == 0 {
+				return errors.New("inject needs manifests: -f FILE|DIR (or -f - for stdin)")
+			}
+			m, err := cli.ReadManifests(files, stdin)
+			if err != nil {
+				return err
+			}
+			res, err := cli.Inject(m, cfg)
+			if err != nil {
+				if inject.IsRejection(err) {
+					fmt.Fprintln(cmd.ErrOrStderr(), "error:", err)
+					return errFindings
+				}
+				return err
+			}
+			for _, n := range res.Notes {
+				fmt.Fprintln(cmd.ErrOrStderr(), n)
+			}
+			for i, o := range res.Objects {
+				b, err := yaml.Marshal(o.Object)
+				if err != nil {
+					return err
+				}
+				if i > 0 {
+					fmt.Fprintln(stdout, "---")
+				}
+				if _, err := stdout.Write(b); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVarP(&files, "filename", "f", nil, "manifest file or directory (repeatable; - for stdin)")
+	f.StringVar(&cfg.ProxyImage, "proxy-image", cfg.ProxyImage, "image of the Envoy sidecar (the controller's --proxy-image)")
+	f.StringVar(&cfg.InitImage, "init-image", cfg.InitImage, "image of the traffic-capture init container (the controller's --init-image)")
+	f.StringVar(&cfg.ProxyVersion, "proxy-version", cfg.ProxyVersion, "version recorded on injected pods")
+	f.StringVar(&cfg.XDSAddress, "xds-address", cfg.XDSAddress, "host:port of the xDS Service the proxies dial")
+	f.StringVar(&cfg.ControlPlaneNamespace, "control-plane-namespace", cfg.ControlPlaneNamespace, "namespace of the control plane; never injected")
+	f.StringVar(&cfg.TrustDomain, "trust-domain", cfg.TrustDomain, "trust domain of the mesh's SPIFFE IDs")
+	f.BoolVar(&cfg.NativeSidecars, "native-sidecars", cfg.NativeSidecars, "inject Envoy as a native sidecar (Kubernetes 1.29 and later)")
 	return cmd
 }

@@ -43,6 +43,8 @@ type Manifests struct {
 	// Workloads are the Deployments, StatefulSets, DaemonSets,
 	// ReplicaSets and Jobs, whose pods render can stand in for.
 	Workloads []*unstructured.Unstructured
+	// All are every object read, in order.
+	All []*unstructured.Unstructured
 }
 
 // ReadManifests reads YAML or JSON files, and directories of them (not
@@ -146,6 +148,7 @@ func (m *Manifests) read(name string, r io.Reader) error {
 }
 
 func (m *Manifests) add(file string, u *unstructured.Unstructured) error {
+	m.All = append(m.All, u)
 	gvk := u.GroupVersionKind()
 	if gvk.Group == ingest.SMIGroup && gvk.Kind == "TrafficSplit" {
 		m.Bundle.SMITrafficSplits = append(m.Bundle.SMITrafficSplits, u)
