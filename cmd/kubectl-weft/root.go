@@ -50,7 +50,7 @@ func newRoot(stdin io.Reader, stdout io.Writer) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newAnalyze(stdin, stdout), newRender(stdin, stdout), newInject(stdin, stdout))
+	root.AddCommand(newAnalyze(stdin, stdout), newRender(stdin, stdout), newInject(stdin, stdout), newDiff(stdin, stdout))
 	return root
 }
 
@@ -261,5 +261,65 @@ the manifests.`,
 	f.StringVar(&cfg.ControlPlaneNamespace, "control-plane-namespace", cfg.ControlPlaneNamespace, "namespace of the control plane; never injected")
 	f.StringVar(&cfg.TrustDomain, "trust-domain", cfg.TrustDomain, "trust domain of the mesh's SPIFFE IDs")
 	f.BoolVar(&cfg.NativeSidecars, "native-sidecars", cfg.NativeSidecars, "inject Envoy as a native sidecar (Kubernetes 1.29 and later)")
+	return cmd
+}
+
+func newDiff(stdin io.Reader, stdout io.Writer) *cobra.Command {
+	var base, head []string
+	var output string
+	cmd := &cobra.Command{
+		Use:   "diff --base FILE|DIR --head FILE|DIR",
+		Short: "What two revisions of the manifests change in each workload's proxy configuration, offline",
+		Long: `diff renders every meshed workload and pod of two revisions of the manifests
+(say, the target branch and a pull request) and prints, per workload, what
+changes in what its proxy is sent: where each route sends and with which
+weights, timeouts and retries, and each cluster's limits and outlier
+detection, one line per change.`,
+		Example: `  git worktree add /tmp/base main
+  kubectl weft diff --base /tmp/base/deploy --head deploy`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(base) == 0 || len(head) == 0 {
+				return errors.New("diff needs --base and --head manifests")
+			}
+			if output != "text" && output != "json" {
+				return fmt.Errorf("--output=%q: want text or json", output)
+			}
+			b, err := cli.ReadManifests(base, stdin)
+			if err != nil {
+				return err
+			}
+			h, err := cli.ReadManifests(head, stdin)
+			if err != nil {
+				return err
+			}
+			changes, err := cli.Diff(b, h, translate.Options{})
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				if changes == nil {
+					changes = []cli.Change{}
+				}
+				out, err := json.MarshalIndent(changes, "", "  ")
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintln(stdout, string(out))
+				return err
+			}
+			if len(changes) == 0 {
+				_, err := fmt.Fprintln(stdout, "No change to any proxy's configuration.")
+				return err
+			}
+			for _, c := range changes {
+				fmt.Fprintln(stdout, c)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringSliceVar(&base, "base", nil, "manifests of the base revision (repeatable)")
+	cmd.Flags().StringSliceVar(&head, "head", nil, "manifests of the new revision (repeatable)")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	return cmd
 }
