@@ -45,7 +45,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 func newRoot(stdin io.Reader, stdout io.Writer) *cobra.Command {
 	root := &cobra.Command{
-		Use:           "kubectl weft",
+		Use: "kubectl-weft",
+		// kubectl runs the plugin as `kubectl weft`; help says so.
+		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl weft"},
 		Short:         "See, check and preview the Weft service mesh",
 		SilenceUsage:  true,
 		SilenceErrors: true,

@@ -14,6 +14,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	serializerjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -113,7 +114,10 @@ func (m *Manifests) allocateClusterIPs() {
 	}
 }
 
-var scheme = Scheme()
+var (
+	scheme      = Scheme()
+	strictCodec = serializerjson.NewSerializerWithOptions(serializerjson.DefaultMetaFactory, scheme, scheme, serializerjson.SerializerOptions{Strict: true})
+)
 
 func (m *Manifests) read(name string, r io.Reader) error {
 	dec := utilyaml.NewYAMLOrJSONDecoder(r, 4096)
@@ -164,11 +168,14 @@ func (m *Manifests) add(file string, u *unstructured.Unstructured) error {
 			m.Workloads = append(m.Workloads, u)
 		}
 	}
-	obj, err := scheme.New(gvk)
+	raw, err := u.MarshalJSON()
 	if err != nil {
 		return err
 	}
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.Object, obj, true); err != nil {
+	// Strict, as the API server's field validation: an unknown or
+	// duplicate field is an error, and a wrong type names its field.
+	obj, _, err := strictCodec.Decode(raw, &gvk, nil)
+	if err != nil {
 		return fmt.Errorf("%s: %s %s: %w", file, gvk.Kind, name(u), err)
 	}
 	b := &m.Bundle
