@@ -107,7 +107,7 @@ func readAll(t *testing.T, path string) []*unstructured.Unstructured {
 
 func mustRead(t *testing.T, path string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(path) //nolint:gosec // a test file
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
