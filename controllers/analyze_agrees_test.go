@@ -2,7 +2,6 @@ package controllers_test
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -44,7 +43,7 @@ func TestAnalyzeAgreesWithTheController(t *testing.T) {
 	h := startHarness(t)
 	ctx := t.Context()
 	var objs []*unstructured.Unstructured
-	for _, u := range readAll(t, path) {
+	for _, u := range readManifests(t, path) {
 		if u.GetKind() == "Deployment" {
 			continue
 		}
@@ -91,25 +90,4 @@ func TestAnalyzeAgreesWithTheController(t *testing.T) {
 
 func line(obj, cond, reason, msg string) string {
 	return obj + " | " + cond + " | " + reason + " | " + msg
-}
-
-func readAll(t *testing.T, path string) []*unstructured.Unstructured {
-	t.Helper()
-	var out []*unstructured.Unstructured
-	for _, doc := range strings.Split(string(mustRead(t, path)), "\n---\n") {
-		u := parseManifest(t, path, doc)
-		if len(u.Object) > 0 {
-			out = append(out, u)
-		}
-	}
-	return out
-}
-
-func mustRead(t *testing.T, path string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }

@@ -12,8 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
+	"github.com/weft-mesh/weft/internal/manifest"
 	"github.com/weft-mesh/weft/internal/testenv"
 )
 
@@ -43,11 +43,11 @@ func TestSamplesSyncCleanly(t *testing.T) {
 		t.Fatalf("samples: %v %v", files, err)
 	}
 	for _, f := range files {
-		objs = append(objs, readManifest(t, f))
+		objs = append(objs, readManifests(t, f)...)
 	}
 	// A canary route as a user (or a tool's initial manifest) writes it,
 	// leaving to the API server what Gateway API defaults.
-	objs = append(objs, parseManifest(t, "route", `
+	objs = append(objs, parseManifests(t, "route", `
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata:
@@ -73,7 +73,7 @@ spec:
     - name: checkout-v2
       port: 80
       weight: 10
-`))
+`)...)
 
 	apply := func(u *unstructured.Unstructured, opts ...client.ApplyOption) *unstructured.Unstructured {
 		t.Helper()
@@ -158,20 +158,21 @@ func strip(v any) any {
 	return out
 }
 
-func readManifest(t *testing.T, path string) *unstructured.Unstructured {
+// readManifests reads every object of a manifest file.
+func readManifests(t *testing.T, path string) []*unstructured.Unstructured {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return parseManifest(t, filepath.Base(path), string(b))
+	return parseManifests(t, filepath.Base(path), string(b))
 }
 
-func parseManifest(t *testing.T, name, doc string) *unstructured.Unstructured {
+func parseManifests(t *testing.T, name, text string) []*unstructured.Unstructured {
 	t.Helper()
-	u := &unstructured.Unstructured{}
-	if err := yaml.Unmarshal([]byte(strings.TrimSpace(doc)), &u.Object); err != nil {
+	objs, err := manifest.Decode(strings.NewReader(text))
+	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
-	return u
+	return objs
 }

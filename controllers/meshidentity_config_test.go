@@ -2,8 +2,6 @@ package controllers
 
 import (
 	"bytes"
-	"errors"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -15,10 +13,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weft-mesh/weft/internal/inject"
+	"github.com/weft-mesh/weft/internal/manifest"
 	"github.com/weft-mesh/weft/internal/testenv"
 )
 
@@ -39,18 +37,11 @@ func readManifests(t *testing.T) []*unstructured.Unstructured {
 		if err != nil {
 			t.Fatal(err)
 		}
-		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-		for {
-			var u unstructured.Unstructured
-			if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
-				break
-			} else if err != nil {
-				t.Fatalf("%s: %v", f, err)
-			}
-			if len(u.Object) > 0 {
-				objs = append(objs, &u)
-			}
+		docs, err := manifest.Decode(bytes.NewReader(data))
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
 		}
+		objs = append(objs, docs...)
 	}
 	if len(objs) == 0 {
 		t.Fatal("no manifests in config/certmanager")

@@ -2,9 +2,7 @@ package helm
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"os"
 	"os/exec"
@@ -25,11 +23,11 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
+	"github.com/weft-mesh/weft/internal/manifest"
 	"github.com/weft-mesh/weft/internal/testenv"
 )
 
@@ -97,20 +95,9 @@ func render(t *testing.T, vals map[string]any, ns string) (crds, objs []*unstruc
 
 func decode(t *testing.T, name, text string) []*unstructured.Unstructured {
 	t.Helper()
-	var out []*unstructured.Unstructured
-	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(text), 4096)
-	for {
-		u := &unstructured.Unstructured{}
-		err := dec.Decode(&u.Object)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("%s: %v\n%s", name, err, text)
-		}
-		if len(u.Object) > 0 {
-			out = append(out, u)
-		}
+	out, err := manifest.Decode(strings.NewReader(text))
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", name, err, text)
 	}
 	return out
 }

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,13 +14,13 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	serializerjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwapiv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
 	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 	"github.com/weft-mesh/weft/internal/ingest"
+	"github.com/weft-mesh/weft/internal/manifest"
 )
 
 // Scheme knows every kind ingest reads.
@@ -120,35 +119,16 @@ var (
 )
 
 func (m *Manifests) read(name string, r io.Reader) error {
-	dec := utilyaml.NewYAMLOrJSONDecoder(r, 4096)
-	for i := 0; ; i++ {
-		u := &unstructured.Unstructured{}
-		err := dec.Decode(&u.Object)
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("%s: document %d: %w", name, i+1, err)
-		}
-		if len(u.Object) == 0 {
-			continue
-		}
-		if u.IsList() {
-			items, err := u.ToList()
-			if err != nil {
-				return fmt.Errorf("%s: document %d: %w", name, i+1, err)
-			}
-			for j := range items.Items {
-				if err := m.add(name, &items.Items[j]); err != nil {
-					return err
-				}
-			}
-			continue
-		}
+	objs, err := manifest.Decode(r)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	for _, u := range objs {
 		if err := m.add(name, u); err != nil {
 			return err
 		}
 	}
+	return nil
 }
 
 func (m *Manifests) add(file string, u *unstructured.Unstructured) error {
