@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -37,60 +38,43 @@ func (c Change) String() string {
 // lists what changes in their routes (weights, timeouts, retries, where a
 // match sends) and clusters (limits, outlier detection).
 func Diff(base, head *Manifests, opts translate.Options) ([]Change, error) {
-	refs := map[string]bool{}
-	for _, m := range []*Manifests{base, head} {
-		for _, r := range m.meshedRefs() {
-			refs[r] = true
-		}
+	before, err := base.allFacts(opts)
+	if err != nil {
+		return nil, fmt.Errorf("base: %w", err)
+	}
+	after, err := head.allFacts(opts)
+	if err != nil {
+		return nil, fmt.Errorf("head: %w", err)
 	}
 	var out []Change
-	for _, ref := range slices.Sorted(func(yield func(string) bool) {
-		for r := range refs {
-			if !yield(r) {
-				return
-			}
-		}
-	}) {
-		before, err := base.facts(ref, opts)
-		if err != nil {
-			return nil, fmt.Errorf("base: %w", err)
-		}
-		after, err := head.facts(ref, opts)
-		if err != nil {
-			return nil, fmt.Errorf("head: %w", err)
-		}
-		keys := map[string]bool{}
-		for k := range before {
-			keys[k] = true
-		}
-		for k := range after {
-			keys[k] = true
-		}
-		for _, k := range slices.Sorted(func(yield func(string) bool) {
-			for k := range keys {
-				if !yield(k) {
-					return
-				}
-			}
-		}) {
-			if before[k] != after[k] {
-				out = append(out, Change{Workload: ref, What: k, Before: before[k], After: after[k]})
+	for _, ref := range sortedUnion(before, after) {
+		b, a := before[ref], after[ref]
+		for _, k := range sortedUnion(b, a) {
+			if b[k] != a[k] {
+				out = append(out, Change{Workload: ref, What: k, Before: b[k], After: a[k]})
 			}
 		}
 	}
 	return out, nil
 }
 
+func sortedUnion[V any](a, b map[string]V) []string {
+	keys := slices.Collect(maps.Keys(a))
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return keys
+}
+
 // meshedRefs are the workloads and bare pods of the manifests that are in
 // the mesh.
 func (m *Manifests) meshedRefs() []string {
-	labels := map[string]map[string]string{}
-	for _, ns := range m.Bundle.Namespaces {
-		labels[ns.Name] = ns.Labels
-	}
 	var out []string
 	for _, p := range m.Bundle.Pods {
-		if workload.Of(p, labels[p.Namespace]).Meshed {
+		if workload.Of(p, m.namespaceLabels(p.Namespace)).Meshed {
 			out = append(out, p.Namespace+"/"+p.Name)
 		}
 	}
@@ -101,29 +85,29 @@ func (m *Manifests) meshedRefs() []string {
 		}
 		ref := ns + "/" + u.GetKind() + "/" + u.GetName()
 		p, err := m.podOf(ref)
-		if err == nil && workload.Of(p, labels[ns]).Meshed {
+		if err == nil && workload.Of(p, m.namespaceLabels(ns)).Meshed {
 			out = append(out, ref)
 		}
 	}
 	return out
 }
 
-// facts are what a workload's proxy gets, as key → summary; none when the
-// workload is not in these manifests or not meshed.
-func (m *Manifests) facts(ref string, opts translate.Options) (map[string]string, error) {
-	if !slices.Contains(m.meshedRefs(), ref) {
-		return nil, nil
-	}
-	c := *m
-	c.Bundle.Pods = slices.Clone(m.Bundle.Pods)
-	pod, wl := ref, ""
-	if strings.Count(ref, "/") == 2 {
-		pod, wl = "", ref
-	}
-	r, err := Render(&c, pod, wl, opts)
+// allFacts are, for every meshed workload and pod, what its proxy gets as
+// key → summary, from one run of ingest and translation.
+func (m *Manifests) allFacts(opts translate.Options) (map[string]map[string]string, error) {
+	rendered, err := m.renderAll(m.meshedRefs(), opts)
 	if err != nil {
 		return nil, err
 	}
+	out := map[string]map[string]string{}
+	for ref, r := range rendered {
+		out[ref] = facts(r)
+	}
+	return out, nil
+}
+
+// facts are what one proxy gets, as key → summary.
+func facts(r *Rendered) map[string]string {
 	out := map[string]string{}
 	for _, res := range r.Resources.Routes {
 		rc := res.(*routev3.RouteConfiguration)
@@ -160,7 +144,7 @@ func (m *Manifests) facts(ref string, opts translate.Options) (map[string]string
 			out[key+": limits"] = part
 		}
 	}
-	return out, nil
+	return out
 }
 
 var (

@@ -43,66 +43,64 @@ func Inject(m *Manifests, cfg inject.Config) (*Injected, error) {
 			ns = "default"
 		}
 		id := u.GetKind() + " " + ns + "/" + u.GetName()
+		var path []string
+		pod := &corev1.Pod{}
 		switch {
 		case u.GetAPIVersion() == "v1" && u.GetKind() == "Pod":
-			pod := &corev1.Pod{}
 			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, pod); err != nil {
 				return nil, fmt.Errorf("%s: %w", id, err)
 			}
-			pod.Namespace = ns
-			res, err := in.Inject(pod, nsLabels[ns])
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", id, err)
-			}
-			if res.Skip != nil {
-				out.Notes = append(out.Notes, fmt.Sprintf("%s: not injected: %s", id, res.Skip.Message))
-				break
-			}
-			obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(res.Pod)
-			if err != nil {
-				return nil, err
-			}
-			clean(obj)
-			u.Object = obj
-			out.Notes = append(out.Notes, fmt.Sprintf("%s: injected (%s)", id, res.Mode))
 		case isWorkload(u):
-			tmpl, ok, _ := unstructured.NestedMap(u.Object, "spec", "template")
+			path = []string{"spec", "template"}
+			tmpl, ok, _ := unstructured.NestedMap(u.Object, path...)
 			if !ok {
-				break
+				out.Objects = append(out.Objects, u)
+				continue
 			}
-			pod := &corev1.Pod{}
 			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(tmpl, pod); err != nil {
 				return nil, fmt.Errorf("%s: pod template: %w", id, err)
 			}
-			// The webhook sees the template's pods with the workload's
-			// namespace and a generated name.
-			pod.Namespace = ns
+			// The webhook sees the template's pods with a generated name
+			// and their owner, which names the workload in the proxy's
+			// statistics. A Deployment's pods belong to a ReplicaSet
+			// named after a template hash that exists only once the
+			// Deployment does, so offline the Deployment itself stands in
+			// (and the workload_revision tag is left out).
 			if pod.GenerateName == "" {
 				pod.GenerateName = u.GetName() + "-"
 			}
-			// Its owner names the workload in the proxy's statistics. A
-			// Deployment's pods belong to a ReplicaSet named after a
-			// template hash that exists only once the Deployment does, so
-			// offline the Deployment itself stands in (and the
-			// workload_revision tag is left out).
 			pod.OwnerReferences = []metav1.OwnerReference{{APIVersion: u.GetAPIVersion(), Kind: u.GetKind(), Name: u.GetName(), Controller: ptr.To(true)}}
-			res, err := in.Inject(pod, nsLabels[ns])
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", id, err)
-			}
-			if res.Skip != nil {
-				out.Notes = append(out.Notes, fmt.Sprintf("%s: not injected: %s", id, res.Skip.Message))
-				break
-			}
-			res.Pod.Namespace, res.Pod.GenerateName, res.Pod.OwnerReferences = "", "", nil
-			obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(res.Pod)
-			if err != nil {
-				return nil, err
-			}
-			clean(obj)
+		default:
+			out.Objects = append(out.Objects, u)
+			continue
+		}
+		pod.Namespace = ns
+		res, err := in.Inject(pod, nsLabels[ns])
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", id, err)
+		}
+		if res.Skip != nil {
+			out.Notes = append(out.Notes, fmt.Sprintf("%s: not injected: %s", id, res.Skip.Message))
+			out.Objects = append(out.Objects, u)
+			continue
+		}
+		obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(res.Pod)
+		if err != nil {
+			return nil, err
+		}
+		clean(obj)
+		if path == nil {
+			u.Object = obj
+			out.Notes = append(out.Notes, fmt.Sprintf("%s: injected (%s)", id, res.Mode))
+		} else {
+			// Back into the template: what the workload's pods get.
+			md, _ := obj["metadata"].(map[string]any)
+			delete(md, "namespace")
+			delete(md, "generateName")
+			delete(md, "ownerReferences")
 			delete(obj, "apiVersion")
 			delete(obj, "kind")
-			if err := unstructured.SetNestedField(u.Object, obj, "spec", "template"); err != nil {
+			if err := unstructured.SetNestedField(u.Object, obj, path...); err != nil {
 				return nil, err
 			}
 			out.Notes = append(out.Notes, fmt.Sprintf("%s: pod template injected (%s)", id, res.Mode))

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/weft-mesh/weft/internal/ingest"
+	"github.com/weft-mesh/weft/internal/ir"
 	"github.com/weft-mesh/weft/internal/workload"
 	"github.com/weft-mesh/weft/internal/xds/translate"
 )
@@ -35,55 +36,84 @@ type Rendered struct {
 // workload's pods (workload: "namespace/Kind/name", from the pod template)
 // would be sent.
 func Render(m *Manifests, pod, wl string, opts translate.Options) (*Rendered, error) {
-	var target *corev1.Pod
+	var ref string
 	switch {
 	case pod != "" && wl != "":
 		return nil, fmt.Errorf("give --pod or --workload, not both")
 	case pod != "":
-		ns, name, ok := strings.Cut(pod, "/")
-		if !ok {
+		if !strings.Contains(pod, "/") {
 			return nil, fmt.Errorf("--pod=%q: want NAMESPACE/NAME", pod)
 		}
-		for _, p := range m.Bundle.Pods {
-			if p.Namespace == ns && p.Name == name {
-				target = p
-			}
-		}
-		if target == nil {
+		if m.pod(pod) == nil {
 			return nil, fmt.Errorf("--pod=%s: no such Pod in the manifests", pod)
 		}
+		ref = pod
 	case wl != "":
-		p, err := m.podOf(wl)
-		if err != nil {
+		if _, err := m.podOf(wl); err != nil {
 			return nil, err
 		}
-		target = p
-		m.Bundle.Pods = append(m.Bundle.Pods, p)
+		ref = wl
 	default:
 		return nil, fmt.Errorf("render needs --pod NAMESPACE/NAME or --workload NAMESPACE/KIND/NAME")
 	}
-	var nsLabels map[string]string
-	for _, ns := range m.Bundle.Namespaces {
-		if ns.Name == target.Namespace {
-			nsLabels = ns.Labels
+	out, err := m.renderAll([]string{ref}, opts)
+	if err != nil {
+		return nil, err
+	}
+	return out[ref], nil
+}
+
+// renderAll renders the proxies of several pods ("namespace/name") and
+// workloads ("namespace/Kind/name") from one run of ingest and
+// translation, with the workloads' pods added to a copy of the bundle.
+// A ref that is not in the mesh is an error.
+func (m *Manifests) renderAll(refs []string, opts translate.Options) (map[string]*Rendered, error) {
+	bundle := m.Bundle
+	bundle.Pods = slices.Clone(m.Bundle.Pods)
+	targets := map[string]*corev1.Pod{}
+	for _, ref := range refs {
+		if strings.Count(ref, "/") == 2 {
+			p, err := m.podOf(ref)
+			if err != nil {
+				return nil, err
+			}
+			bundle.Pods = append(bundle.Pods, p)
+			targets[ref] = p
+		} else if p := m.pod(ref); p != nil {
+			targets[ref] = p
+		} else {
+			return nil, fmt.Errorf("%s: no such Pod in the manifests", ref)
 		}
 	}
-	w := workload.Of(target, nsLabels)
-	if !w.Meshed {
-		return nil, fmt.Errorf("%s/%s is not in the mesh (%s): label its namespace weft.dev/inject=enabled or annotate it weft.dev/inject=true", target.Namespace, target.Name, w.Reason)
-	}
-	res := ingest.Build(&m.Bundle)
+	res := ingest.Build(&bundle)
 	prep, err := translate.Prepare(res.Mesh, opts)
 	if err != nil {
 		return nil, err
 	}
+	groups := map[string]*ir.ProxyGroup{}
 	for _, g := range res.Mesh.ProxyGroups {
-		if !slices.Contains(g.Members, w.NodeID) {
-			continue
+		for _, n := range g.Members {
+			groups[n] = g
 		}
-		out := &Rendered{Node: w.NodeID, Proxyless: w.Mode == workload.ModeProxyless}
+	}
+	endpoints := map[string]types.Resource{}
+	for _, e := range translate.Endpoints(res.Mesh) {
+		endpoints[cachev3.GetResourceName(e)] = e
+	}
+	out := map[string]*Rendered{}
+	for _, ref := range refs {
+		target := targets[ref]
+		w := workload.Of(target, m.namespaceLabels(target.Namespace))
+		if !w.Meshed {
+			return nil, fmt.Errorf("%s/%s is not in the mesh (%s): label its namespace weft.dev/inject=enabled or annotate it weft.dev/inject=true", target.Namespace, target.Name, w.Reason)
+		}
+		g := groups[w.NodeID]
+		if g == nil {
+			return nil, fmt.Errorf("%s is meshed but in no proxy group", w.NodeID)
+		}
+		r := &Rendered{Node: w.NodeID, Proxyless: w.Mode == workload.ModeProxyless}
 		var cfg *translate.Config
-		if out.Proxyless {
+		if r.Proxyless {
 			cfg, err = prep.ForGRPC(g)
 		} else {
 			cfg, err = prep.ForGroup(g)
@@ -91,20 +121,37 @@ func Render(m *Manifests, pod, wl string, opts translate.Options) (*Rendered, er
 		if err != nil {
 			return nil, err
 		}
-		out.Resources = cfg.Resources()
+		r.Resources = cfg.Resources()
 		// The endpoints of the clusters the proxy has.
-		have := map[string]bool{}
-		for _, c := range out.Resources.Clusters {
-			have[cachev3.GetResourceName(c)] = true
-		}
-		for _, e := range translate.Endpoints(res.Mesh) {
-			if have[cachev3.GetResourceName(e)] {
-				out.Resources.Endpoints = append(out.Resources.Endpoints, e)
+		for _, c := range r.Resources.Clusters {
+			if e, ok := endpoints[cachev3.GetResourceName(c)]; ok {
+				r.Resources.Endpoints = append(r.Resources.Endpoints, e)
 			}
 		}
-		return out, nil
+		out[ref] = r
 	}
-	return nil, fmt.Errorf("%s is meshed but in no proxy group", w.NodeID)
+	return out, nil
+}
+
+// pod is the Pod "namespace/name" of the manifests, or nil.
+func (m *Manifests) pod(ref string) *corev1.Pod {
+	ns, name, _ := strings.Cut(ref, "/")
+	for _, p := range m.Bundle.Pods {
+		if p.Namespace == ns && p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// namespaceLabels are the labels of a Namespace of the manifests.
+func (m *Manifests) namespaceLabels(name string) map[string]string {
+	for _, ns := range m.Bundle.Namespaces {
+		if ns.Name == name {
+			return ns.Labels
+		}
+	}
+	return nil
 }
 
 // podOf makes the pod a workload's template describes.
