@@ -127,17 +127,17 @@ var blocks = map[string]string{
 	"__WEBHOOK_VOLUME__": "",
 }
 
-// webhookSecret is the Secret cert-manager writes the webhook's serving
-// certificate to, as config/ names it.
-var webhookSecret string
-
 // template turns one rendered object into a template.
 func template(u *unstructured.Unstructured) (string, error) {
 	kind, name := u.GetKind(), u.GetName()
 	wrap := ""
+	// webhookSecret is the Secret cert-manager writes the webhook's
+	// serving certificate to, as config/ names it (Deployment only).
+	webhookSecret := ""
 	switch {
 	case kind == "Deployment" && name == "weft-controller":
-		if err := deployment(u); err != nil {
+		var err error
+		if webhookSecret, err = deployment(u); err != nil {
 			return "", err
 		}
 	case kind == "PodDisruptionBudget":
@@ -189,30 +189,32 @@ func template(u *unstructured.Unstructured) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	text := expand(string(b))
+	text := expand(string(b), webhookSecret)
 	if wrap != "" {
 		text = "{{- if " + wrap + " }}\n" + text + "{{- end }}\n"
 	}
 	return text, nil
 }
 
-func deployment(u *unstructured.Unstructured) error {
+// deployment puts the controller Deployment's tokens in; it returns the
+// Secret its webhook-cert volume names.
+func deployment(u *unstructured.Unstructured) (string, error) {
 	set := func(v any, path ...string) error { return unstructured.SetNestedField(u.Object, v, path...) }
 	if err := set("__REPLICAS__", "spec", "replicas"); err != nil {
-		return err
+		return "", err
 	}
 	pod := []string{"spec", "template", "spec"}
 	for path, v := range map[string]any{"securityContext": "__POD_SECCTX__", "affinity": "__AFFINITY__", "zzExtras": "__POD_EXTRAS__"} {
 		if err := set(v, append(pod, path)...); err != nil {
-			return err
+			return "", err
 		}
 	}
 	if err := set("__POD_ANNOTS__", "spec", "template", "metadata", "annotations", "zzExtras"); err != nil {
-		return err
+		return "", err
 	}
 	containers, _, _ := unstructured.NestedSlice(u.Object, append(pod, "containers")...)
 	if len(containers) != 1 {
-		return fmt.Errorf("want one container, have %d", len(containers))
+		return "", fmt.Errorf("want one container, have %d", len(containers))
 	}
 	c := containers[0].(map[string]any)
 	c["image"] = "__IMAGE__"
@@ -227,10 +229,10 @@ func deployment(u *unstructured.Unstructured) error {
 		}
 	}
 	if err := unstructured.SetNestedSlice(u.Object, containers, append(pod, "containers")...); err != nil {
-		return err
+		return "", err
 	}
 	volumes, _, _ := unstructured.NestedSlice(u.Object, append(pod, "volumes")...)
-	found := false
+	webhookSecret := ""
 	for i := range volumes {
 		v := volumes[i].(map[string]any)
 		if v["name"] != "webhook-cert" {
@@ -238,21 +240,20 @@ func deployment(u *unstructured.Unstructured) error {
 		}
 		secret, _, _ := unstructured.NestedString(v, "secret", "secretName")
 		if secret == "" {
-			return errors.New("the webhook-cert volume is not a Secret")
+			return "", errors.New("the webhook-cert volume is not a Secret")
 		}
 		webhookSecret = secret
 		delete(v, "secret")
 		v["zzSource"] = "__WEBHOOK_VOLUME__"
-		found = true
 	}
-	if !found {
-		return errors.New("no webhook-cert volume")
+	if webhookSecret == "" {
+		return "", errors.New("no webhook-cert volume")
 	}
-	return unstructured.SetNestedSlice(u.Object, volumes, append(pod, "volumes")...)
+	return webhookSecret, unstructured.SetNestedSlice(u.Object, volumes, append(pod, "volumes")...)
 }
 
 // expand replaces the tokens of one marshalled object.
-func expand(s string) string {
+func expand(s, webhookSecret string) string {
 	s = strings.ReplaceAll(s, "weft-system", "{{ .Release.Namespace }}")
 	var out bytes.Buffer
 	for _, line := range strings.SplitAfter(s, "\n") {
