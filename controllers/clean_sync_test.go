@@ -17,7 +17,10 @@ import (
 	"github.com/weft-mesh/weft/internal/testenv"
 )
 
-// argoManager is the field manager Argo CD's server-side apply uses.
+// argoManager is the field manager Argo CD's server-side apply, and the
+// dry run of its server-side diff, use (common.ArgoCDSSAManager in
+// argoproj/argo-cd, passed to sync.WithServerSideApplyManager and
+// diffConfigBuilder.WithManager).
 const argoManager = "argocd-controller"
 
 // TestSamplesSyncCleanly applies every sample, and a route a user writes
