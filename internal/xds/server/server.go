@@ -353,6 +353,7 @@ func (c *callbacks) request(id int64, node *corev3.Node, typeURL, version, nonce
 		si.node = node.GetId()
 		n := t.node(si.node)
 		n.Streams++
+		n.ConnectedAt, n.Agent, n.Identity = t.now(), agent(node), peer.SpiffeID
 		if n.Streams == 1 {
 			c.s.metrics.ConnectedProxies.Inc()
 		}
@@ -397,6 +398,18 @@ func (c *callbacks) request(id int64, node *corev3.Node, typeURL, version, nonce
 	}
 	t.notify()
 	return nil
+}
+
+// agent is a node's user agent name and version, as Envoy and grpc-go send
+// them.
+func agent(node *corev3.Node) string {
+	a := node.GetUserAgentName()
+	if v := node.GetUserAgentVersion(); v != "" {
+		a += "/" + v
+	} else if bv := node.GetUserAgentBuildVersion().GetVersion(); bv != nil {
+		a += fmt.Sprintf("/%d.%d.%d", bv.GetMajorNumber(), bv.GetMinorNumber(), bv.GetPatch())
+	}
+	return a
 }
 
 func (c *callbacks) response(id int64, typeURL, version, nonce string, msg proto.Message) {

@@ -36,6 +36,14 @@ type NodeStatus struct {
 	Subscribed map[string]bool
 	// AckedAt is when the node last acknowledged a response.
 	AckedAt time.Time
+	// ConnectedAt is when the node's current stream (the latest one, when
+	// it has several) sent its first request.
+	ConnectedAt time.Time
+	// Agent is the proxy's user agent and version, as its node says.
+	Agent string
+	// Identity is the SPIFFE ID the latest stream authenticated with
+	// (empty on an insecure server).
+	Identity string
 }
 
 type streamInfo struct {
