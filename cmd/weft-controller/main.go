@@ -57,6 +57,11 @@ type options struct {
 	webhookSecret                   string
 	webhookService                  string
 	webhookConfiguration            string
+	proxyAPIAddr                    string
+	proxyAPICertDir                 string
+	proxyAPIService                 string
+	apiService                      string
+	podIP, podName                  string
 }
 
 func main() {
@@ -84,6 +89,12 @@ func main() {
 	flag.StringVar(&o.webhookSecret, "webhook-secret", "weft-webhook-tls", "Secret, in --control-plane-namespace, for --manage-webhook-certificate.")
 	flag.StringVar(&o.webhookService, "webhook-service", "weft-webhook", "Service the API server calls the webhook through; the certificate's name.")
 	flag.StringVar(&o.webhookConfiguration, "webhook-configuration", "weft-injector", "MutatingWebhookConfiguration whose caBundle --manage-webhook-certificate sets.")
+	flag.StringVar(&o.proxyAPIAddr, "proxy-api-bind-address", ":9445", "Address of the proxy status API (debug.weft.dev, which the API server's aggregation layer forwards to: kubectl weft proxy-status and proxy-config); 0 disables it.")
+	flag.StringVar(&o.proxyAPICertDir, "proxy-api-cert-dir", "/var/run/weft/webhook", "Directory with the proxy status API's serving certificate, key and CA (tls.crt, tls.key, ca.crt); replicas also show it to each other.")
+	flag.StringVar(&o.proxyAPIService, "proxy-api-service", "weft-webhook", "Service, in --control-plane-namespace, the API server reaches the proxy status API through; its ready endpoints are the replicas a list gathers.")
+	flag.StringVar(&o.apiService, "proxy-apiservice", "v1alpha1.debug.weft.dev", "APIService of the proxy status API, whose caBundle --manage-webhook-certificate sets too (it is served with the webhook's certificate); empty leaves it alone.")
+	flag.StringVar(&o.podIP, "pod-ip", os.Getenv("POD_IP"), "This replica's pod IP (default $POD_IP), left out when asking the other replicas.")
+	flag.StringVar(&o.podName, "pod-name", os.Getenv("POD_NAME"), "This replica's pod name (default $POD_NAME, else the host name), as the proxy status API reports it.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	injectFlags := bindInjectFlags(flag.CommandLine)
@@ -199,6 +210,9 @@ func run(ctx context.Context, o options, inj *injectOptions) error {
 		if err := setupInjection(mgr, inj); err != nil {
 			return err
 		}
+	}
+	if err := setupProxyAPI(mgr, o, inj.cfg.ControlPlaneNamespace, xds); err != nil {
+		return err
 	}
 	if err := setupSidecarAudit(mgr, inj); err != nil {
 		return err

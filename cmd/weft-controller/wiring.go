@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -14,7 +16,9 @@ import (
 
 	"github.com/weft-mesh/weft/controllers"
 	"github.com/weft-mesh/weft/internal/inject"
+	"github.com/weft-mesh/weft/internal/proxyapi"
 	"github.com/weft-mesh/weft/internal/webhookcert"
+	"github.com/weft-mesh/weft/internal/xds/server"
 	"github.com/weft-mesh/weft/webhooks"
 )
 
@@ -127,9 +131,41 @@ func setupWebhookCertificate(ctx context.Context, mgr ctrl.Manager, o options, n
 	m := &webhookcert.Manager{
 		Client: c, Namespace: namespace, SecretName: o.webhookSecret,
 		DNSNames: []string{svc, svc + ".cluster.local"}, Webhook: o.webhookConfiguration, CertDir: o.webhookCertDir,
+		APIService: o.apiService,
 	}
 	if err := m.Ensure(ctx); err != nil {
 		return fmt.Errorf("making the webhook certificate: %w", err)
 	}
 	return mgr.Add(m)
+}
+
+// proxyAPIPort is the name of the proxy status API's port on its Service.
+const proxyAPIPort = "https-proxy-api"
+
+// setupProxyAPI serves the debug.weft.dev API on every replica.
+func setupProxyAPI(mgr ctrl.Manager, o options, namespace string, xds *server.Server) error {
+	if o.proxyAPIAddr == "0" || o.proxyAPIAddr == "" {
+		return nil
+	}
+	name := o.podName
+	if name == "" {
+		name, _ = os.Hostname()
+	}
+	certs := &proxyapi.ServingCerts{Dir: o.proxyAPICertDir}
+	h := &proxyapi.Handler{
+		Source:     xds,
+		Replica:    name,
+		Auth:       &proxyapi.Authenticator{FrontProxy: proxyapi.ConfigMapFrontProxy(mgr.GetAPIReader(), 30*time.Second), Certs: certs},
+		PeerClient: certs.PeerClient,
+		Log:        ctrl.Log.WithName("proxy-api"),
+	}
+	// Without its own pod IP a replica cannot tell itself from the others
+	// among the Service's endpoints, and would list its proxies twice.
+	if o.podIP != "" && namespace != "" {
+		peers := &proxyapi.EndpointPeers{Reader: mgr.GetClient(), Namespace: namespace, Service: o.proxyAPIService, PortName: proxyAPIPort, SelfIP: o.podIP}
+		h.Peers = peers.List
+	} else {
+		ctrl.Log.WithName("setup").Info("the proxy status API answers for this replica only: set --pod-ip and --control-plane-namespace to gather every replica")
+	}
+	return mgr.Add(&proxyapi.Server{Address: o.proxyAPIAddr, Handler: h, Certs: certs, Log: h.Log})
 }

@@ -145,6 +145,10 @@ func template(u *unstructured.Unstructured) (string, error) {
 		if err := unstructured.SetNestedField(u.Object, "__MIN_AVAIL__", "spec", "minAvailable"); err != nil {
 			return "", err
 		}
+	case kind == "APIService":
+		if err := injectCAAnnotation(u); err != nil {
+			return "", err
+		}
 	case kind == "MutatingWebhookConfiguration":
 		webhooks, _, _ := unstructured.NestedSlice(u.Object, "webhooks")
 		for i := range webhooks {
@@ -155,13 +159,9 @@ func template(u *unstructured.Unstructured) (string, error) {
 		if err := unstructured.SetNestedSlice(u.Object, webhooks, "webhooks"); err != nil {
 			return "", err
 		}
-		ann := u.GetAnnotations()
-		if ann["cert-manager.io/inject-ca-from"] == "" {
-			return "", errors.New("expected cert-manager's CA injection annotation")
+		if err := injectCAAnnotation(u); err != nil {
+			return "", err
 		}
-		delete(ann, "cert-manager.io/inject-ca-from")
-		ann["zzInjectCA"] = "__INJECT_CA__"
-		u.SetAnnotations(ann)
 	case (kind == "Certificate" || kind == "Issuer") && strings.HasPrefix(name, "weft-webhook") ||
 		kind == "Issuer" && name == "weft-selfsigned":
 		// The webhook's serving certificate from cert-manager; without
@@ -194,6 +194,19 @@ func template(u *unstructured.Unstructured) (string, error) {
 		text = "{{- if " + wrap + " }}\n" + text + "{{- end }}\n"
 	}
 	return text, nil
+}
+
+// injectCAAnnotation makes cert-manager's CA injection depend on
+// webhook.certManager.
+func injectCAAnnotation(u *unstructured.Unstructured) error {
+	ann := u.GetAnnotations()
+	if ann["cert-manager.io/inject-ca-from"] == "" {
+		return errors.New("expected cert-manager's CA injection annotation")
+	}
+	delete(ann, "cert-manager.io/inject-ca-from")
+	ann["zzInjectCA"] = "__INJECT_CA__"
+	u.SetAnnotations(ann)
+	return nil
 }
 
 // deployment puts the controller Deployment's tokens in; it returns the

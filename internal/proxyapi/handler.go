@@ -14,12 +14,13 @@ import (
 	"sync"
 	"time"
 
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/go-logr/logr"
 	"google.golang.org/protobuf/encoding/protojson"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/weft-mesh/weft/internal/debugapi"
 	"github.com/weft-mesh/weft/internal/xds/server"
 )
 
@@ -55,10 +56,10 @@ type Peer struct {
 }
 
 const (
-	prefix = "/apis/" + Group + "/" + Version
+	prefix = "/apis/" + debugapi.Group + "/" + debugapi.Version
 	// localParam asks a replica for its own proxies only: how replicas ask
 	// each other.
-	localParam = "local"
+	localParam  = "local"
 	peerTimeout = 5 * time.Second
 )
 
@@ -76,7 +77,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Log.V(1).Info("debug API request", "path", r.URL.Path, "user", user)
 	local := r.URL.Query().Get(localParam) == "true"
 	path := strings.TrimSuffix(r.URL.Path, "/")
-	if path == "/apis/"+Group {
+	if path == "/apis/"+debugapi.Group {
 		writeJSON(w, http.StatusOK, apiGroup())
 		return
 	}
@@ -89,24 +90,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case rest == "":
 		writeJSON(w, http.StatusOK, resourceList())
-	case len(parts) == 1 && parts[0] == Resource:
+	case len(parts) == 1 && parts[0] == debugapi.Resource:
 		h.list(w, r, "", local)
-	case len(parts) == 3 && parts[0] == "namespaces" && parts[2] == Resource:
+	case len(parts) == 3 && parts[0] == "namespaces" && parts[2] == debugapi.Resource:
 		h.list(w, r, parts[1], local)
-	case len(parts) == 4 && parts[0] == "namespaces" && parts[2] == Resource:
+	case len(parts) == 4 && parts[0] == "namespaces" && parts[2] == debugapi.Resource:
 		h.get(w, r, parts[1], parts[3], "", local)
-	case len(parts) == 5 && parts[0] == "namespaces" && parts[2] == Resource && parts[4] == ConfigSubresource:
-		h.get(w, r, parts[1], parts[3], ConfigSubresource, local)
+	case len(parts) == 5 && parts[0] == "namespaces" && parts[2] == debugapi.Resource && parts[4] == debugapi.ConfigSubresource:
+		h.get(w, r, parts[1], parts[3], debugapi.ConfigSubresource, local)
 	default:
 		writeStatus(w, http.StatusNotFound, "NotFound", "no such path: "+r.URL.Path)
 	}
 }
 
 func apiGroup() *metav1.APIGroup {
-	gv := metav1.GroupVersionForDiscovery{GroupVersion: GroupVersion, Version: Version}
+	gv := metav1.GroupVersionForDiscovery{GroupVersion: debugapi.GroupVersion, Version: debugapi.Version}
 	return &metav1.APIGroup{
 		TypeMeta:         metav1.TypeMeta{Kind: "APIGroup", APIVersion: "v1"},
-		Name:             Group,
+		Name:             debugapi.Group,
 		Versions:         []metav1.GroupVersionForDiscovery{gv},
 		PreferredVersion: gv,
 	}
@@ -115,18 +116,18 @@ func apiGroup() *metav1.APIGroup {
 func resourceList() *metav1.APIResourceList {
 	return &metav1.APIResourceList{
 		TypeMeta:     metav1.TypeMeta{Kind: "APIResourceList", APIVersion: "v1"},
-		GroupVersion: GroupVersion,
+		GroupVersion: debugapi.GroupVersion,
 		APIResources: []metav1.APIResource{
-			{Name: Resource, SingularName: "proxy", Namespaced: true, Kind: "Proxy", Verbs: metav1.Verbs{"get", "list"}, Categories: []string{"weft"}},
-			{Name: Resource + "/" + ConfigSubresource, Namespaced: true, Kind: "ProxyConfig", Verbs: metav1.Verbs{"get"}},
+			{Name: debugapi.Resource, SingularName: "proxy", Namespaced: true, Kind: "Proxy", Verbs: metav1.Verbs{"get", "list"}, Categories: []string{"weft"}},
+			{Name: debugapi.Resource + "/" + debugapi.ConfigSubresource, Namespaced: true, Kind: "ProxyConfig", Verbs: metav1.Verbs{"get"}},
 		},
 	}
 }
 
 // localProxies are the proxies connected to this replica, in namespace ns
 // (all when empty).
-func (h *Handler) localProxies(ns string) []Proxy {
-	var out []Proxy
+func (h *Handler) localProxies(ns string) []debugapi.Proxy {
+	var out []debugapi.Proxy
 	for node, st := range h.Source.Nodes() {
 		if st.Streams == 0 {
 			continue
@@ -142,16 +143,16 @@ func (h *Handler) localProxies(ns string) []Proxy {
 
 func (h *Handler) kind(node string, st server.NodeStatus) string {
 	if h.Source.Proxyless(node) || strings.HasPrefix(strings.ToLower(st.Agent), "grpc") {
-		return KindProxyless
+		return debugapi.KindProxyless
 	}
-	return KindEnvoy
+	return debugapi.KindEnvoy
 }
 
-func (h *Handler) proxy(node, pod, ns string, st server.NodeStatus) Proxy {
-	p := Proxy{
-		TypeMeta:   metav1.TypeMeta{Kind: "Proxy", APIVersion: GroupVersion},
+func (h *Handler) proxy(node, pod, ns string, st server.NodeStatus) debugapi.Proxy {
+	p := debugapi.Proxy{
+		TypeMeta:   metav1.TypeMeta{Kind: "Proxy", APIVersion: debugapi.GroupVersion},
 		ObjectMeta: metav1.ObjectMeta{Name: pod, Namespace: ns, CreationTimestamp: metav1.NewTime(st.ConnectedAt)},
-		Status: ProxyStatus{
+		Status: debugapi.ProxyStatus{
 			Node:     node,
 			Kind:     h.kind(node, st),
 			Replica:  h.Replica,
@@ -166,11 +167,11 @@ func (h *Handler) proxy(node, pod, ns string, st server.NodeStatus) Proxy {
 		p.Status.LastAck = &t
 	}
 	for typ := range st.Subscribed {
-		p.Status.Resources = append(p.Status.Resources, ResourceStatus{Type: ShortType(typ), Sent: st.Sent[typ], Acked: st.Acked[typ]})
+		p.Status.Resources = append(p.Status.Resources, debugapi.ResourceStatus{Type: ShortType(typ), Sent: st.Sent[typ], Acked: st.Acked[typ]})
 	}
-	slices.SortFunc(p.Status.Resources, func(a, b ResourceStatus) int { return typeOrder(a.Type) - typeOrder(b.Type) })
+	slices.SortFunc(p.Status.Resources, func(a, b debugapi.ResourceStatus) int { return typeOrder(a.Type) - typeOrder(b.Type) })
 	if n := st.Nack; n != nil {
-		p.Status.Nack = &Nack{Type: ShortType(n.TypeURL), Version: n.Version, Message: n.Message, Resources: n.Resources, At: metav1.NewTime(n.At)}
+		p.Status.Nack = &debugapi.Nack{Type: ShortType(n.TypeURL), Version: n.Version, Message: n.Message, Resources: n.Resources, At: metav1.NewTime(n.At)}
 	}
 	return p
 }
@@ -195,14 +196,14 @@ func ShortType(typeURL string) string {
 
 func (h *Handler) list(w http.ResponseWriter, r *http.Request, ns string, local bool) {
 	items := h.localProxies(ns)
-	list := &ProxyList{
-		TypeMeta: metav1.TypeMeta{Kind: "ProxyList", APIVersion: GroupVersion},
-		Replicas: []Replica{{Name: h.Replica, Proxies: len(items)}},
+	list := &debugapi.ProxyList{
+		TypeMeta: metav1.TypeMeta{Kind: "ProxyList", APIVersion: debugapi.GroupVersion},
+		Replicas: []debugapi.Replica{{Name: h.Replica, Proxies: len(items)}},
 	}
 	if !local {
 		for _, res := range h.askPeers(r.Context(), r.URL.Path) {
-			rep := Replica{Name: res.peer.Name}
-			var pl ProxyList
+			rep := debugapi.Replica{Name: res.peer.Name}
+			var pl debugapi.ProxyList
 			if res.err == nil {
 				res.err = decode(res, &pl)
 			}
@@ -217,13 +218,13 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, ns string, local 
 	}
 	// A proxy that moved between replicas may still be listed by the one
 	// it left; the newest stream is the one in use.
-	slices.SortFunc(items, func(a, b Proxy) int {
+	slices.SortFunc(items, func(a, b debugapi.Proxy) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name), b.CreationTimestamp.Compare(a.CreationTimestamp.Time))
 	})
-	items = slices.CompactFunc(items, func(a, b Proxy) bool { return a.Namespace == b.Namespace && a.Name == b.Name })
+	items = slices.CompactFunc(items, func(a, b debugapi.Proxy) bool { return a.Namespace == b.Namespace && a.Name == b.Name })
 	list.Items = items
 	if list.Items == nil {
-		list.Items = []Proxy{}
+		list.Items = []debugapi.Proxy{}
 	}
 	writeJSON(w, http.StatusOK, list)
 }
@@ -266,9 +267,9 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request, ns, name, sub stri
 	writeStatus(w, http.StatusNotFound, "NotFound", msg)
 }
 
-func (h *Handler) config(node, name, ns string, st server.NodeStatus) (*ProxyConfig, error) {
-	cfg := &ProxyConfig{
-		TypeMeta:   metav1.TypeMeta{Kind: "ProxyConfig", APIVersion: GroupVersion},
+func (h *Handler) config(node, name, ns string, st server.NodeStatus) (*debugapi.ProxyConfig, error) {
+	cfg := &debugapi.ProxyConfig{
+		TypeMeta:   metav1.TypeMeta{Kind: "ProxyConfig", APIVersion: debugapi.GroupVersion},
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, CreationTimestamp: metav1.NewTime(st.ConnectedAt)},
 		Node:       node,
 		Kind:       h.kind(node, st),

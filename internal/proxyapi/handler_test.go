@@ -25,6 +25,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/weft-mesh/weft/internal/debugapi"
 	"github.com/weft-mesh/weft/internal/proxyapi"
 	"github.com/weft-mesh/weft/internal/xds/server"
 )
@@ -156,7 +157,7 @@ func newFixture(t *testing.T) *fixture {
 	}
 	now := time.Now()
 	f.a = newReplica("weft-controller-a", &fakeSource{nodes: map[string]server.NodeStatus{
-		"web-0.front": {Streams: 1, ConnectedAt: now, Agent: "envoy/1.37.0", Subscribed: map[string]bool{clusterType: true}, Sent: map[string]string{clusterType: "7"}, Acked: map[string]string{clusterType: "7"}},
+		"web-0.front":  {Streams: 1, ConnectedAt: now, Agent: "envoy/1.37.0", Subscribed: map[string]bool{clusterType: true}, Sent: map[string]string{clusterType: "7"}, Acked: map[string]string{clusterType: "7"}},
 		"gone-0.front": {Streams: 0},
 	}, cfg: map[string]map[string][]types.Resource{"web-0.front": {clusterType: {&clusterv3.Cluster{Name: "outbound|8080||checkout.shop.svc.cluster.local"}}}}})
 	f.b = newReplica("weft-controller-b", &fakeSource{nodes: map[string]server.NodeStatus{
@@ -241,7 +242,7 @@ func TestListGathersEveryReplica(t *testing.T) {
 		if code != http.StatusOK {
 			t.Fatalf("HTTP %d %s", code, body)
 		}
-		var l proxyapi.ProxyList
+		var l debugapi.ProxyList
 		if err := json.Unmarshal(body, &l); err != nil {
 			t.Fatal(err)
 		}
@@ -272,12 +273,12 @@ func TestListGathersEveryReplica(t *testing.T) {
 func TestGetFindsTheReplicaAProxyIsConnectedTo(t *testing.T) {
 	f := newFixture(t)
 	code, body := get(t, f.a, base+"/namespaces/shop/proxies/api-0", f.frontProxy)
-	var p proxyapi.Proxy
+	var p debugapi.Proxy
 	if err := json.Unmarshal(body, &p); code != http.StatusOK || err != nil || p.Status.Replica != "weft-controller-b" || p.Status.Node != "api-0.shop" {
 		t.Errorf("HTTP %d %s", code, body)
 	}
 	code, body = get(t, f.a, base+"/namespaces/shop/proxies/api-0/config", f.frontProxy)
-	var cfg proxyapi.ProxyConfig
+	var cfg debugapi.ProxyConfig
 	if err := json.Unmarshal(body, &cfg); code != http.StatusOK || err != nil {
 		t.Fatalf("HTTP %d %s", code, body)
 	}
@@ -294,7 +295,7 @@ func TestAReplicaThatDoesNotAnswerIsReported(t *testing.T) {
 	f := newFixture(t)
 	f.b.srv.Close()
 	code, body := get(t, f.a, base+"/proxies", f.frontProxy)
-	var l proxyapi.ProxyList
+	var l debugapi.ProxyList
 	if err := json.Unmarshal(body, &l); code != http.StatusOK || err != nil {
 		t.Fatalf("HTTP %d %s", code, body)
 	}

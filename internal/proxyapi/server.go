@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -20,6 +21,7 @@ type Server struct {
 	Address string
 	Handler http.Handler
 	Certs   *ServingCerts
+	Log     logr.Logger
 	// Listening, when set, is called with the bound address.
 	Listening func(net.Addr)
 }
@@ -29,8 +31,10 @@ func (s *Server) NeedLeaderElection() bool { return false }
 
 // Start serves until ctx ends.
 func (s *Server) Start(ctx context.Context) error {
-	if _, _, _, err := s.Certs.load(); err != nil {
-		return fmt.Errorf("proxy API: %w", err)
+	// A missing certificate fails each handshake, not the controller: the
+	// debug API is not worth losing xDS for, and the Secret may come later.
+	if _, _, _, err := s.Certs.load(); err != nil && s.Log.GetSink() != nil {
+		s.Log.Error(err, "the proxy status API has no serving certificate yet")
 	}
 	var lc net.ListenConfig
 	l, err := lc.Listen(ctx, "tcp", s.Address)

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -21,6 +22,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -56,6 +59,9 @@ type Manager struct {
 	DNSNames []string
 	// Webhook is the MutatingWebhookConfiguration whose caBundle is set.
 	Webhook string
+	// APIService, when set, is the APIService (served with the same
+	// certificate) whose caBundle is set too.
+	APIService string
 	// CertDir gets tls.crt and tls.key (and ca.crt).
 	CertDir string
 	// Now is the clock (time.Now when nil).
@@ -360,9 +366,10 @@ func (m *Manager) writeFiles(data map[string][]byte) error {
 	return nil
 }
 
-// setCABundle puts bundle in every webhook of the configuration.
+// setCABundle puts bundle in every webhook of the configuration, and in
+// the APIService.
 func (m *Manager) setCABundle(ctx context.Context, bundle []byte) error {
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		var wh admissionregistrationv1.MutatingWebhookConfiguration
 		if err := m.Client.Get(ctx, client.ObjectKey{Name: m.Webhook}, &wh); err != nil {
 			return fmt.Errorf("reading MutatingWebhookConfiguration %s: %w", m.Webhook, err)
@@ -378,5 +385,25 @@ func (m *Manager) setCABundle(ctx context.Context, bundle []byte) error {
 			return nil
 		}
 		return m.Client.Update(ctx, &wh)
+	})
+	if err != nil || m.APIService == "" {
+		return err
+	}
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		// Unstructured: the aggregator's types are not worth a module.
+		var api unstructured.Unstructured
+		api.SetGroupVersionKind(schema.GroupVersionKind{Group: "apiregistration.k8s.io", Version: "v1", Kind: "APIService"})
+		if err := m.Client.Get(ctx, client.ObjectKey{Name: m.APIService}, &api); err != nil {
+			return fmt.Errorf("reading APIService %s: %w", m.APIService, err)
+		}
+		cur, _, _ := unstructured.NestedString(api.Object, "spec", "caBundle")
+		want := base64.StdEncoding.EncodeToString(bundle)
+		if cur == want {
+			return nil
+		}
+		if err := unstructured.SetNestedField(api.Object, want, "spec", "caBundle"); err != nil {
+			return err
+		}
+		return m.Client.Update(ctx, &api)
 	})
 }

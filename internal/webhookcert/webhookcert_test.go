@@ -3,6 +3,7 @@ package webhookcert
 import (
 	"bytes"
 	"crypto/x509"
+	"encoding/base64"
 	"os"
 	"path/filepath"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -49,6 +51,18 @@ func TestManager(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	apiService := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+		"metadata": map[string]any{"name": "v1alpha1.debug.weft.dev"},
+		"spec": map[string]any{
+			"group": "debug.weft.dev", "version": "v1alpha1", "groupPriorityMinimum": int64(1000), "versionPriority": int64(15),
+			"service": map[string]any{"namespace": ns, "name": "weft-webhook", "port": int64(9445)},
+		},
+	}}
+	if err := c.Create(ctx, apiService); err != nil {
+		t.Fatal(err)
+	}
+
 	start := time.Now()
 	var mu sync.Mutex
 	clock := start
@@ -56,7 +70,7 @@ func TestManager(t *testing.T) {
 	replica := func() *Manager {
 		return &Manager{
 			Client: c, Namespace: ns, SecretName: "weft-webhook-tls", DNSNames: []string{host, host + ".cluster.local"},
-			Webhook: "weft-injector", CertDir: t.TempDir(),
+			Webhook: "weft-injector", APIService: "v1alpha1.debug.weft.dev", CertDir: t.TempDir(),
 			Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return clock },
 		}
 	}
@@ -96,6 +110,12 @@ func TestManager(t *testing.T) {
 			if !bytes.Equal(w.ClientConfig.CABundle, s.Data["ca.crt"]) {
 				t.Errorf("%s: webhook %s has another caBundle", what, w.Name)
 			}
+		}
+		if err := c.Get(ctx, client.ObjectKey{Name: apiService.GetName()}, apiService); err != nil {
+			t.Fatal(err)
+		}
+		if got, _, _ := unstructured.NestedString(apiService.Object, "spec", "caBundle"); got != base64.StdEncoding.EncodeToString(s.Data["ca.crt"]) {
+			t.Errorf("%s: the APIService has another caBundle", what)
 		}
 		pool := x509.NewCertPool()
 		pool.AppendCertsFromPEM(s.Data["ca.crt"])

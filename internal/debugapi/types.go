@@ -1,4 +1,4 @@
-package proxyapi
+package debugapi
 
 import (
 	"encoding/json"
