@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -228,7 +226,7 @@ func (r *SidecarAuditReconciler) Reconcile(ctx context.Context, req reconcile.Re
 		if r.Recorder == nil {
 			continue
 		}
-		hint := restartHint(rep.pod)
+		hint := workload.RestartHint(rep.pod)
 		switch rep.finding.reason {
 		case ReasonNotInjected:
 			r.Recorder.Eventf(rep.pod, nil, corev1.EventTypeWarning, ReasonNotInjected, actionAudit,
@@ -271,25 +269,6 @@ func (r *SidecarAuditReconciler) audit(pod *corev1.Pod, ns *corev1.Namespace) (p
 		return podFinding{reason: ReasonNotInjected}, fmt.Sprintf("namespace %s is labelled %s=%s", ns.Name, meshv1alpha1.LabelInject, meshv1alpha1.NamespaceInjectEnabled)
 	}
 	return podFinding{}, ""
-}
-
-// restartHint tells how to recreate the pod, naming its workload when the
-// owner reference says which it is.
-func restartHint(pod *corev1.Pod) string {
-	owner := metav1.GetControllerOfNoCopy(pod)
-	if owner == nil {
-		return fmt.Sprintf("delete and recreate the pod (kubectl delete pod %s -n %s, then apply it again)", pod.Name, pod.Namespace)
-	}
-	kind, name := owner.Kind, owner.Name
-	// A Deployment's ReplicaSet is named <deployment>-<pod-template-hash>.
-	if hash := pod.Labels["pod-template-hash"]; kind == "ReplicaSet" && hash != "" && strings.HasSuffix(name, "-"+hash) {
-		kind, name = "Deployment", strings.TrimSuffix(name, "-"+hash)
-	}
-	switch kind {
-	case "Deployment", "StatefulSet", "DaemonSet":
-		return fmt.Sprintf("restart its workload: kubectl rollout restart %s/%s -n %s", strings.ToLower(kind), name, pod.Namespace)
-	}
-	return fmt.Sprintf("recreate it through its %s %s (deleting the pod lets the %s replace it)", kind, name, kind)
 }
 
 // forget drops what is known about a namespace.

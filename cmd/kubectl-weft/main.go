@@ -6,9 +6,16 @@
 package main
 
 import (
+	"io"
 	"os"
+
+	"github.com/weft-mesh/weft/internal/cli/command"
 )
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return command.Run(args, stdin, stdout, stderr)
 }

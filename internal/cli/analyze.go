@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -132,4 +133,15 @@ func parent(kind *gwKind, name string, port *gwPort) string {
 func count(b *ingest.Bundle) int {
 	return len(b.Namespaces) + len(b.Services) + len(b.EndpointSlices) + len(b.Pods) + len(b.TrafficSplits) + len(b.RetryPolicies) +
 		len(b.CircuitBreakers) + len(b.MeshIdentities) + len(b.AccessPolicies) + len(b.SMITrafficSplits) + len(b.HTTPRoutes) + len(b.GRPCRoutes) + len(b.ReferenceGrants)
+}
+
+// InNamespace keeps the findings on objects of namespace ns (the analysis
+// itself takes in every namespace: a route in one sends to Services in
+// others).
+func (r *Report) InNamespace(ns string) {
+	r.Findings = slices.DeleteFunc(r.Findings, func(f Finding) bool {
+		_, ref, _ := strings.Cut(f.Object, " ")
+		objNS, _, namespaced := strings.Cut(ref, "/")
+		return !namespaced || objNS != ns
+	})
 }

@@ -51,23 +51,26 @@ type Manifests struct {
 // recursively), "-" for stdin. Every object must parse; kinds Weft does not
 // read are listed in Skipped.
 func ReadManifests(paths []string, stdin io.Reader) (*Manifests, error) {
-	m := &Manifests{Bundle: ingest.Bundle{ClusterDomain: ingest.DefaultClusterDomain}}
+	return Read(Input{Files: paths, Stdin: stdin})
+}
+
+func (m *Manifests) readFiles(paths []string, stdin io.Reader) error {
 	for _, p := range paths {
 		if p == "-" {
 			if err := m.read("stdin", stdin); err != nil {
-				return nil, err
+				return err
 			}
 			continue
 		}
 		info, err := os.Stat(p)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		files := []string{p}
 		if info.IsDir() {
 			entries, err := os.ReadDir(p)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			files = nil
 			for _, e := range entries {
@@ -83,15 +86,14 @@ func ReadManifests(paths []string, stdin io.Reader) (*Manifests, error) {
 		for _, f := range files {
 			b, err := os.ReadFile(f) //nolint:gosec // a file the user named
 			if err != nil {
-				return nil, err
+				return err
 			}
 			if err := m.read(f, bytes.NewReader(b)); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
-	m.allocateClusterIPs()
-	return m, nil
+	return nil
 }
 
 // allocateClusterIPs gives every Service without a cluster IP one, as the

@@ -19,6 +19,9 @@ const (
 // GroupVersion is Group/Version.
 var GroupVersion = Group + "/" + Version
 
+// NotConnected is in the message of a get for a proxy that no replica has.
+const NotConnected = "is not connected to the control plane"
+
 // Proxy kinds.
 const (
 	KindEnvoy     = "Envoy"

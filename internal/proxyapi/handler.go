@@ -260,7 +260,7 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request, ns, name, sub stri
 			}
 		}
 	}
-	msg := fmt.Sprintf("no proxy %s/%s is connected to the control plane", ns, name)
+	msg := fmt.Sprintf("proxy %s/%s %s", ns, name, debugapi.NotConnected)
 	if len(unreachable) > 0 {
 		msg += " (replicas that did not answer: " + strings.Join(unreachable, "; ") + ")"
 	}

@@ -286,7 +286,7 @@ func TestGetFindsTheReplicaAProxyIsConnectedTo(t *testing.T) {
 		t.Errorf("config %s", body)
 	}
 	code, body = get(t, f.a, base+"/namespaces/front/proxies/gone-0", f.frontProxy)
-	if code != http.StatusNotFound || !strings.Contains(string(body), "no proxy front/gone-0 is connected") {
+	if code != http.StatusNotFound || !strings.Contains(string(body), "proxy front/gone-0 is not connected to the control plane") {
 		t.Errorf("disconnected proxy: HTTP %d %s", code, body)
 	}
 }

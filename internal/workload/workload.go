@@ -3,6 +3,7 @@ package workload
 import (
 	"cmp"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 
@@ -271,4 +272,23 @@ func OwnerOf(pod *corev1.Pod) Owner {
 		}
 	}
 	return Owner{Kind: ref.Kind, Name: ref.Name}
+}
+
+// RestartHint tells how to recreate the pod, naming its workload when the
+// owner reference says which it is.
+func RestartHint(pod *corev1.Pod) string {
+	owner := metav1.GetControllerOfNoCopy(pod)
+	if owner == nil {
+		return fmt.Sprintf("delete and recreate the pod (kubectl delete pod %s -n %s, then apply it again)", pod.Name, pod.Namespace)
+	}
+	kind, name := owner.Kind, owner.Name
+	// A Deployment's ReplicaSet is named <deployment>-<pod-template-hash>.
+	if hash := pod.Labels["pod-template-hash"]; kind == "ReplicaSet" && hash != "" && strings.HasSuffix(name, "-"+hash) {
+		kind, name = "Deployment", strings.TrimSuffix(name, "-"+hash)
+	}
+	switch kind {
+	case "Deployment", "StatefulSet", "DaemonSet":
+		return fmt.Sprintf("restart its workload: kubectl rollout restart %s/%s -n %s", strings.ToLower(kind), name, pod.Namespace)
+	}
+	return fmt.Sprintf("recreate it through its %s %s (deleting the pod lets the %s replace it)", kind, name, kind)
 }

@@ -1,4 +1,4 @@
-package main
+package command
 
 import (
 	"encoding/json"
@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"sigs.k8s.io/yaml"
 
 	"github.com/weft-mesh/weft/internal/cli"
@@ -26,7 +27,10 @@ const (
 // errFindings ends a command that ran and found errors.
 var errFindings = errors.New("findings")
 
-func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+// Run runs kubectl weft with args and returns its exit code: 0 when
+// nothing is wrong, 1 when a command found problems, 2 when it could not
+// run (bad flags, unreadable manifests, no cluster).
+func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root := newRoot(stdin, stdout)
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -52,38 +56,66 @@ func newRoot(stdin io.Reader, stdout io.Writer) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newAnalyze(stdin, stdout), newRender(stdin, stdout), newInject(stdin, stdout), newDiff(stdin, stdout))
+	k := &kube{flags: genericclioptions.NewConfigFlags(true)}
+	k.flags.AddFlags(root.PersistentFlags())
+	root.AddCommand(newAnalyze(k, stdin, stdout), newRender(stdin, stdout), newInject(stdin, stdout), newDiff(stdin, stdout),
+		newCheck(k, stdout), newProxyStatus(k, stdout), newProxyConfig(k, stdout))
 	return root
 }
 
-func newAnalyze(stdin io.Reader, stdout io.Writer) *cobra.Command {
-	var files []string
+func newAnalyze(k *kube, stdin io.Reader, stdout io.Writer) *cobra.Command {
+	var files, kustomizations []string
 	var output string
+	var useCluster bool
 	cmd := &cobra.Command{
-		Use:   "analyze -f FILE|DIR [-f ...]",
-		Short: "Say what Weft's controller would make of a set of manifests, offline",
-		Long: `analyze runs the controller's own stages (ingest, translation, status) on the
-given manifests and prints every condition that would not be fine: invalid
-fields, missing targets and backends, splits and routes that conflict on one
-apex, route rules Envoy would refuse. It needs no cluster. It exits 1 when it
-finds an error, so a CI job can gate a pull request on it.`,
+		Use:   "analyze [-f FILE|DIR] [-k DIR] [--use-cluster]",
+		Short: "Say what Weft's controller makes, or would make, of the mesh's objects",
+		Long: `analyze runs the controller's own stages (ingest, translation, status) and
+prints every condition that would not be fine: invalid fields, missing targets
+and backends, splits and routes that conflict on one apex, route rules Envoy
+would refuse, policies that select nothing.
+
+With -f or -k it reads manifests and needs no cluster; with --use-cluster it
+adds the cluster's objects to them (the manifests win where both have an
+object), to see what applying them would do. Without -f or -k it analyses
+the cluster as it is; -n limits the findings to one namespace (the analysis
+always takes in the whole mesh). It exits 1 when it finds an error, so a CI
+job can gate a pull request on it.`,
 		Example: `  kubectl weft analyze -f deploy/
-  kubectl weft analyze -f split.yaml -f services.yaml -o json`,
+  kubectl weft analyze -k overlays/prod --use-cluster
+  kubectl weft analyze -n shop`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if len(files) == 0 {
-				return errors.New("analyze needs manifests: -f FILE|DIR (or -f - for stdin)")
-			}
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			m, err := cli.ReadManifests(files, stdin)
+			offline := len(files) > 0 || len(kustomizations) > 0
+			in := cli.Input{Files: files, Kustomizations: kustomizations, Stdin: stdin}
+			only := ""
+			if !offline || useCluster {
+				c, _, err := k.clients()
+				if err != nil {
+					return err
+				}
+				live, _, err := cli.ListCluster(cmd.Context(), c)
+				if err != nil {
+					return err
+				}
+				in.Live = live
+				if ns, explicit, err := k.namespace(); err == nil && explicit && !offline {
+					only = ns
+				}
+			}
+			m, err := cli.Read(in)
 			if err != nil {
 				return err
 			}
 			rep, err := cli.Analyze(m, translate.Options{})
 			if err != nil {
 				return err
+			}
+			if only != "" {
+				rep.InNamespace(only)
 			}
 			if err := printReport(stdout, rep, output); err != nil {
 				return err
@@ -95,6 +127,8 @@ finds an error, so a CI job can gate a pull request on it.`,
 		},
 	}
 	cmd.Flags().StringSliceVarP(&files, "filename", "f", nil, "manifest file or directory (repeatable; - for stdin)")
+	cmd.Flags().StringSliceVarP(&kustomizations, "kustomize", "k", nil, "kustomization directory, built as kubectl kustomize does (repeatable)")
+	cmd.Flags().BoolVar(&useCluster, "use-cluster", false, "with -f or -k: add the cluster's objects to the manifests")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, yaml or json")
 	return cmd
 }
@@ -197,17 +231,17 @@ every resource in Envoy's own form.`,
 	return cmd
 }
 
-// version is the plugin's version, set at build time with
-// -ldflags "-X main.version=..."; it picks the injected images by default,
-// as the controller's does.
-var version = "dev"
+// Version is the plugin's version, set at build time with -ldflags
+// "-X github.com/weft-mesh/weft/internal/cli/command.Version=..."; it picks
+// the injected images by default, as the controller's does.
+var Version = "dev"
 
 func newInject(stdin io.Reader, stdout io.Writer) *cobra.Command {
 	var files []string
 	cfg := inject.DefaultConfig()
-	cfg.ProxyImage = "ghcr.io/weft-mesh/weft-proxy:" + version
-	cfg.InitImage = "ghcr.io/weft-mesh/weft-init:" + version
-	cfg.ProxyVersion = version
+	cfg.ProxyImage = "ghcr.io/weft-mesh/weft-proxy:" + Version
+	cfg.InitImage = "ghcr.io/weft-mesh/weft-init:" + Version
+	cfg.ProxyVersion = Version
 	cmd := &cobra.Command{
 		Use:   "inject -f FILE|DIR",
 		Short: "Inject the sidecar into Pods and workload pod templates, offline",
