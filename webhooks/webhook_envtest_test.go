@@ -261,6 +261,12 @@ func TestWebhookThroughAPIServer(t *testing.T) {
 // configuration and a manager serving the injector where envtest points it.
 func startWebhook(t *testing.T) client.Client {
 	t.Helper()
+	return startWebhookEnv(t).Client
+}
+
+// startWebhookEnv is startWebhook, returning the whole environment.
+func startWebhookEnv(t *testing.T) *testenv.Env {
+	t.Helper()
 	if testing.Verbose() {
 		ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(os.Stderr)))
 	} else {
@@ -304,7 +310,7 @@ func startWebhook(t *testing.T) client.Client {
 		}
 		return true, "", nil
 	})
-	return env.Client
+	return env
 }
 
 // awaitWebhookActive waits until the API server calls the webhook: it

@@ -213,6 +213,13 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	apiArgs := c.env.ControlPlane.GetAPIServer().Configure()
 	apiArgs.Set("advertise-address", "127.0.0.1")
 	apiArgs.Set("endpoint-reconciler-type", "none")
+	fp, err := c.frontProxy()
+	if err != nil {
+		return nil, err
+	}
+	for flag, v := range fp {
+		apiArgs.Set(flag, v)
+	}
 	if c.Config, err = c.env.Start(); err != nil {
 		c.env = nil
 		return nil, fmt.Errorf("starting the API server: %w", err)
@@ -235,6 +242,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	if err := c.installControlPlane(ctx); err != nil {
+		return nil, err
+	}
+	if err := c.installProxyAPI(ctx); err != nil {
 		return nil, err
 	}
 	cfg := inject.DefaultConfig()
@@ -261,10 +271,17 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			"--metrics-secure=false",
 			"--health-probe-bind-address=" + probeAddress,
 			"--debounce=" + opts.Debounce.String(),
+			fmt.Sprintf("--proxy-api-bind-address=%s:%d", ControllerPodIP, ProxyAPIPort),
+			"--proxy-api-cert-dir=" + c.proxyAPICertDir(),
+			"--pod-ip=" + ControllerPodIP,
+			"--pod-name=" + ControllerPodName,
 		},
 		kubeconfig: c.controllerKubeconfigPath(),
 	}
 	if err := c.controller.start(ctx); err != nil {
+		return nil, err
+	}
+	if err := c.recordController(ctx); err != nil {
 		return nil, err
 	}
 	return c, nil

@@ -21,6 +21,7 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/apimachinery/pkg/version"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -338,9 +339,9 @@ func (ch *checker) xdsCertificate() {
 	case left <= 0:
 		ch.add(name, CheckFailed, "expired at "+cert.NotAfter.UTC().Format(time.RFC3339)+": proxies cannot connect", fix+"; cert-manager should have renewed it")
 	case left < certWarnBefore:
-		ch.add(name, CheckWarning, fmt.Sprintf("expires in %s (%s) and was not renewed", left.Round(time.Hour), cert.NotAfter.UTC().Format(time.RFC3339)), fix)
+		ch.add(name, CheckWarning, fmt.Sprintf("expires in %s (%s) and was not renewed", duration.HumanDuration(left), cert.NotAfter.UTC().Format(time.RFC3339)), fix)
 	default:
-		ch.add(name, CheckOK, fmt.Sprintf("valid until %s (%s left) for %s", cert.NotAfter.UTC().Format(time.RFC3339), left.Round(time.Hour), strings.Join(cert.DNSNames, ", ")), "")
+		ch.add(name, CheckOK, fmt.Sprintf("valid until %s (%s left) for %s", cert.NotAfter.UTC().Format(time.RFC3339), duration.HumanDuration(left), strings.Join(cert.DNSNames, ", ")), "")
 	}
 }
 
@@ -377,7 +378,7 @@ func (ch *checker) webhook() string {
 	const name = "injection webhook"
 	var wh admissionregistrationv1.MutatingWebhookConfiguration
 	if err := ch.c.Client.Get(ch.ctx, client.ObjectKey{Name: ch.o.Webhook}, &wh); err != nil {
-		ch.add(name, CheckFailed, "MutatingWebhookConfiguration "+ch.o.Webhook+": "+err.Error(), "install Weft's config/default or Helm chart (with webhook.enabled), or inject offline with kubectl weft inject")
+		ch.add(name, CheckFailed, "MutatingWebhookConfiguration "+ch.o.Webhook+": "+err.Error(), "install Weft's config/default or Helm chart, which include it; or inject offline with kubectl weft inject")
 		return ""
 	}
 	for _, w := range wh.Webhooks {

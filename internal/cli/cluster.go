@@ -10,9 +10,11 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/rest"
@@ -195,17 +197,23 @@ func (d DebugAPI) get(ctx context.Context, path string, into any) error {
 	var code int
 	res.StatusCode(&code)
 	b, err := res.Raw()
-	if err != nil {
-		switch {
-		case code == http.StatusNotFound && !bytes.Contains(b, []byte(debugapi.NotConnected)):
-			// The API server's own 404: the group is not served.
-			return ErrNoDebugAPI
-		case code == http.StatusServiceUnavailable:
-			return fmt.Errorf("the API server cannot reach the controller's proxy status API: %w (see kubectl get apiservice v1alpha1.debug.weft.dev -o yaml, and whether the weft-webhook Service has ready endpoints)", err)
-		case code == http.StatusForbidden:
-			return fmt.Errorf("%w (bind the ClusterRole weft-proxy-reader to read proxies)", err)
-		}
-		return err
+	if err == nil {
+		return json.Unmarshal(b, into)
 	}
-	return json.Unmarshal(b, into)
+	// Both the API server and the controller answer errors with a Status;
+	// its message says more than the client's generic text.
+	var st metav1.Status
+	if json.Unmarshal(b, &st) == nil && st.Message != "" {
+		err = &apierrors.StatusError{ErrStatus: st}
+	}
+	switch {
+	case code == http.StatusNotFound && !strings.Contains(st.Message, debugapi.NotConnected):
+		// The API server's own 404: the group is not served.
+		return ErrNoDebugAPI
+	case code == http.StatusServiceUnavailable:
+		return fmt.Errorf("the API server cannot reach the controller's proxy status API: %w (see kubectl get apiservice v1alpha1.debug.weft.dev -o yaml, and whether the weft-webhook Service has ready endpoints)", err)
+	case code == http.StatusForbidden:
+		return fmt.Errorf("%w (bind the ClusterRole weft-proxy-reader to read proxies)", err)
+	}
+	return err
 }

@@ -10,6 +10,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -223,8 +224,7 @@ func (r *Rendered) Summary() string {
 		fmt.Fprintf(&b, "  %s\n", l.GetName())
 	}
 	fmt.Fprintf(&b, "\nRoutes:\n")
-	for _, res := range r.Resources.Routes {
-		rc := res.(*routev3.RouteConfiguration)
+	for _, rc := range r.routeConfigs() {
 		fmt.Fprintf(&b, "  %s\n", rc.GetName())
 		for _, vh := range rc.GetVirtualHosts() {
 			for _, rt := range vh.GetRoutes() {
@@ -259,6 +259,27 @@ func (r *Rendered) Summary() string {
 		}
 	}
 	return b.String()
+}
+
+// routeConfigs are the route configurations sent by RDS and those carried
+// inline by listeners (a proxyless client's API listeners), by name.
+func (r *Rendered) routeConfigs() []*routev3.RouteConfiguration {
+	var out []*routev3.RouteConfiguration
+	for _, res := range r.Resources.Routes {
+		out = append(out, res.(*routev3.RouteConfiguration))
+	}
+	for _, res := range r.Resources.Listeners {
+		var hcm hcmv3.HttpConnectionManager
+		api := res.(*listenerv3.Listener).GetApiListener().GetApiListener()
+		if api == nil || api.UnmarshalTo(&hcm) != nil {
+			continue
+		}
+		if rc := hcm.GetRouteConfig(); rc != nil {
+			out = append(out, rc)
+		}
+	}
+	slices.SortFunc(out, func(a, b *routev3.RouteConfiguration) int { return strings.Compare(a.GetName(), b.GetName()) })
+	return out
 }
 
 func match(m *routev3.RouteMatch) string {
