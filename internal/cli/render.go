@@ -14,6 +14,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
@@ -262,7 +263,8 @@ func (r *Rendered) Summary() string {
 }
 
 // routeConfigs are the route configurations sent by RDS and those carried
-// inline by listeners (a proxyless client's API listeners), by name.
+// inline by listeners (a proxyless client's API listeners), by name, each
+// once.
 func (r *Rendered) routeConfigs() []*routev3.RouteConfiguration {
 	var out []*routev3.RouteConfiguration
 	for _, res := range r.Resources.Routes {
@@ -278,8 +280,10 @@ func (r *Rendered) routeConfigs() []*routev3.RouteConfiguration {
 			out = append(out, rc)
 		}
 	}
-	slices.SortFunc(out, func(a, b *routev3.RouteConfiguration) int { return strings.Compare(a.GetName(), b.GetName()) })
-	return out
+	slices.SortStableFunc(out, func(a, b *routev3.RouteConfiguration) int { return strings.Compare(a.GetName(), b.GetName()) })
+	// A proxyless client has one listener per name a Service is dialled
+	// by, each carrying the same route configuration.
+	return slices.CompactFunc(out, func(a, b *routev3.RouteConfiguration) bool { return proto.Equal(a, b) })
 }
 
 func match(m *routev3.RouteMatch) string {
