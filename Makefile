@@ -124,9 +124,10 @@ DEMO_ARGS ?=
 demo: ## Weft on this machine without a cluster: API server, controller, gRPC workloads and a live canary (Ctrl-C stops it).
 	@echo "==> kube-apiserver, etcd and kubectl (built from the Go module proxy the first time: about 10 minutes)"
 	@hack/envtest/build.sh >/dev/null
-	@echo "==> building weft-controller and weft-demo"
+	@echo "==> building weft-controller, weft-demo and kubectl-weft"
 	@go build -o $(BIN)/weft-controller ./cmd/weft-controller
 	@go build -o $(BIN)/weft-demo ./hack/demo
+	@go build -o $(BIN)/kubectl-weft ./cmd/kubectl-weft
 	@echo "==> starting the demo"
 	@KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" $(BIN)/weft-demo --repo-root=$(ROOT) --controller-binary=$(BIN)/weft-controller $(DEMO_ARGS)
 

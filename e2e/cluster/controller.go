@@ -114,8 +114,20 @@ func (p *controllerProcess) stop() { p.signal(syscall.SIGTERM) }
 // KillController ends the controller process abruptly (SIGKILL), as a node
 // failure or an OOM kill would: its xDS streams break and workloads keep
 // their last configuration.
-func (c *Cluster) KillController() { c.controller.signal(syscall.SIGKILL) }
+// Its pod leaves the endpoints of its Services, as the endpoint
+// controller would take it out once its readiness probe fails.
+func (c *Cluster) KillController() {
+	c.controller.signal(syscall.SIGKILL)
+	if err := c.setControllerEndpointReady(context.Background(), false); err != nil {
+		c.opts.Logf("controller endpoint: %v", err)
+	}
+}
 
-// StartController starts the controller again after KillController and
-// waits until it is ready.
-func (c *Cluster) StartController(ctx context.Context) error { return c.controller.start(ctx) }
+// StartController starts the controller again after KillController, waits
+// until it is ready and puts its pod back among its Services' endpoints.
+func (c *Cluster) StartController(ctx context.Context) error {
+	if err := c.controller.start(ctx); err != nil {
+		return err
+	}
+	return c.setControllerEndpointReady(ctx, true)
+}

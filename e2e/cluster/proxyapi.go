@@ -22,7 +22,9 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
@@ -231,4 +233,21 @@ func (c *Cluster) AddUser(name string) (string, error) {
 	}
 	path := filepath.Join(c.WorkDir, name+".kubeconfig")
 	return path, os.WriteFile(path, kc, 0o600)
+}
+
+// setControllerEndpointReady marks the controller's endpoint of the
+// weft-webhook Service ready or not, as the endpoint controller does after
+// the pod's readiness probe.
+func (c *Cluster) setControllerEndpointReady(ctx context.Context, ready bool) error {
+	var es discoveryv1.EndpointSlice
+	key := client.ObjectKey{Namespace: ControlPlaneNamespace, Name: webhookService + "-box"}
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := c.Client.Get(ctx, key, &es); err != nil {
+			return err
+		}
+		for i := range es.Endpoints {
+			es.Endpoints[i].Conditions.Ready = ptr.To(ready)
+		}
+		return c.Client.Update(ctx, &es)
+	})
 }

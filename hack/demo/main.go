@@ -195,7 +195,8 @@ func run(ctx context.Context, o options, sb *cluster.Sandbox) error {
 		kubectl = rel
 	}
 	inspect := fmt.Sprintf("export KUBECONFIG=%s; %s get ts,rp,cb,ap,mi,pods,svc -A", kubeconfig, kubectl)
-	fmt.Fprintf(o.out, "\nInspect the cluster from another terminal:\n  %s\n\n", inspect)
+	plugin := filepath.Join("bin", "kubectl-weft")
+	fmt.Fprintf(o.out, "\nInspect the cluster from another terminal:\n  %s\n  %s proxy-status -A; %s proxy-config %s/%s; %s check\n\n", inspect, plugin, plugin, web.Spec.Namespace, web.Spec.Name, plugin)
 
 	conn, err := web.Conn(fmt.Sprintf("checkout.%s.svc.cluster.local:%d", ns, port))
 	if err != nil {
