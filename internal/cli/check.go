@@ -73,7 +73,7 @@ type CheckOptions struct {
 
 // DefaultCheckOptions are the names a default install uses.
 func DefaultCheckOptions() CheckOptions {
-	return CheckOptions{
+	return CheckOptions{ //nolint:gosec // names of objects, not credentials
 		Namespace: "weft-system", DryRunNamespace: "default",
 		Controller: "weft-controller", XDSSecret: "weft-xds-tls", Webhook: "weft-injector", APIService: "v1alpha1.debug.weft.dev",
 	}

@@ -194,10 +194,10 @@ func typeState(p *debugapi.Proxy, typ string) string {
 		if r.Type != typ {
 			continue
 		}
-		switch {
-		case r.Sent == "":
+		switch r.Sent {
+		case "":
 			return "NOT SENT"
-		case r.Sent == r.Acked:
+		case r.Acked:
 			return "SYNCED"
 		}
 		return "STALE"
