@@ -95,6 +95,7 @@ type HTTPMethod string
 // AccessDestination matches what a request asks for. Methods and paths apply
 // to HTTP and gRPC traffic only.
 // +kubebuilder:validation:XValidation:rule="(has(self.ports) && size(self.ports) > 0) || (has(self.methods) && size(self.methods) > 0) || (has(self.paths) && size(self.paths) > 0)",message="each to entry needs ports, methods or paths"
+// +kubebuilder:validation:XValidation:rule=`!has(self.paths) || self.paths.all(p, !p.matches('//|/[.][.]?(/|[*]?$)|%2[eEfF]|%5[cC]'))`,messageExpression=`'paths: ' + self.paths.filter(p, p.matches('//|/[.][.]?(/|[*]?$)|%2[eEfF]|%5[cC]'))[0] + ' is not a normalised path: the proxy merges //, resolves . and .. segments and decodes %2E, %2F and %5C before matching, so no request would ever match it; write the path as it reaches the application (/a//b as /a/b, /a/../b as /b)'`
 type AccessDestination struct {
 	// Ports are ports of the target Service (Weft enforces them on the
 	// container ports they lead to).
@@ -112,10 +113,13 @@ type AccessDestination struct {
 	Methods []HTTPMethod `json:"methods,omitempty"`
 
 	// Paths are exact paths, or prefixes when they end in "*" (e.g. "/api/*").
-	// gRPC methods are paths such as /pkg.Service/Method.
+	// gRPC methods are paths such as /pkg.Service/Method. Paths are
+	// matched after the proxy normalises the request's path, so they must
+	// be normalised themselves: no "//", no "." or ".." segments, no %2E,
+	// %2F or %5C, no backslash.
 	// +kubebuilder:validation:MaxItems=16
-	// +kubebuilder:validation:items:MaxLength=1024
-	// +kubebuilder:validation:items:Pattern=`^/[^*?#\s]*\*?$`
+	// +kubebuilder:validation:items:MaxLength=256
+	// +kubebuilder:validation:items:Pattern=`^/[^*?#\s\\]*\*?$`
 	// +listType=set
 	// +optional
 	Paths []string `json:"paths,omitempty"`

@@ -47,6 +47,9 @@ const (
 	ReasonCertificateFailed = "CertificateFailed"
 	ReasonNoWorkloads       = "NoWorkloads"
 	ReasonMTLSDisabled      = "MTLSDisabled"
+	// ReasonPathNotNormalized: an AccessPolicy path is not in the form
+	// Envoy matches requests in; Weft matches its normalised form.
+	ReasonPathNotNormalized = "PathNotNormalized"
 )
 
 // Status is the status every Weft kind reports.

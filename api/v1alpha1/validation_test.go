@@ -199,6 +199,18 @@ func badInputs() []badInput {
 			[]string{"spec.action", "Unsupported value", "Allow"}},
 		{"empty to entry", ap + "  rules:\n  - to:\n    - {}\n",
 			[]string{"spec.rules[0].to[0]", "each to entry needs ports, methods or paths"}},
+		{"path with a dot-dot segment", ap + "  rules:\n  - to:\n    - paths: [/ok, /admin/../secret]\n",
+			[]string{"spec.rules[0].to[0]", "paths: /admin/../secret is not a normalised path", "/a/../b as /b"}},
+		{"path with merged slashes", ap + "  rules:\n  - to:\n    - paths: [/a//b]\n",
+			[]string{"spec.rules[0].to[0]", "paths: /a//b is not a normalised path"}},
+		{"path with an encoded dot", ap + "  rules:\n  - to:\n    - paths: ['/%2e%2e/x']\n",
+			[]string{"spec.rules[0].to[0]", "paths: /%2e%2e/x is not a normalised path"}},
+		{"path with an encoded slash", ap + "  rules:\n  - to:\n    - paths: ['/a%2Fb/*']\n",
+			[]string{"spec.rules[0].to[0]", "paths: /a%2Fb/* is not a normalised path"}},
+		{"path ending in a dot segment", ap + "  rules:\n  - to:\n    - paths: [/a/.]\n",
+			[]string{"spec.rules[0].to[0]", "paths: /a/. is not a normalised path"}},
+		{"path with a backslash", ap + "  rules:\n  - to:\n    - paths: ['/a\\\\b']\n",
+			[]string{"spec.rules[0].to[0].paths[0]", "should match"}},
 	}
 }
 

@@ -3,6 +3,7 @@ package ingest
 import (
 	"cmp"
 	"fmt"
+	"path"
 	"slices"
 	"strings"
 
@@ -489,7 +490,15 @@ func (s *state) buildAccessPolicies() {
 				for _, m := range to.Methods {
 					r.Methods = append(r.Methods, string(m))
 				}
-				for _, p := range to.Paths {
+				for k, p := range to.Paths {
+					if n := NormalizePath(p); n != p {
+						// Admission refuses these; one that got in anyway
+						// (stored before the rule, or analysed offline) is
+						// matched in the form requests arrive in, so a
+						// Deny still fires.
+						v.degrade(meshv1alpha1.ReasonPathNotNormalized, "spec.rules[%d].to[%d].paths[%d]: %q is matched as %q: the proxy normalises request paths (merges //, resolves . and .., decodes %%2E, %%2F and %%5C) before matching; write %q", i, j, k, p, n, n)
+						p = n
+					}
 					if prefix, ok := strings.CutSuffix(p, "*"); ok {
 						r.Paths = append(r.Paths, ir.PathPattern{Prefix: prefix})
 					} else {
@@ -547,4 +556,23 @@ func (st *service) resolveTargetPort(port int32) []int32 {
 		return []int32{port}
 	}
 	return st.targetPorts[port]
+}
+
+// NormalizePath is an AccessPolicy path as the proxy sees requests for it:
+// %2E, %2F and %5C decoded (the inbound listener unescapes slashes), a
+// backslash read as a slash, slashes merged and dot segments resolved. A
+// trailing "*" (a prefix) and a trailing slash are kept.
+func NormalizePath(p string) string {
+	body, star := strings.CutSuffix(p, "*")
+	r := strings.NewReplacer("%2e", ".", "%2E", ".", "%2f", "/", "%2F", "/", "%5c", "/", "%5C", "/", "\\", "/")
+	body = r.Replace(body)
+	trailing := strings.HasSuffix(body, "/") || strings.HasSuffix(body, "/.") || strings.HasSuffix(body, "/..")
+	clean := path.Clean("/" + body)
+	if trailing && clean != "/" {
+		clean += "/"
+	}
+	if star {
+		clean += "*"
+	}
+	return clean
 }

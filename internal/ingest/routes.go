@@ -303,6 +303,17 @@ func (s *state) httpRule(obj routeObject, i int, rule gwapiv1.HTTPRouteRule, ref
 			out.template.Timeout = &zero
 		}
 	}
+	if rule.Timeouts != nil && rule.Timeouts.BackendRequest != nil {
+		d, err := time.ParseDuration(string(*rule.Timeouts.BackendRequest))
+		switch {
+		case err != nil:
+			out.problem("%s.timeouts.backendRequest: %q is not a duration", field, *rule.Timeouts.BackendRequest)
+		case d > 0:
+			// 0s means no limit per try, as the field's default.
+			dd := ir.Duration(d)
+			out.template.BackendTimeout = &dd
+		}
+	}
 	var backends []gwapiv1.BackendRef
 	for j, b := range rule.BackendRefs {
 		if len(b.Filters) > 0 {

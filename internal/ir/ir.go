@@ -223,6 +223,10 @@ type Route struct {
 
 	// Timeout bounds the whole request (for gRPC, the whole stream).
 	Timeout *Duration `json:"timeout,omitempty"`
+	// BackendTimeout bounds each request to a backend: every try when
+	// the route retries, else the request itself (HTTPRoute
+	// timeouts.backendRequest).
+	BackendTimeout *Duration `json:"backendTimeout,omitempty"`
 	// Retry is the retry policy of the route, if any.
 	Retry *Retry `json:"retry,omitempty"`
 }

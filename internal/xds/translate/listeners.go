@@ -76,6 +76,10 @@ func (b *builder) hcm(o hcmOptions) (*listenerv3.Filter, error) {
 		// see, so /a/../admin cannot slip past a rule on /admin.
 		h.NormalizePath = boolValue(true)
 		h.MergeSlashes = true
+		// %2F and %5C are slashes to the application too: decoded before
+		// routing and RBAC, so no encoding of a path gets past a rule on
+		// it.
+		h.PathWithEscapedSlashesAction = hcmv3.HttpConnectionManager_UNESCAPE_AND_FORWARD
 		if o.inbound {
 			// The application learns its caller's SPIFFE ID from
 			// x-forwarded-client-cert; whatever the caller sent is

@@ -406,6 +406,23 @@ func (b *builder) routeAction(port *ir.Port, r *ir.Route, kind pathKind) (*route
 	if r.Timeout != nil && *r.Timeout > 0 {
 		timeout = r.Timeout
 	}
+	rp, err := b.retryPolicy(port, r.Retry)
+	if err != nil {
+		return nil, nil, err
+	}
+	if bt := r.BackendTimeout; bt != nil && *bt > 0 {
+		switch {
+		case rp != nil:
+			// Each try is one backend request; the tighter of the
+			// route's and the RetryPolicy's bound holds.
+			if rp.PerTryTimeout == nil || rp.GetPerTryTimeout().AsDuration() > bt.D() {
+				rp.PerTryTimeout = dur(bt.D())
+			}
+		case timeout == nil || *timeout > *bt:
+			// Without retries the one backend request is the request.
+			timeout = bt
+		}
+	}
 	if port.Protocol == ir.ProtocolGRPC {
 		// For gRPC the limit is on the whole stream, and a shorter
 		// grpc-timeout sent by the client still wins; gRPC clients read
@@ -423,10 +440,6 @@ func (b *builder) routeAction(port *ir.Port, r *ir.Route, kind pathKind) (*route
 		ra.Timeout = dur(0)
 	}
 
-	rp, err := b.retryPolicy(port, r.Retry)
-	if err != nil {
-		return nil, nil, err
-	}
 	ra.RetryPolicy = rp
 	return ra, nil, nil
 }
