@@ -133,6 +133,9 @@ func newPolicy(kind string) (client.Object, func() *meshv1alpha1.Status) {
 	case "AccessPolicy":
 		o := &meshv1alpha1.AccessPolicy{}
 		return o, func() *meshv1alpha1.Status { return &o.Status.Status }
+	case "FaultInjection":
+		o := &meshv1alpha1.FaultInjection{}
+		return o, func() *meshv1alpha1.Status { return &o.Status.Status }
 	}
 	return nil, nil
 }

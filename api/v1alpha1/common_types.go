@@ -50,6 +50,8 @@ const (
 	// ReasonPathNotNormalized: an AccessPolicy path is not in the form
 	// Envoy matches requests in; Weft matches its normalised form.
 	ReasonPathNotNormalized = "PathNotNormalized"
+	// ReasonNotAttached: a policy without a target that nothing names.
+	ReasonNotAttached = "NotAttached"
 )
 
 // Status is the status every Weft kind reports.

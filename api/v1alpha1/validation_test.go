@@ -109,6 +109,7 @@ const rp = "apiVersion: mesh.weft.dev/v1alpha1\nkind: RetryPolicy\nmetadata: {na
 const cb = "apiVersion: mesh.weft.dev/v1alpha1\nkind: CircuitBreaker\nmetadata: {name: x}\nspec:\n"
 const mi = "apiVersion: mesh.weft.dev/v1alpha1\nkind: MeshIdentity\nmetadata: {name: x}\nspec:\n"
 const ap = "apiVersion: mesh.weft.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: x}\nspec:\n  targetRef: {name: checkout}\n"
+const fi = "apiVersion: mesh.weft.dev/v1alpha1\nkind: FaultInjection\nmetadata: {name: x}\nspec:\n"
 
 func badInputs() []badInput {
 	many := make([]string, 17)
@@ -197,6 +198,29 @@ func badInputs() []badInput {
 			[]string{"spec.rules[0].to[0].methods[0]", "Unsupported value"}},
 		{"unknown action", ap + "  action: Maybe\n  rules:\n  - from:\n    - namespace: ops\n",
 			[]string{"spec.action", "Unsupported value", "Allow"}},
+		// FaultInjection
+		{"no fault", fi + "  targetRef: {name: checkout}\n",
+			[]string{"spec", "set spec.delay, spec.abort or both"}},
+		{"abort with both statuses", fi + "  abort: {httpStatus: 503, grpcStatus: UNAVAILABLE}\n",
+			[]string{"spec.abort", "set exactly one of spec.abort.httpStatus and spec.abort.grpcStatus"}},
+		{"abort with no status", fi + "  abort: {percent: 10}\n",
+			[]string{"spec.abort", "set exactly one of spec.abort.httpStatus and spec.abort.grpcStatus"}},
+		{"abort status out of range", fi + "  abort: {httpStatus: 700}\n",
+			[]string{"spec.abort.httpStatus", "should be less than or equal to 599"}},
+		{"unknown gRPC status", fi + "  abort: {grpcStatus: BROKEN}\n",
+			[]string{"spec.abort.grpcStatus", "Unsupported value", "UNAVAILABLE"}},
+		{"gRPC status OK", fi + "  abort: {grpcStatus: OK}\n",
+			[]string{"spec.abort.grpcStatus", "Unsupported value"}},
+		{"percent over 100", fi + "  delay: {fixed: 10ms, percent: 150}\n",
+			[]string{"spec.delay.percent", "should be less than or equal to 100"}},
+		{"delay too long", fi + "  delay: {fixed: 2h}\n",
+			[]string{"spec.delay.fixed", "spec.delay.fixed must be between 1ms and 1h"}},
+		{"delay not a duration", fi + "  delay: {fixed: soon}\n",
+			[]string{"spec.delay.fixed", "should match"}},
+		{"header name with a space", fi + "  delay: {fixed: 10ms}\n  headers:\n  - {name: 'x fault', value: on}\n",
+			[]string{"spec.headers[0].name", "should match"}},
+		{"target of another kind", fi + "  delay: {fixed: 10ms}\n  targetRef: {kind: Deployment, name: web}\n",
+			[]string{"spec.targetRef", "targetRef must be a Service"}},
 		{"empty to entry", ap + "  rules:\n  - to:\n    - {}\n",
 			[]string{"spec.rules[0].to[0]", "each to entry needs ports, methods or paths"}},
 		{"path with a dot-dot segment", ap + "  rules:\n  - to:\n    - paths: [/ok, /admin/../secret]\n",

@@ -32,6 +32,7 @@ type Bundle struct {
 	CircuitBreakers []*meshv1alpha1.CircuitBreaker
 	MeshIdentities  []*meshv1alpha1.MeshIdentity
 	AccessPolicies  []*meshv1alpha1.AccessPolicy
+	FaultInjections []*meshv1alpha1.FaultInjection
 
 	// SMITrafficSplits are SMI's split.smi-spec.io TrafficSplits, read
 	// at any served version (see SMIVersions).

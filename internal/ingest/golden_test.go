@@ -127,6 +127,8 @@ func DecodeBundle(data []byte) (*Bundle, error) {
 			b.MeshIdentities = append(b.MeshIdentities, o)
 		case *meshv1alpha1.AccessPolicy:
 			b.AccessPolicies = append(b.AccessPolicies, o)
+		case *meshv1alpha1.FaultInjection:
+			b.FaultInjections = append(b.FaultInjections, o)
 		case *gwapiv1.HTTPRoute:
 			b.HTTPRoutes = append(b.HTTPRoutes, o)
 		case *gwapiv1.GRPCRoute:

@@ -33,6 +33,11 @@ type state struct {
 	warnings  []Warning
 	// smi are the SMI splits, which get Events rather than status.
 	smi []smiVerdict
+	// faultRules are, by FaultInjection (namespace/name), the routes whose
+	// rules name it in an ExtensionRef filter.
+	faultRules map[string][]string
+	// faultIndex finds FaultInjections by namespace/name.
+	faultIndex map[string]*meshv1alpha1.FaultInjection
 }
 
 // Build turns a bundle into the mesh model and the status of every policy
@@ -58,6 +63,7 @@ func buildWith(b *Bundle, memo *Memo) *Result {
 	s.buildTrafficSplits()
 	s.finishRoutes()
 	s.buildRetryPolicies()
+	s.buildFaultInjections()
 	s.buildCircuitBreakers()
 	s.buildAccessPolicies()
 	mesh := &ir.Mesh{ClusterDomain: s.domain}

@@ -143,6 +143,22 @@ func (s *state) producerRouteOn(st *service) *ir.ObjectRef {
 	return best
 }
 
+// httpTarget is the Service a request policy targets; when it does not
+// exist, or has no port that carries requests, it says so on v (need says
+// why the policy needs such a port) and returns nil.
+func (s *state) httpTarget(v *verdict, ns, name, need string) *service {
+	st := s.services[ns+"/"+name]
+	if st == nil {
+		v.unresolved(meshv1alpha1.ReasonTargetNotFound, "spec.targetRef: Service %s/%s does not exist", ns, name)
+		return nil
+	}
+	if !slices.ContainsFunc(st.ir.Ports, func(p *ir.Port) bool { return p.Protocol.IsHTTP() }) {
+		v.reject(meshv1alpha1.ReasonUnsupportedValue, "spec.targetRef: Service %s has no HTTP, HTTP2 or gRPC port; %s (name the port http-*, http2-* or grpc-*, or set appProtocol)", name, need)
+		return nil
+	}
+	return st
+}
+
 // defaultRetryOn is what a RetryPolicy retries when retryOn is empty: the
 // failures that happen before a server acted on the request.
 var defaultRetryOn = []string{"cancelled", "connect-failure", "refused-stream", "retriable-status-codes", "unavailable"}
@@ -175,13 +191,8 @@ func (s *state) buildRetryPolicies() {
 		retry := retryFromSpec(v.ref, rp.Spec)
 		switch tr.Kind {
 		case "Service":
-			st := s.services[rp.Namespace+"/"+tr.Name]
+			st := s.httpTarget(v, rp.Namespace, tr.Name, "retries need one")
 			if st == nil {
-				v.unresolved(meshv1alpha1.ReasonTargetNotFound, "spec.targetRef: Service %s/%s does not exist", rp.Namespace, tr.Name)
-				continue
-			}
-			if !slices.ContainsFunc(st.ir.Ports, func(p *ir.Port) bool { return p.Protocol.IsHTTP() }) {
-				v.reject(meshv1alpha1.ReasonUnsupportedValue, "spec.targetRef: Service %s has no HTTP, HTTP2 or gRPC port; retries need one (name the port http-*, http2-* or grpc-*, or set appProtocol)", tr.Name)
 				continue
 			}
 			serviceLevel = append(serviceLevel, applied{rp, target, retry, order})

@@ -511,6 +511,10 @@ func (s *state) applyHTTPFilter(obj routeObject, r *ir.Route, f gwapiv1.HTTPRout
 			pct = 100 * float64(m.Fraction.Numerator) / float64(den)
 		}
 		r.Mirrors = append(r.Mirrors, ir.Mirror{Cluster: cluster.Cluster, Percent: pct})
+	case gwapiv1.HTTPRouteFilterExtensionRef:
+		if e := f.ExtensionRef; e != nil {
+			return s.extensionFault(obj, r, string(e.Group), string(e.Kind), string(e.Name))
+		}
 	default:
 		return fmt.Sprintf("filter type %s is not supported by Weft", f.Type)
 	}

@@ -229,6 +229,35 @@ type Route struct {
 	BackendTimeout *Duration `json:"backendTimeout,omitempty"`
 	// Retry is the retry policy of the route, if any.
 	Retry *Retry `json:"retry,omitempty"`
+	// Fault is injected into the route's requests on the caller's side.
+	Fault *Fault `json:"fault,omitempty"`
+}
+
+// Fault delays or fails a share of a route's requests.
+type Fault struct {
+	Source ObjectRef `json:"source"`
+	// Rule says the route rule named it in an ExtensionRef filter; a
+	// policy on the route or its Service does not replace it.
+	Rule  bool        `json:"rule,omitempty"`
+	Delay *FaultDelay `json:"delay,omitempty"`
+	Abort *FaultAbort `json:"abort,omitempty"`
+	// Headers limit the faults to requests with these exact header
+	// values; names are lower case, sorted.
+	Headers []Header `json:"headers,omitempty"`
+}
+
+// FaultDelay holds requests back.
+type FaultDelay struct {
+	Fixed   Duration `json:"fixed"`
+	Percent uint32   `json:"percent"`
+}
+
+// FaultAbort fails requests with an HTTP status, or a gRPC status when
+// GRPCStatus is set.
+type FaultAbort struct {
+	HTTPStatus uint32  `json:"httpStatus,omitempty"`
+	GRPCStatus *uint32 `json:"grpcStatus,omitempty"`
+	Percent    uint32  `json:"percent"`
 }
 
 // PathMatchType is how a path is compared.

@@ -48,6 +48,9 @@ func resourceSources(m *ir.Mesh) map[resourceKey][]ir.ObjectRef {
 					if rt.Retry != nil {
 						add(resourcev3.RouteType, name, rt.Retry.Source)
 					}
+					if rt.Fault != nil {
+						add(resourcev3.RouteType, name, rt.Fault.Source)
+					}
 				}
 			}
 			routes(ir.RouteConfigName(s.Hostname, p.Port), p.Routes)

@@ -104,7 +104,9 @@ func (p *Prepared) buildGRPC() (*grpcTables, error) {
 		if a := gm.hcm[route]; a != nil {
 			return a, nil
 		}
-		f, err := b.hcm(hcmOptions{statPrefix: e.port.Cluster, route: withWarmRoute(route, p.zeroWeightBackends(e.port)), bare: true})
+		// A proxyless client's listener carries its routes, so it changes
+		// with them anyway: the fault filter only where a route uses it.
+		f, err := b.hcm(hcmOptions{statPrefix: e.port.Cluster, route: withWarmRoute(route, p.zeroWeightBackends(e.port)), bare: true, fault: hasFaults(route)})
 		if err != nil {
 			return nil, err
 		}

@@ -2,6 +2,7 @@ package translate
 
 import (
 	"net/netip"
+	"slices"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -55,6 +56,9 @@ type hcmOptions struct {
 	// bare leaves out what only Envoy reads (logs, tracing, path
 	// normalisation), for gRPC, which has no use for them.
 	bare bool
+	// fault puts the fault filter before the router, for routes that
+	// inject faults.
+	fault bool
 }
 
 func (b *builder) hcm(o hcmOptions) (*listenerv3.Filter, error) {
@@ -63,6 +67,9 @@ func (b *builder) hcm(o hcmOptions) (*listenerv3.Filter, error) {
 		// whole (envoy_http_conn_manager_prefix), as for clusters.
 		StatPrefix:  StatName(o.statPrefix),
 		HttpFilters: append(append([]*hcmv3.HttpFilter(nil), o.filters...), b.router),
+	}
+	if o.fault {
+		h.HttpFilters = slices.Insert(h.HttpFilters, len(h.HttpFilters)-1, b.fault)
 	}
 	if o.rds != "" {
 		h.RouteSpecifier = &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{ConfigSource: ads(), RouteConfigName: o.rds}}
@@ -109,7 +116,10 @@ func (b *builder) tcpProxy(statPrefix, cluster string) (*listenerv3.Filter, erro
 
 // rdsChain is an outbound HTTP filter chain whose routes come over RDS.
 func (b *builder) rdsChain(name string, match *listenerv3.FilterChainMatch, routeConfig string) (*listenerv3.FilterChain, error) {
-	f, err := b.hcm(hcmOptions{statPrefix: name, rds: routeConfig})
+	// Every outbound connection manager has the fault filter, so that a
+	// FaultInjection changes routes only, never listeners (which Envoy
+	// would drain).
+	f, err := b.hcm(hcmOptions{statPrefix: name, rds: routeConfig, fault: true})
 	if err != nil {
 		return nil, err
 	}

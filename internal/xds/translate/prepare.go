@@ -110,6 +110,7 @@ type builder struct {
 	h2        *anypb.Any
 	prevHosts *routev3.RetryPolicy_RetryHostPredicate
 	router    *hcmv3.HttpFilter
+	fault     *hcmv3.HttpFilter
 	httpLog   []*accesslogv3.AccessLog
 	tcpLog    []*accesslogv3.AccessLog
 	tracing   *hcmv3.HttpConnectionManager_Tracing
@@ -191,6 +192,9 @@ func (b *builder) init() error {
 		return err
 	}
 	if b.router, err = routerFilter(); err != nil {
+		return err
+	}
+	if b.fault, err = faultFilter(); err != nil {
 		return err
 	}
 	if !b.opts.DisableAccessLog {

@@ -12,6 +12,7 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weft-mesh/weft/internal/ir"
@@ -136,6 +137,29 @@ func (b *builder) routes(port *ir.Port, r *ir.Route) ([]*routev3.Route, error) {
 				route.Action = dr
 			} else {
 				route.Action = &routev3.Route_Route{Route: ra}
+				if r.Fault != nil {
+					cfg, err := faultConfig(r.Fault)
+					if err != nil {
+						return nil, err
+					}
+					if len(r.Fault.Headers) > 0 {
+						// Faults only for requests with these headers: a
+						// route of their own, first, since grpc-go's fault
+						// filter does not read the filter's own headers
+						// field; Envoy reads it the same way.
+						faulty := proto.CloneOf(route)
+						for _, h := range r.Fault.Headers {
+							faulty.Match.Headers = append(faulty.Match.Headers, &routev3.HeaderMatcher{
+								Name:                 h.Name,
+								HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: exactString(h.Value)},
+							})
+						}
+						faulty.TypedPerFilterConfig = map[string]*anypb.Any{faultFilterName: cfg}
+						out = append(out, faulty)
+					} else {
+						route.TypedPerFilterConfig = map[string]*anypb.Any{faultFilterName: cfg}
+					}
+				}
 			}
 		}
 		out = append(out, route)
