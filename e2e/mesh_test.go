@@ -104,6 +104,7 @@ func TestMesh(t *testing.T) {
 	t.Run("mtls and access policy", b.testAccess)
 	t.Run("endpoint churn", b.testEndpointChurn)
 	t.Run("fault injection", b.testFaults)
+	t.Run("load balancing", b.testLoadBalancing)
 	t.Run("kubectl weft", b.testKubectlWeft)
 	t.Logf("the scenarios took %s", time.Since(start).Round(time.Millisecond))
 }
