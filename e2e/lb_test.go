@@ -34,7 +34,8 @@ func (b *box) setLoadBalancer(t *testing.T, svc, policy string) {
 // that answers ten times slower than the other two gets under 15% of 3000
 // concurrent calls; round robin, for comparison, gives it about a third.
 // With ring-hash on a header, every value of the header stays on one
-// instance.
+// instance. With weighted round robin, an instance that reports a high
+// utilisation (ORCA) gets a small share.
 func (b *box) testLoadBalancing(t *testing.T) {
 	ctx := t.Context()
 	labels := map[string]string{"app": "steady"}
@@ -92,5 +93,33 @@ func (b *box) testLoadBalancing(t *testing.T) {
 	t.Logf("ring-hash on x-user: 20 users, each on one instance, spread as %v", owners)
 	if len(owners) < 2 {
 		t.Errorf("ring-hash: 20 users all on %v, want them spread", owners)
+	}
+
+	// Weighted round robin: steady-2 reports 90% CPU at the rate the
+	// others report at 10%, so its weight (qps over utilisation) is a
+	// ninth of theirs: about 5% of the calls, where plain round robin gave
+	// it a third.
+	for i, p := range pods {
+		util := 0.1
+		if i == 2 {
+			util = 0.9
+		}
+		p.Behaviour.SetLoad(util, 100)
+	}
+	b.setLoadBalancer(t, "steady", "weighted-round-robin")
+	// Weights count once an endpoint has reported for the blackout period
+	// (10s), so the shift takes that long.
+	var wrr cluster.Tally
+	start := time.Now()
+	eventually(t, 45*time.Second, "the reported load steers calls", func() (bool, string) {
+		wrr = load(t, ctx, b.web, host("steady"), 300, 10)
+		return wrr.Failed() == 0 && wrr.Share("steady-2") < 0.12, wrr.String()
+	})
+	t.Logf("weighted round robin shifted the calls %s after it was set", time.Since(start).Round(100*time.Millisecond))
+	wrr = load(t, ctx, b.web, host("steady"), 3000, 30)
+	hot := wrr.Share("steady-2")
+	t.Logf("weighted round robin, steady-2 reporting 90%% CPU, the others 10%%: %s", wrr)
+	if hot > 0.12 || wrr.Failed() > 0 {
+		t.Errorf("weighted round robin: the busy instance got %s (%s), want about 5%%", pct(hot), wrr)
 	}
 }

@@ -2,11 +2,13 @@ package cluster
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/orca"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -53,6 +55,27 @@ type Behaviour struct {
 	failCode  atomic.Uint32
 	calls     atomic.Int64
 	failed    atomic.Int64
+
+	loadOnce  sync.Once
+	load      orca.ServerMetricsRecorder
+	reporting atomic.Bool
+}
+
+// metrics is what the backend reports of its load with every response
+// (ORCA, in the endpoint-load-metrics-bin trailer): nothing until SetLoad.
+func (b *Behaviour) metrics() orca.ServerMetricsRecorder {
+	b.loadOnce.Do(func() { b.load = orca.NewServerMetricsRecorder() })
+	return b.load
+}
+
+// SetLoad makes the backend report this CPU utilisation (0 to 1 and more)
+// and rate of queries per second with every response, as a server that
+// measures its load would.
+func (b *Behaviour) SetLoad(utilization, qps float64) {
+	m := b.metrics()
+	m.SetCPUUtilization(utilization)
+	m.SetQPS(qps)
+	b.reporting.Store(true)
 }
 
 // SetDelay makes every call take at least d before it is answered (or
@@ -81,6 +104,11 @@ type echoHandler struct {
 
 func (h *echoHandler) Echo(ctx context.Context, _ *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
 	n := h.b.calls.Add(1)
+	if h.b.reporting.Load() {
+		// Asking for the call's recorder is what makes the response carry
+		// the load report (the server-wide figures SetLoad keeps).
+		_ = orca.CallMetricsRecorderFromContext(ctx)
+	}
 	if d := time.Duration(h.b.delay.Load()); d > 0 {
 		t := time.NewTimer(d)
 		select {

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/orca"
 	xdscreds "google.golang.org/grpc/credentials/xds"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/xds"
@@ -272,6 +273,7 @@ func (p *Pod) serve() error {
 	srv, err := xds.NewGRPCServer(
 		grpc.Creds(creds),
 		xds.BootstrapContentsForTesting(p.Bootstrap),
+		orca.CallMetricsServerOption(p.Behaviour.metrics()),
 		xds.ServingModeCallback(func(_ net.Addr, args xds.ServingModeChangeArgs) {
 			serving := args.Mode == connectivity.ServingModeServing
 			p.serving.Store(serving)

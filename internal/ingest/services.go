@@ -149,7 +149,8 @@ func PortProtocol(p corev1.ServicePort) ir.Protocol {
 }
 
 // loadBalancer reads the weft.dev/load-balancer annotation:
-// least-request (default), round-robin, ring-hash:header=<name>,
+// least-request (default), round-robin, weighted-round-robin (by the load
+// endpoints report), ring-hash:header=<name>,
 // ring-hash:cookie=<name>[;ttl=<duration>] or ring-hash:source-ip.
 func (s *state) loadBalancer(svc *corev1.Service, ref ir.ObjectRef) ir.LoadBalancer {
 	v, ok := svc.Annotations[meshv1alpha1.AnnotationLoadBalancer]
@@ -172,6 +173,8 @@ func ParseLoadBalancer(v string) (ir.LoadBalancer, error) {
 		return ir.LoadBalancer{Policy: ir.LBLeastRequest}, nil
 	case "round-robin":
 		return ir.LoadBalancer{Policy: ir.LBRoundRobin}, nil
+	case "weighted-round-robin":
+		return ir.LoadBalancer{Policy: ir.LBWeightedRoundRobin}, nil
 	case "ring-hash:source-ip":
 		return ir.LoadBalancer{Policy: ir.LBRingHash, HashOn: &ir.HashOn{SourceIP: true}}, nil
 	}
@@ -196,7 +199,7 @@ func ParseLoadBalancer(v string) (ir.LoadBalancer, error) {
 		}
 		return ir.LoadBalancer{Policy: ir.LBRingHash, HashOn: h}, nil
 	}
-	return ir.LoadBalancer{}, fmt.Errorf("unknown value %q: use least-request, round-robin, ring-hash:header=<name>, ring-hash:cookie=<name>[;ttl=<duration>] or ring-hash:source-ip", v)
+	return ir.LoadBalancer{}, fmt.Errorf("unknown value %q: use least-request, round-robin, weighted-round-robin, ring-hash:header=<name>, ring-hash:cookie=<name>[;ttl=<duration>] or ring-hash:source-ip", v)
 }
 
 func validHeaderName(h string) bool {

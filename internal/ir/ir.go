@@ -186,6 +186,9 @@ const (
 	LBLeastRequest LBPolicy = "LeastRequest"
 	LBRoundRobin   LBPolicy = "RoundRobin"
 	LBRingHash     LBPolicy = "RingHash"
+	// LBWeightedRoundRobin weighs endpoints by the load they report
+	// (ORCA): queries per second over utilisation.
+	LBWeightedRoundRobin LBPolicy = "WeightedRoundRobin"
 )
 
 // LoadBalancer is how clients pick an endpoint.

@@ -9,6 +9,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	cswrrv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/client_side_weighted_round_robin/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -54,7 +55,9 @@ func (b *builder) outboundCluster(svc *ir.Service, port *ir.Port, fl flavor) (*c
 		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: ads()},
 		ConnectTimeout:       dur(connectTimeout),
 	}
-	setLB(c, svc.LoadBalancer)
+	if err := setLB(c, svc.LoadBalancer); err != nil {
+		return nil, err
+	}
 	return c, b.decorate(c, svc, port, port.Protocol, fl)
 }
 
@@ -100,10 +103,26 @@ func (b *builder) decorate(c *clusterv3.Cluster, svc *ir.Service, port *ir.Port,
 	return nil
 }
 
-func setLB(c *clusterv3.Cluster, lb ir.LoadBalancer) {
+func setLB(c *clusterv3.Cluster, lb ir.LoadBalancer) error {
 	switch lb.Policy {
 	case ir.LBRoundRobin:
 		c.LbPolicy = clusterv3.Cluster_ROUND_ROBIN
+	case ir.LBWeightedRoundRobin:
+		// Envoy and grpc-go both read the policy's typed config, and weigh
+		// each endpoint by the ORCA load reports it sends with its
+		// responses (endpoint-load-metrics-bin); the defaults hold: a 10s
+		// blackout before a new endpoint's weight counts, weights
+		// recomputed every second, reports older than 3 minutes dropped.
+		// lb_policy is what a client that does not know the policy falls
+		// back to.
+		cfg, err := toAny(&cswrrv3.ClientSideWeightedRoundRobin{})
+		if err != nil {
+			return err
+		}
+		c.LbPolicy = clusterv3.Cluster_ROUND_ROBIN
+		c.LoadBalancingPolicy = &clusterv3.LoadBalancingPolicy{Policies: []*clusterv3.LoadBalancingPolicy_Policy{{
+			TypedExtensionConfig: &corev3.TypedExtensionConfig{Name: "envoy.load_balancing_policies.client_side_weighted_round_robin", TypedConfig: cfg},
+		}}}
 	case ir.LBRingHash:
 		c.LbPolicy = clusterv3.Cluster_RING_HASH
 		c.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{
@@ -115,6 +134,7 @@ func setLB(c *clusterv3.Cluster, lb ir.LoadBalancer) {
 			ChoiceCount: u32(2),
 		}}
 	}
+	return nil
 }
 
 // http2Options makes the cluster speak HTTP/2 to its endpoints. The
