@@ -11,6 +11,8 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weft-mesh/weft/internal/ir"
 )
 
 const (
@@ -124,6 +126,37 @@ func (b *builder) rdsChain(name string, match *listenerv3.FilterChainMatch, rout
 		return nil, err
 	}
 	return &listenerv3.FilterChain{Name: name, FilterChainMatch: match, Filters: []*listenerv3.Filter{f}}, nil
+}
+
+// tcpSplitChain is the outbound chain of a TCP Service port: to the port's
+// cluster, or, when a TrafficSplit splits the Service, to its backends by
+// weight (tcp_proxy weighted_clusters: each new connection picks one).
+func (b *builder) tcpSplitChain(port *ir.Port, match *listenerv3.FilterChainMatch) (*listenerv3.FilterChain, error) {
+	var weighted []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight
+	if len(port.Routes) > 0 {
+		for _, be := range port.Routes[0].Backends {
+			if _, ok := b.index[be.Cluster]; !ok || be.Weight == 0 {
+				continue
+			}
+			weighted = append(weighted, &tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{Name: be.Cluster, Weight: be.Weight})
+		}
+	}
+	switch len(weighted) {
+	case 0:
+		return b.tcpChain(port.Cluster, match, port.Cluster)
+	case 1:
+		return b.tcpChain(port.Cluster, match, weighted[0].GetName())
+	}
+	cfg, err := toAny(&tcpproxyv3.TcpProxy{
+		StatPrefix:       StatName(port.Cluster),
+		ClusterSpecifier: &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpproxyv3.TcpProxy_WeightedCluster{Clusters: weighted}},
+		AccessLog:        b.tcpLog,
+	})
+	if err != nil {
+		return nil, err
+	}
+	f := &listenerv3.Filter{Name: tcpProxyFilterName, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: cfg}}
+	return &listenerv3.FilterChain{Name: port.Cluster, FilterChainMatch: match, Filters: []*listenerv3.Filter{f}}, nil
 }
 
 // tcpChain is a filter chain that proxies the connection to a cluster.

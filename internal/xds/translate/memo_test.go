@@ -159,6 +159,27 @@ func TestMemoMatchesAFreshTranslation(t *testing.T) {
 		changed: func() []string {
 			return []string{"own " + m.ProxyGroups[0].Key + " " + OutboundListener, "own " + m.ProxyGroups[8].Key + " " + InboundListener}
 		},
+	}, {
+		name: "a TCP port", edit: func() {
+			p := httpPort(6)
+			p.Protocol, p.Routes = ir.ProtocolTCP, nil
+		},
+		changed: func() []string { return []string{"own " + m.ProxyGroups[0].Key + " " + OutboundListener} },
+	}, {
+		name: "a split of the TCP port", edit: func() {
+			httpPort(6).Routes = []*ir.Route{{Name: "split", Source: svc(6).Source, Backends: []ir.Backend{
+				{Cluster: httpPort(7).Cluster, Weight: 90, Port: 80, Service: svc(7).Source},
+				{Cluster: httpPort(8).Cluster, Weight: 10, Port: 80, Service: svc(8).Source},
+			}}}
+		},
+		changed: func() []string { return []string{"own " + m.ProxyGroups[0].Key + " " + OutboundListener} },
+	}, {
+		name: "the TCP split's weights", edit: func() {
+			r := httpPort(6).Routes[0]
+			r.Backends = slices.Clone(r.Backends)
+			r.Backends[0].Weight, r.Backends[1].Weight = 50, 50
+		},
+		changed: func() []string { return []string{"own " + m.ProxyGroups[0].Key + " " + OutboundListener} },
 	}}
 	for _, step := range steps {
 		t.Run(step.name, func(t *testing.T) {

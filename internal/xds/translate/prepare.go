@@ -396,7 +396,9 @@ func (p *Prepared) portChains(e *portEntry, seen map[netip.AddrPort]bool, memo *
 	if len(vips) == 0 {
 		return nil
 	}
-	if memo != nil && memo.chains != nil && slices.Equal(memo.vips, vips) {
+	// A TCP port's chain names its backends, which a split changes; only
+	// chains that depend on the addresses alone are reused.
+	if memo != nil && memo.chains != nil && slices.Equal(memo.vips, vips) && (port.Protocol.IsHTTP() || len(port.Routes) == 0) {
 		e.chains = memo.chains
 		e.routed = port.Protocol.IsHTTP()
 		for ns, v := range e.consumer {
@@ -415,7 +417,7 @@ func (p *Prepared) portChains(e *portEntry, seen map[netip.AddrPort]bool, memo *
 	}
 	match := &listenerv3.FilterChainMatch{PrefixRanges: cidrs(vips), DestinationPort: u32(uint32(port.Port))}
 	if !port.Protocol.IsHTTP() {
-		fc, err := b.tcpChain(port.Cluster, match, port.Cluster)
+		fc, err := b.tcpSplitChain(port, match)
 		if err != nil {
 			return err
 		}
