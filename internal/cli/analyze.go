@@ -77,7 +77,12 @@ func Analyze(m *Manifests, opts translate.Options) (*Report, error) {
 		for _, p := range rs.Parents {
 			for _, c := range p.Conditions {
 				if bad(c) {
-					r.Findings = append(r.Findings, Finding{Severity: Error, Object: object(rs.Ref), Parent: parent(p.ParentRef.Kind, string(p.ParentRef.Name), p.ParentRef.Port), Condition: c.Type, Reason: c.Reason, Message: c.Message})
+					sev := Error
+					if c.Type == ingest.ConditionProxylessCompatible {
+						// The route works; one kind of client does less.
+						sev = Warning
+					}
+					r.Findings = append(r.Findings, Finding{Severity: sev, Object: object(rs.Ref), Parent: parent(p.ParentRef.Kind, string(p.ParentRef.Name), p.ParentRef.Port), Condition: c.Type, Reason: c.Reason, Message: c.Message})
 				}
 			}
 		}

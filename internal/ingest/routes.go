@@ -60,6 +60,30 @@ type builtRule struct {
 	// problems name the fields that make the rule unusable, each with why;
 	// a rule with problems is dropped (Gateway API's PartiallyInvalid).
 	problems []string
+	// notProxyless name the filters proxyless gRPC clients do not apply.
+	notProxyless []string
+}
+
+// proxylessIgnores says what a proxyless gRPC client (grpc-go) does with a
+// filter it does not implement; empty when it implements it.
+func proxylessIgnores(t gwapiv1.HTTPRouteFilterType) string {
+	switch t {
+	case gwapiv1.HTTPRouteFilterRequestHeaderModifier, gwapiv1.HTTPRouteFilterResponseHeaderModifier:
+		return "headers are not changed"
+	case gwapiv1.HTTPRouteFilterURLRewrite:
+		return "the request is not rewritten"
+	case gwapiv1.HTTPRouteFilterRequestMirror:
+		return "nothing is mirrored"
+	case gwapiv1.HTTPRouteFilterRequestRedirect:
+		return "matching calls fail with UNAVAILABLE instead of being redirected"
+	}
+	return ""
+}
+
+func (r *builtRule) filterApplied(field string, j int, t gwapiv1.HTTPRouteFilterType) {
+	if why := proxylessIgnores(t); why != "" {
+		r.notProxyless = append(r.notProxyless, fmt.Sprintf("%s.filters[%d] (%s: %s)", field, j, t, why))
+	}
 }
 
 func (r *builtRule) problem(format string, args ...any) {
@@ -212,6 +236,11 @@ func (s *state) attachRoute(obj routeObject, rules []builtRule, refs *refProblem
 		}
 		cond(string(gwapiv1.RouteConditionAccepted), accepted, reason, msg)
 		resolved()
+		if accepted {
+			if ignored := proxylessIgnored(rules, ports); ignored != "" {
+				cond(ConditionProxylessCompatible, false, ReasonUnsupportedByProxyless, ignored)
+			}
+		}
 		slices.SortFunc(ps.Conditions, func(a, b metav1.Condition) int { return strings.Compare(a.Type, b.Type) })
 		status.Parents = append(status.Parents, ps)
 		if st == nil {
@@ -272,6 +301,32 @@ func droppedRules(rules []builtRule) string {
 	return noun + strings.Join(idx, ", ") + ": " + strings.Join(why, "; ")
 }
 
+// Route parent condition for what proxyless gRPC clients cannot do:
+// present, False, when a rule uses a filter they do not apply on a port
+// they can call (gRPC or HTTP/2); absent otherwise.
+const (
+	ConditionProxylessCompatible = "ProxylessCompatible"
+	ReasonUnsupportedByProxyless = "UnsupportedByProxyless"
+)
+
+// proxylessIgnored lists what proxyless clients would not do on the
+// route's ports, in the rules that are programmed.
+func proxylessIgnored(rules []builtRule, ports []*ir.Port) string {
+	if !slices.ContainsFunc(ports, func(p *ir.Port) bool { return p.Protocol == ir.ProtocolGRPC || p.Protocol == ir.ProtocolHTTP2 }) {
+		return ""
+	}
+	var out []string
+	for _, r := range rules {
+		if len(r.problems) == 0 {
+			out = append(out, r.notProxyless...)
+		}
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	return "proxyless gRPC clients (grpc-go) do not apply " + strings.Join(out, "; ") + "; Envoy sidecars apply them, so callers of this Service behave differently by proxy kind"
+}
+
 func portTakesRoute(p *ir.Port, grpc bool) bool {
 	if grpc {
 		return p.Protocol == ir.ProtocolGRPC || p.Protocol == ir.ProtocolHTTP2
@@ -288,6 +343,8 @@ func (s *state) httpRule(obj routeObject, i int, rule gwapiv1.HTTPRouteRule, ref
 	for j, f := range rule.Filters {
 		if msg := s.applyHTTPFilter(obj, &out.template, f, refs); msg != "" {
 			out.problem("%s.filters[%d]: %s", field, j, msg)
+		} else {
+			out.filterApplied(field, j, f.Type)
 		}
 	}
 	if rule.Timeouts != nil && rule.Timeouts.Request != nil {
@@ -342,6 +399,8 @@ func (s *state) grpcRule(obj routeObject, i int, rule gwapiv1.GRPCRouteRule, ref
 		}
 		if msg := s.applyHTTPFilter(obj, &out.template, hf, refs); msg != "" {
 			out.problem("%s.filters[%d]: %s", field, j, msg)
+		} else {
+			out.filterApplied(field, j, hf.Type)
 		}
 	}
 	var backends []gwapiv1.BackendRef
