@@ -187,6 +187,7 @@ func (r *MeshIdentityReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		return ctrl.Result{}, err
 	}
 	rep.lost = scope.lost
+	rep.proxyless = scope.proxyless
 
 	var errs []error
 	certs, retry, err := r.applyCertificates(ctx, &mi, scope, &rep)
@@ -231,6 +232,9 @@ type identityScope struct {
 	lost map[string]string
 	// serviceAccounts are the service accounts in use per held namespace.
 	serviceAccounts map[string][]string
+	// proxyless are the running proxyless gRPC pods (namespace/name),
+	// sorted: they serve Permissive as Strict.
+	proxyless []string
 }
 
 func (r *MeshIdentityReconciler) scope(ctx context.Context, mi *meshv1alpha1.MeshIdentity) (identityScope, error) {
@@ -257,6 +261,10 @@ func (r *MeshIdentityReconciler) scope(ctx context.Context, mi *meshv1alpha1.Mes
 	}
 	slices.Sort(s.held)
 
+	labels := map[string]map[string]string{}
+	for i := range namespaces.Items {
+		labels[namespaces.Items[i].Name] = namespaces.Items[i].Labels
+	}
 	for _, ns := range s.held {
 		var pods corev1.PodList
 		if err := r.Client.List(ctx, &pods, client.InNamespace(ns)); err != nil {
@@ -264,8 +272,12 @@ func (r *MeshIdentityReconciler) scope(ctx context.Context, mi *meshv1alpha1.Mes
 		}
 		set := map[string]bool{}
 		for i := range pods.Items {
-			if sa, ok := identityServiceAccount(&pods.Items[i]); ok {
+			pod := &pods.Items[i]
+			if sa, ok := identityServiceAccount(pod); ok {
 				set[sa] = true
+				if w := workload.Of(pod, labels[ns]); w.Meshed && w.Mode == workload.ModeProxyless {
+					s.proxyless = append(s.proxyless, ns+"/"+pod.Name)
+				}
 			}
 		}
 		s.serviceAccounts[ns] = slices.Sorted(maps.Keys(set))
@@ -287,6 +299,8 @@ func identityServiceAccount(pod *corev1.Pod) (string, bool) {
 type identityReport struct {
 	invalid string
 	lost    map[string]string
+	// proxyless are the proxyless gRPC pods it covers.
+	proxyless []string
 
 	issuerMissing string
 	// failures are condition-ready sentences naming the failing objects.

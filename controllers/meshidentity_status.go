@@ -69,6 +69,13 @@ func meshIdentityStatus(mi *meshv1alpha1.MeshIdentity, rep identityReport, now t
 		set(meshv1alpha1.ConditionDegraded, metav1.ConditionFalse, meshv1alpha1.ReasonIssued, "")
 	}
 
+	if mi.Spec.MTLS.Mode == meshv1alpha1.MTLSPermissive && len(rep.proxyless) > 0 {
+		set(meshv1alpha1.ConditionProxylessCompatible, metav1.ConditionFalse, meshv1alpha1.ReasonUnsupportedByProxyless,
+			fmt.Sprintf("Permissive is served as mTLS by proxyless gRPC servers, since gRPC cannot tell plaintext from TLS on one port: plaintext callers of %s are refused; mesh those callers, or give these pods a sidecar (weft.dev/inject: \"true\") so Permissive holds", nameSome(rep.proxyless)))
+	} else {
+		meta.RemoveStatusCondition(&st.Conditions, meshv1alpha1.ConditionProxylessCompatible)
+	}
+
 	switch {
 	case !accepted:
 		set(meshv1alpha1.ConditionReady, metav1.ConditionFalse, meshv1alpha1.ReasonConflicted, namespaceConflictMessage(rep.lost))

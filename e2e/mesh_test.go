@@ -105,6 +105,8 @@ func TestMesh(t *testing.T) {
 	t.Run("endpoint churn", b.testEndpointChurn)
 	t.Run("fault injection", b.testFaults)
 	t.Run("load balancing", b.testLoadBalancing)
+	t.Run("deny one method", b.testMethodDeny)
+	t.Run("permissive mtls", b.testPermissive)
 	t.Run("kubectl weft", b.testKubectlWeft)
 	t.Logf("the scenarios took %s", time.Since(start).Round(time.Millisecond))
 }

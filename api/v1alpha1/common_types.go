@@ -22,6 +22,11 @@ const (
 	// ConditionDegraded is True on a MeshIdentity when some of its workload
 	// certificates cannot be issued.
 	ConditionDegraded = "Degraded"
+	// ConditionProxylessCompatible is False on an object (a route's
+	// parent, a MeshIdentity) that asks for something proxyless gRPC
+	// clients or servers do not do; the message says what and where.
+	// Absent when there is nothing to say.
+	ConditionProxylessCompatible = "ProxylessCompatible"
 )
 
 // Condition reasons. Each says what happened in a word a user can search for;
@@ -52,6 +57,8 @@ const (
 	ReasonPathNotNormalized = "PathNotNormalized"
 	// ReasonNotAttached: a policy without a target that nothing names.
 	ReasonNotAttached = "NotAttached"
+	// ReasonUnsupportedByProxyless: see ConditionProxylessCompatible.
+	ReasonUnsupportedByProxyless = "UnsupportedByProxyless"
 )
 
 // Status is the status every Weft kind reports.

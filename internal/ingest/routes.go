@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 	"github.com/weft-mesh/weft/internal/ir"
 )
 
@@ -305,8 +306,8 @@ func droppedRules(rules []builtRule) string {
 // present, False, when a rule uses a filter they do not apply on a port
 // they can call (gRPC or HTTP/2); absent otherwise.
 const (
-	ConditionProxylessCompatible = "ProxylessCompatible"
-	ReasonUnsupportedByProxyless = "UnsupportedByProxyless"
+	ConditionProxylessCompatible = meshv1alpha1.ConditionProxylessCompatible
+	ReasonUnsupportedByProxyless = meshv1alpha1.ReasonUnsupportedByProxyless
 )
 
 // proxylessIgnored lists what proxyless clients would not do on the
