@@ -167,9 +167,11 @@ func (c *Cluster) installProxyAPI(ctx context.Context) error {
 	if err := c.create(ctx, svc); err != nil {
 		return err
 	}
+	// Not named <service>-box: the box's endpoint slice stand-in owns those
+	// and deletes them for a Service without a selector, such as this one.
 	if err := c.create(ctx, &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{
-			Namespace: ControlPlaneNamespace, Name: webhookService + "-box",
+			Namespace: ControlPlaneNamespace, Name: webhookService + "-controller",
 			Labels: map[string]string{discoveryv1.LabelServiceName: webhookService, discoveryv1.LabelManagedBy: "weft-e2e-box"},
 		},
 		AddressType: discoveryv1.AddressTypeIPv4,
@@ -240,7 +242,7 @@ func (c *Cluster) AddUser(name string) (string, error) {
 // the pod's readiness probe.
 func (c *Cluster) setControllerEndpointReady(ctx context.Context, ready bool) error {
 	var es discoveryv1.EndpointSlice
-	key := client.ObjectKey{Namespace: ControlPlaneNamespace, Name: webhookService + "-box"}
+	key := client.ObjectKey{Namespace: ControlPlaneNamespace, Name: webhookService + "-controller"}
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if err := c.Client.Get(ctx, key, &es); err != nil {
 			return err
