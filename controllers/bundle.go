@@ -32,7 +32,7 @@ type bundleSource struct {
 // copy per rebuild.
 func listBundle(ctx context.Context, src bundleSource, clusterDomain string) (*ingest.Bundle, error) {
 	b := &ingest.Bundle{ClusterDomain: clusterDomain}
-	var errs [13]error
+	var errs [14]error
 	b.Namespaces, errs[0] = list[corev1.Namespace](ctx, src, &corev1.NamespaceList{})
 	b.Services, errs[1] = list[corev1.Service](ctx, src, &corev1.ServiceList{})
 	b.EndpointSlices, errs[2] = list[discoveryv1.EndpointSlice](ctx, src, &discoveryv1.EndpointSliceList{})
@@ -46,6 +46,7 @@ func listBundle(ctx context.Context, src bundleSource, clusterDomain string) (*i
 	b.GRPCRoutes, errs[10] = list[gwapiv1.GRPCRoute](ctx, src, &gwapiv1.GRPCRouteList{})
 	b.ReferenceGrants, errs[11] = list[gwapiv1.ReferenceGrant](ctx, src, &gwapiv1.ReferenceGrantList{})
 	b.FaultInjections, errs[12] = list[meshv1alpha1.FaultInjection](ctx, src, &meshv1alpha1.FaultInjectionList{})
+	b.RateLimitPolicies, errs[13] = list[meshv1alpha1.RateLimitPolicy](ctx, src, &meshv1alpha1.RateLimitPolicyList{})
 	if err := errors.Join(errs[:]...); err != nil {
 		return nil, err
 	}

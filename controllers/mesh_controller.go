@@ -38,8 +38,8 @@ import (
 // +kubebuilder:rbac:groups="",resources=namespaces;services;pods;serviceaccounts,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
-// +kubebuilder:rbac:groups=mesh.weft.dev,resources=trafficsplits;retrypolicies;circuitbreakers;accesspolicies;faultinjections;meshidentities,verbs=get;list;watch
-// +kubebuilder:rbac:groups=mesh.weft.dev,resources=trafficsplits/status;retrypolicies/status;circuitbreakers/status;accesspolicies/status;faultinjections/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=mesh.weft.dev,resources=trafficsplits;retrypolicies;circuitbreakers;accesspolicies;faultinjections;ratelimitpolicies;meshidentities,verbs=get;list;watch
+// +kubebuilder:rbac:groups=mesh.weft.dev,resources=trafficsplits/status;retrypolicies/status;circuitbreakers/status;accesspolicies/status;faultinjections/status;ratelimitpolicies/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes;grpcroutes;referencegrants,verbs=get;list;watch
 // +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes/status;grpcroutes/status,verbs=get;update;patch
 
@@ -138,7 +138,7 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Pod{}, enqueue, builder.WithPredicates(podChanged{})).
 		Watches(&meshv1alpha1.MeshIdentity{}, enqueue, specOnly).
 		WatchesRawSource(source.Channel(r.smi.changes, enqueue))
-	for _, obj := range []client.Object{&meshv1alpha1.TrafficSplit{}, &meshv1alpha1.RetryPolicy{}, &meshv1alpha1.CircuitBreaker{}, &meshv1alpha1.AccessPolicy{}, &meshv1alpha1.FaultInjection{}, &gwapiv1.HTTPRoute{}, &gwapiv1.GRPCRoute{}, &gwapiv1.ReferenceGrant{}} {
+	for _, obj := range []client.Object{&meshv1alpha1.TrafficSplit{}, &meshv1alpha1.RetryPolicy{}, &meshv1alpha1.CircuitBreaker{}, &meshv1alpha1.AccessPolicy{}, &meshv1alpha1.FaultInjection{}, &meshv1alpha1.RateLimitPolicy{}, &gwapiv1.HTTPRoute{}, &gwapiv1.GRPCRoute{}, &gwapiv1.ReferenceGrant{}} {
 		b = b.Watches(obj, enqueue, specOnly)
 	}
 	if err := b.Complete(r); err != nil {

@@ -136,6 +136,9 @@ func newPolicy(kind string) (client.Object, func() *meshv1alpha1.Status) {
 	case "FaultInjection":
 		o := &meshv1alpha1.FaultInjection{}
 		return o, func() *meshv1alpha1.Status { return &o.Status.Status }
+	case "RateLimitPolicy":
+		o := &meshv1alpha1.RateLimitPolicy{}
+		return o, func() *meshv1alpha1.Status { return &o.Status.Status }
 	}
 	return nil, nil
 }

@@ -139,3 +139,33 @@ func (b *box) testPermissive(t *testing.T) {
 		t.Errorf("Strict again: mesh calls %s", tl)
 	}
 }
+
+// testRateLimitOnProxyless: the box's workloads are proxyless gRPC
+// servers, which have no local rate limit, so a RateLimitPolicy on one of
+// their Services is accepted but not Ready, and says why, rather than
+// pretending to limit anything. (Envoy's filter is proven by the
+// ratelimit golden and Envoy's own validation.)
+func (b *box) testRateLimitOnProxyless(t *testing.T) {
+	ctx := t.Context()
+	b.service(t, "quota", map[string]string{"app": "quota"})
+	b.backend(t, "quota-0", "quota", map[string]string{"app": "quota"})
+	b.reachable(t, "quota", b.web)
+	rl := &meshv1alpha1.RateLimitPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: appNS, Name: "quota-limits"},
+		Spec: meshv1alpha1.RateLimitPolicySpec{
+			TargetRef: meshv1alpha1.ServiceTargetReference{Kind: "Service", Name: "quota"},
+			Limit:     &meshv1alpha1.RateLimit{Requests: 10},
+		},
+	}
+	must(t, b.Client.Create(ctx, rl))
+	eventually(t, 15*time.Second, "the RateLimitPolicy says nothing enforces it", func() (bool, string) {
+		must(t, b.Client.Get(ctx, client.ObjectKeyFromObject(rl), rl))
+		c := meta.FindStatusCondition(rl.Status.Conditions, meshv1alpha1.ConditionReady)
+		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == meshv1alpha1.ReasonUnsupportedByProxyless &&
+			strings.Contains(c.Message, "shop/quota-0") && c.ObservedGeneration == rl.Generation, fmt.Sprintf("%+v", rl.Status.Conditions)
+	})
+	// And calls are not limited: 50 calls, where the limit would allow 10.
+	if tl := load(t, ctx, b.web, host("quota"), 50, 1); tl.Failed() > 0 {
+		t.Errorf("calls to a proxyless server under a RateLimitPolicy: %s", tl)
+	}
+}

@@ -40,6 +40,8 @@ func (b *box) waitProgrammed(t *testing.T, obj client.Object) {
 			conds = o.Status.Conditions
 		case *meshv1alpha1.FaultInjection:
 			conds = o.Status.Conditions
+		case *meshv1alpha1.RateLimitPolicy:
+			conds = o.Status.Conditions
 		default:
 			t.Fatalf("waitProgrammed: %T has no Programmed condition", obj)
 		}

@@ -107,6 +107,7 @@ func TestMesh(t *testing.T) {
 	t.Run("load balancing", b.testLoadBalancing)
 	t.Run("deny one method", b.testMethodDeny)
 	t.Run("permissive mtls", b.testPermissive)
+	t.Run("rate limit on proxyless", b.testRateLimitOnProxyless)
 	t.Run("kubectl weft", b.testKubectlWeft)
 	t.Logf("the scenarios took %s", time.Since(start).Round(time.Millisecond))
 }

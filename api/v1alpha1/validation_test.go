@@ -110,6 +110,7 @@ const cb = "apiVersion: mesh.weft.dev/v1alpha1\nkind: CircuitBreaker\nmetadata: 
 const mi = "apiVersion: mesh.weft.dev/v1alpha1\nkind: MeshIdentity\nmetadata: {name: x}\nspec:\n"
 const ap = "apiVersion: mesh.weft.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: x}\nspec:\n  targetRef: {name: checkout}\n"
 const fi = "apiVersion: mesh.weft.dev/v1alpha1\nkind: FaultInjection\nmetadata: {name: x}\nspec:\n"
+const rl = "apiVersion: mesh.weft.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {name: x}\nspec:\n  targetRef: {name: checkout}\n"
 
 func badInputs() []badInput {
 	many := make([]string, 17)
@@ -198,6 +199,17 @@ func badInputs() []badInput {
 			[]string{"spec.rules[0].to[0].methods[0]", "Unsupported value"}},
 		{"unknown action", ap + "  action: Maybe\n  rules:\n  - from:\n    - namespace: ops\n",
 			[]string{"spec.action", "Unsupported value", "Allow"}},
+		// RateLimitPolicy
+		{"no limit", rl,
+			[]string{"spec", "set spec.limit, spec.perCaller or both"}},
+		{"zero requests", rl + "  limit: {requests: 0}\n",
+			[]string{"spec.limit.requests", "should be greater than or equal to 1"}},
+		{"burst below requests", rl + "  limit: {requests: 10, burst: 5}\n",
+			[]string{"spec.limit", "burst must be at least requests"}},
+		{"interval too short", rl + "  perCaller: {requests: 10, interval: 10ms}\n",
+			[]string{"spec.perCaller.interval", "interval must be between 50ms and 24h"}},
+		{"rate limit on a route", "apiVersion: mesh.weft.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {name: x}\nspec:\n  targetRef: {group: gateway.networking.k8s.io, kind: HTTPRoute, name: web}\n  limit: {requests: 1}\n",
+			[]string{"spec.targetRef", "targetRef must be a core Service"}},
 		// FaultInjection
 		{"no fault", fi + "  targetRef: {name: checkout}\n",
 			[]string{"spec", "set spec.delay, spec.abort or both"}},

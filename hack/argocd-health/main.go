@@ -17,6 +17,7 @@ var checks = []struct{ group, kind, script string }{
 	{"mesh.weft.dev", "AccessPolicy", "weft.lua"},
 	{"mesh.weft.dev", "CircuitBreaker", "weft.lua"},
 	{"mesh.weft.dev", "FaultInjection", "weft.lua"},
+	{"mesh.weft.dev", "RateLimitPolicy", "weft.lua"},
 	{"mesh.weft.dev", "MeshIdentity", "weft.lua"},
 	{"mesh.weft.dev", "RetryPolicy", "weft.lua"},
 	{"mesh.weft.dev", "TrafficSplit", "weft.lua"},

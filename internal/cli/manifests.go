@@ -180,6 +180,8 @@ func (m *Manifests) add(file string, u *unstructured.Unstructured) error {
 		b.AccessPolicies = append(b.AccessPolicies, defaultNamespace(o))
 	case *meshv1alpha1.FaultInjection:
 		b.FaultInjections = append(b.FaultInjections, defaultNamespace(o))
+	case *meshv1alpha1.RateLimitPolicy:
+		b.RateLimitPolicies = append(b.RateLimitPolicies, defaultNamespace(o))
 	case *meshv1alpha1.MeshIdentity:
 		b.MeshIdentities = append(b.MeshIdentities, o)
 	case *gwapiv1.HTTPRoute:

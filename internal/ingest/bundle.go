@@ -27,12 +27,13 @@ type Bundle struct {
 	EndpointSlices []*discoveryv1.EndpointSlice
 	Pods           []*corev1.Pod
 
-	TrafficSplits   []*meshv1alpha1.TrafficSplit
-	RetryPolicies   []*meshv1alpha1.RetryPolicy
-	CircuitBreakers []*meshv1alpha1.CircuitBreaker
-	MeshIdentities  []*meshv1alpha1.MeshIdentity
-	AccessPolicies  []*meshv1alpha1.AccessPolicy
-	FaultInjections []*meshv1alpha1.FaultInjection
+	TrafficSplits     []*meshv1alpha1.TrafficSplit
+	RetryPolicies     []*meshv1alpha1.RetryPolicy
+	CircuitBreakers   []*meshv1alpha1.CircuitBreaker
+	MeshIdentities    []*meshv1alpha1.MeshIdentity
+	AccessPolicies    []*meshv1alpha1.AccessPolicy
+	FaultInjections   []*meshv1alpha1.FaultInjection
+	RateLimitPolicies []*meshv1alpha1.RateLimitPolicy
 
 	// SMITrafficSplits are SMI's split.smi-spec.io TrafficSplits, read
 	// at any served version (see SMIVersions).

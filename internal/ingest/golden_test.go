@@ -129,6 +129,8 @@ func DecodeBundle(data []byte) (*Bundle, error) {
 			b.AccessPolicies = append(b.AccessPolicies, o)
 		case *meshv1alpha1.FaultInjection:
 			b.FaultInjections = append(b.FaultInjections, o)
+		case *meshv1alpha1.RateLimitPolicy:
+			b.RateLimitPolicies = append(b.RateLimitPolicies, o)
 		case *gwapiv1.HTTPRoute:
 			b.HTTPRoutes = append(b.HTTPRoutes, o)
 		case *gwapiv1.GRPCRoute:

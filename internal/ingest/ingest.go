@@ -66,6 +66,7 @@ func buildWith(b *Bundle, memo *Memo) *Result {
 	s.buildFaultInjections()
 	s.buildCircuitBreakers()
 	s.buildAccessPolicies()
+	s.buildRateLimits()
 	mesh := &ir.Mesh{ClusterDomain: s.domain}
 	mesh.ProxyGroups = s.proxyGroups(memo)
 

@@ -17,7 +17,7 @@ import (
 //
 // Each is reused only when no object it is made from changed: the
 // namespaces, Services, EndpointSlices, pods and MeshIdentities (and, for
-// groups, AccessPolicies) must be the same objects (UID) at the same
+// groups, AccessPolicies and RateLimitPolicies) must be the same objects (UID) at the same
 // resourceVersion. Objects without a resourceVersion (built in memory
 // rather than read from the API) are never trusted to be unchanged.
 type Memo struct {
@@ -54,6 +54,7 @@ const (
 	kindPod
 	kindMeshIdentity
 	kindAccessPolicy
+	kindRateLimitPolicy
 	numKinds
 )
 
@@ -92,7 +93,7 @@ func (s *state) proxyGroups(m *Memo) []*ir.ProxyGroup {
 	if m == nil {
 		return s.buildProxyGroups()
 	}
-	key := m.key(s.b, kindNamespace, kindService, kindEndpointSlice, kindPod, kindMeshIdentity, kindAccessPolicy)
+	key := m.key(s.b, kindNamespace, kindService, kindEndpointSlice, kindPod, kindMeshIdentity, kindAccessPolicy, kindRateLimitPolicy)
 	if key.valid && key == m.groupsKey {
 		return m.groups
 	}
@@ -144,6 +145,7 @@ func (m *Memo) inputs(b *Bundle) kindSums {
 	sumKind(m.seed, &in, kindPod, b.Pods)
 	sumKind(m.seed, &in, kindMeshIdentity, b.MeshIdentities)
 	sumKind(m.seed, &in, kindAccessPolicy, b.AccessPolicies)
+	sumKind(m.seed, &in, kindRateLimitPolicy, b.RateLimitPolicies)
 	return in
 }
 

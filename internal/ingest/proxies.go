@@ -102,6 +102,9 @@ func (s *state) inboundPorts(pod *corev1.Pod, candidates []*service) []*ir.Inbou
 					in.AccessPolicies = append(in.AccessPolicies, ap)
 				}
 			}
+			if in.RateLimit == nil {
+				in.RateLimit = st.rateLimit
+			}
 		}
 	}
 	out := make([]*ir.InboundPort, 0, len(byPort))

@@ -24,6 +24,8 @@ type service struct {
 	// targetPorts are the endpoint ports seen per Service port, i.e. the
 	// container ports that a Service port resolves to.
 	targetPorts map[int32][]int32
+	// rateLimit is the RateLimitPolicy in force on the Service.
+	rateLimit *ir.RateLimit
 }
 
 func serviceRef(ns, name string) ir.ObjectRef {

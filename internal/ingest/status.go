@@ -25,6 +25,14 @@ type verdict struct {
 	problems                    []string
 	// readyMsg, when set, says what the object does once it is in effect.
 	readyMsg string
+	// notes are further conditions, False, that do not make the object
+	// less Ready (ProxylessCompatible).
+	notes []metav1.Condition
+}
+
+// note adds a further False condition.
+func (v *verdict) note(t, reason, msg string) {
+	v.notes = append(v.notes, metav1.Condition{Type: t, Status: metav1.ConditionFalse, Reason: reason, Message: msg, ObservedGeneration: v.generation})
 }
 
 func newVerdict(kind, ns, name string, gen int64) *verdict {
@@ -83,6 +91,7 @@ func (v *verdict) status() ObjectStatus {
 	default:
 		conds = append(conds, cond(meshv1alpha1.ConditionReady, true, meshv1alpha1.ReasonReady, cmp.Or(v.readyMsg, "the policy is in effect")))
 	}
+	conds = append(conds, v.notes...)
 	slices.SortFunc(conds, func(a, b metav1.Condition) int { return strings.Compare(a.Type, b.Type) })
 	return ObjectStatus{Ref: v.ref, Generation: v.generation, Conditions: conds}
 }

@@ -475,6 +475,26 @@ type InboundPort struct {
 	Services []ObjectRef `json:"services"`
 	// AccessPolicies are those of every such Service, Deny first.
 	AccessPolicies []*AccessPolicy `json:"accessPolicies,omitempty"`
+	// RateLimit is the first such Service's (by namespace/name) that has
+	// one.
+	RateLimit *RateLimit `json:"rateLimit,omitempty"`
+}
+
+// RateLimit is a Service's local rate limit: every serving proxy keeps its
+// own token buckets.
+type RateLimit struct {
+	Source ObjectRef `json:"source"`
+	// Limit is shared by every request.
+	Limit *TokenBucket `json:"limit,omitempty"`
+	// PerCaller is each caller identity's own.
+	PerCaller *TokenBucket `json:"perCaller,omitempty"`
+}
+
+// TokenBucket allows Requests per Interval, with Burst saved at most.
+type TokenBucket struct {
+	Requests uint32   `json:"requests"`
+	Interval Duration `json:"interval"`
+	Burst    uint32   `json:"burst"`
 }
 
 // ClusterName is the upstream cluster name of a Service port.

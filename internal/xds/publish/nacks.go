@@ -92,6 +92,9 @@ func (p *Published) Blame(node string, nack server.Nack) []ir.ObjectRef {
 					for _, ap := range in.AccessPolicies {
 						add(ap.Source)
 					}
+					if in.RateLimit != nil {
+						add(in.RateLimit.Source)
+					}
 				}
 			}
 			continue

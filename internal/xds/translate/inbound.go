@@ -199,6 +199,15 @@ func (b *builder) inboundFilters(ip *ir.InboundPort, fl flavor) ([]*listenerv3.F
 	if err != nil {
 		return nil, err
 	}
+	// gRPC servers have no local rate limit (the policy says so); Envoy
+	// counts requests once RBAC let them in.
+	if ip.RateLimit != nil && fl != flavorGRPC {
+		rl, err := rateLimitFilter(ip.RateLimit)
+		if err != nil {
+			return nil, err
+		}
+		rbac = append(rbac, rl)
+	}
 	route := &routev3.Route{Name: "default", Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}}
 	if fl == flavorGRPC {
 		route.Action = &routev3.Route_NonForwardingAction{NonForwardingAction: &routev3.NonForwardingAction{}}
