@@ -46,10 +46,12 @@ func (b *box) testLoadBalancing(t *testing.T) {
 	}
 	b.reachable(t, "steady", b.web)
 	b.answering(t, b.web, "steady", pods...)
+	// Delays long enough that a loaded machine's scheduling jitter (a
+	// millisecond or two) does not blur the tenfold difference.
 	for _, p := range pods[:2] {
-		p.Behaviour.SetDelay(2 * time.Millisecond)
+		p.Behaviour.SetDelay(10 * time.Millisecond)
 	}
-	pods[2].Behaviour.SetDelay(20 * time.Millisecond)
+	pods[2].Behaviour.SetDelay(100 * time.Millisecond)
 
 	lr := load(t, ctx, b.web, host("steady"), 3000, 30)
 	slowLR := lr.Share("steady-2")
@@ -64,7 +66,7 @@ func (b *box) testLoadBalancing(t *testing.T) {
 		rr = load(t, ctx, b.web, host("steady"), 300, 30)
 		return rr.Share("steady-2") > 0.25, rr.String()
 	})
-	rr = load(t, ctx, b.web, host("steady"), 3000, 30)
+	rr = load(t, ctx, b.web, host("steady"), 900, 30)
 	slowRR := rr.Share("steady-2")
 	t.Logf("round robin, same instances: %s", rr)
 	if slowRR < 0.28 || slowRR > 0.39 {
