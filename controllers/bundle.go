@@ -25,6 +25,8 @@ type bundleSource struct {
 	reader    client.Reader
 	// smi lists SMI TrafficSplits; nil when they are not read.
 	smi func() []*unstructured.Unstructured
+	// tcpRoutes says TCPRoutes are read (the cluster serves them).
+	tcpRoutes bool
 }
 
 // listBundle reads every object ingest needs from the cache. Ingest never
@@ -52,6 +54,12 @@ func listBundle(ctx context.Context, src bundleSource, clusterDomain string) (*i
 	}
 	if src.smi != nil {
 		b.SMITrafficSplits = src.smi()
+	}
+	if src.tcpRoutes {
+		var err error
+		if b.TCPRoutes, err = list[gwapiv1.TCPRoute](ctx, src, &gwapiv1.TCPRouteList{}); err != nil {
+			return nil, err
+		}
 	}
 	return b, nil
 }

@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	ktypes "k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
@@ -40,8 +41,8 @@ import (
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
 // +kubebuilder:rbac:groups=mesh.weft.dev,resources=trafficsplits;retrypolicies;circuitbreakers;accesspolicies;faultinjections;ratelimitpolicies;meshidentities,verbs=get;list;watch
 // +kubebuilder:rbac:groups=mesh.weft.dev,resources=trafficsplits/status;retrypolicies/status;circuitbreakers/status;accesspolicies/status;faultinjections/status;ratelimitpolicies/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes;grpcroutes;referencegrants,verbs=get;list;watch
-// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes/status;grpcroutes/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes;grpcroutes;tcproutes;referencegrants,verbs=get;list;watch
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes/status;grpcroutes/status;tcproutes/status,verbs=get;update;patch
 
 // meshRequest is the single work item: any change rebuilds the mesh.
 var meshRequest = reconcile.Request{NamespacedName: ktypes.NamespacedName{Name: "mesh"}}
@@ -84,6 +85,8 @@ type MeshReconciler struct {
 	last         *publish.Published
 	epochs       []epoch
 	wake         chan struct{}
+	// tcpRoutes says the cluster serves TCPRoute, which is read then.
+	tcpRoutes bool
 }
 
 // epoch is one rebuild waiting for its proxies to acknowledge it.
@@ -141,6 +144,14 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	for _, obj := range []client.Object{&meshv1alpha1.TrafficSplit{}, &meshv1alpha1.RetryPolicy{}, &meshv1alpha1.CircuitBreaker{}, &meshv1alpha1.AccessPolicy{}, &meshv1alpha1.FaultInjection{}, &meshv1alpha1.RateLimitPolicy{}, &gwapiv1.HTTPRoute{}, &gwapiv1.GRPCRoute{}, &gwapiv1.ReferenceGrant{}} {
 		b = b.Watches(obj, enqueue, specOnly)
 	}
+	// TCPRoute joined Gateway API's standard channel in v1.6; with an
+	// older Gateway API installed the controller runs without it.
+	if _, err := mgr.GetRESTMapper().RESTMapping(schema.GroupKind{Group: gwapiv1.GroupName, Kind: "TCPRoute"}, gwapiv1.GroupVersion.Version); err == nil {
+		r.tcpRoutes = true
+		b = b.Watches(&gwapiv1.TCPRoute{}, enqueue, specOnly)
+	} else {
+		mgr.GetLogger().Info("TCPRoutes are not read: the cluster does not serve gateway.networking.k8s.io/v1 TCPRoute (Gateway API v1.6 or later); install it and restart the controller", "reason", err.Error())
+	}
 	if err := b.Complete(r); err != nil {
 		return fmt.Errorf("setting up the mesh controller: %w", err)
 	}
@@ -179,7 +190,7 @@ func (r *MeshReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ct
 	}
 
 	r.smi.ensure(ctx)
-	b, err := listBundle(ctx, bundleSource{informers: r.informers, reader: r.Client, smi: r.smi.list}, r.ClusterDomain)
+	b, err := listBundle(ctx, bundleSource{informers: r.informers, reader: r.Client, smi: r.smi.list, tcpRoutes: r.tcpRoutes}, r.ClusterDomain)
 	if err != nil {
 		return ctrl.Result{}, err
 	}

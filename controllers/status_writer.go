@@ -187,6 +187,9 @@ func (w *StatusWriter) writeRoute(ctx context.Context, rs ingest.RouteStatus) er
 	case "GRPCRoute":
 		o := &gwapiv1.GRPCRoute{}
 		obj, parents = o, &o.Status.Parents
+	case "TCPRoute":
+		o := &gwapiv1.TCPRoute{}
+		obj, parents = o, &o.Status.Parents
 	default:
 		return nil
 	}

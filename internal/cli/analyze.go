@@ -137,7 +137,7 @@ func parent(kind *gwKind, name string, port *gwPort) string {
 
 func count(b *ingest.Bundle) int {
 	return len(b.Namespaces) + len(b.Services) + len(b.EndpointSlices) + len(b.Pods) + len(b.TrafficSplits) + len(b.RetryPolicies) +
-		len(b.CircuitBreakers) + len(b.MeshIdentities) + len(b.AccessPolicies) + len(b.FaultInjections) + len(b.RateLimitPolicies) + len(b.SMITrafficSplits) + len(b.HTTPRoutes) + len(b.GRPCRoutes) + len(b.ReferenceGrants)
+		len(b.CircuitBreakers) + len(b.MeshIdentities) + len(b.AccessPolicies) + len(b.FaultInjections) + len(b.RateLimitPolicies) + len(b.SMITrafficSplits) + len(b.HTTPRoutes) + len(b.GRPCRoutes) + len(b.TCPRoutes) + len(b.ReferenceGrants)
 }
 
 // InNamespace keeps the findings on objects of namespace ns (the analysis

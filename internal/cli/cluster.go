@@ -126,6 +126,7 @@ var LiveKinds = []schema.GroupVersionKind{
 	{Group: "mesh.weft.dev", Version: "v1alpha1", Kind: "RateLimitPolicy"},
 	{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "HTTPRoute"},
 	{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "GRPCRoute"},
+	{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "TCPRoute"},
 	{Group: "gateway.networking.k8s.io", Version: "v1beta1", Kind: "ReferenceGrant"},
 	{Group: ingest.SMIGroup, Version: "v1alpha4", Kind: "TrafficSplit"},
 }

@@ -188,6 +188,8 @@ func (m *Manifests) add(file string, u *unstructured.Unstructured) error {
 		b.HTTPRoutes = append(b.HTTPRoutes, defaultNamespace(o))
 	case *gwapiv1.GRPCRoute:
 		b.GRPCRoutes = append(b.GRPCRoutes, defaultNamespace(o))
+	case *gwapiv1.TCPRoute:
+		b.TCPRoutes = append(b.TCPRoutes, defaultNamespace(o))
 	case *gwapiv1beta1.ReferenceGrant:
 		b.ReferenceGrants = append(b.ReferenceGrants, convertGrant(o))
 	case *gwapiv1.ReferenceGrant:

@@ -41,6 +41,7 @@ type Bundle struct {
 
 	HTTPRoutes      []*gwapiv1.HTTPRoute
 	GRPCRoutes      []*gwapiv1.GRPCRoute
+	TCPRoutes       []*gwapiv1.TCPRoute
 	ReferenceGrants []*gwapiv1.ReferenceGrant
 }
 

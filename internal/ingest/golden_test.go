@@ -135,6 +135,8 @@ func DecodeBundle(data []byte) (*Bundle, error) {
 			b.HTTPRoutes = append(b.HTTPRoutes, o)
 		case *gwapiv1.GRPCRoute:
 			b.GRPCRoutes = append(b.GRPCRoutes, o)
+		case *gwapiv1.TCPRoute:
+			b.TCPRoutes = append(b.TCPRoutes, o)
 		case *gwapiv1.ReferenceGrant:
 			b.ReferenceGrants = append(b.ReferenceGrants, o)
 		default:

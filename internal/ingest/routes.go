@@ -42,6 +42,9 @@ type routeObject struct {
 	ref     ir.ObjectRef
 	parents []gwapiv1.ParentReference
 	grpc    bool
+	// tcp marks a TCPRoute: it attaches to TCP ports and forwards whole
+	// connections.
+	tcp bool
 	// reported says the route's status has an entry of ours, which must
 	// go when the route no longer names a Service parent.
 	reported bool
@@ -141,6 +144,23 @@ func (s *state) buildRoutes() {
 		}
 		s.attachRoute(obj, rules, rv)
 	}
+	for _, r := range s.b.TCPRoutes {
+		obj := routeObject{meta: r, ref: ir.ObjectRef{Group: gatewayGroup, Kind: "TCPRoute", Namespace: r.Namespace, Name: r.Name}, parents: r.Spec.ParentRefs, tcp: true, reported: reportedByUs(r.Status.Parents)}
+		rv := &refProblems{}
+		var rules []builtRule
+		for i, rule := range r.Spec.Rules {
+			var out builtRule
+			field := fmt.Sprintf("spec.rules[%d]", i)
+			if i > 0 {
+				// Nothing tells one connection from another: the first
+				// rule takes them all.
+				out.problem("%s: a TCPRoute on a Service port forwards every connection by its first rule, so this one would never apply; put its backends in spec.rules[0]", field)
+			}
+			s.setBackends(obj, field, &out.template, rule.BackendRefs, rv)
+			rules = append(rules, out)
+		}
+		s.attachRoute(obj, rules, rv)
+	}
 }
 
 // refProblems collects backend reference problems of a route.
@@ -205,17 +225,24 @@ func (s *state) attachRoute(obj routeObject, rules []builtRule, refs *refProblem
 		default:
 			ports = st.ir.Ports
 		}
+		if accepted && obj.tcp && obj.ref.Namespace != parentNS {
+			accepted, reason, msg = false, string(gwapiv1.RouteReasonUnsupportedValue), fmt.Sprintf("a TCPRoute must be in the namespace of its Service parent (%s): one outbound chain carries every client's connections to a TCP port, so a route for one namespace's clients cannot be told apart", parentNS)
+			ports = nil
+		}
 		if accepted {
 			var usable []*ir.Port
 			for _, p := range ports {
-				if portTakesRoute(p, obj.grpc) {
+				if portTakesRoute(p, obj) {
 					usable = append(usable, p)
 				}
 			}
 			if len(usable) == 0 {
 				want := "an HTTP, HTTP2 or gRPC port (name it http-*, http2-* or grpc-*, or set appProtocol)"
-				if obj.grpc {
+				switch {
+				case obj.grpc:
 					want = "an HTTP2 or gRPC port (name it grpc-* or http2-*, or set appProtocol: grpc)"
+				case obj.tcp:
+					want = "a TCP port (any port not named or marked http, http2 or grpc); HTTP ports take HTTPRoutes"
 				}
 				accepted, reason, msg = false, string(gwapiv1.RouteReasonUnsupportedValue), fmt.Sprintf("Service %s/%s has no port this route can attach to: it needs %s", parentNS, parent.Name, want)
 			}
@@ -328,8 +355,11 @@ func proxylessIgnored(rules []builtRule, ports []*ir.Port) string {
 	return "proxyless gRPC clients (grpc-go) do not apply " + strings.Join(out, "; ") + "; Envoy sidecars apply them, so callers of this Service behave differently by proxy kind"
 }
 
-func portTakesRoute(p *ir.Port, grpc bool) bool {
-	if grpc {
+func portTakesRoute(p *ir.Port, obj routeObject) bool {
+	if obj.tcp {
+		return !p.Protocol.IsHTTP()
+	}
+	if obj.grpc {
 		return p.Protocol == ir.ProtocolGRPC || p.Protocol == ir.ProtocolHTTP2
 	}
 	return p.Protocol.IsHTTP()
