@@ -53,6 +53,7 @@ type options struct {
 	tracingAddress                  string
 	tracingSampling                 float64
 	accessLog                       bool
+	accessLogFormat                 string
 	manageWebhookCert               bool
 	webhookSecret                   string
 	webhookService                  string
@@ -84,7 +85,8 @@ func main() {
 	flag.BoolVar(&o.enableIdentity, "enable-identity", true, "Run the MeshIdentity reconciler (needs cert-manager's CRDs).")
 	flag.StringVar(&o.tracingAddress, "tracing-address", "", "host:port of an OpenTelemetry collector (OTLP over gRPC) that sidecars report spans to; empty turns tracing off.")
 	flag.Float64Var(&o.tracingSampling, "tracing-sampling-percent", 1, "Share of requests traced, 0 to 100, when --tracing-address is set.")
-	flag.BoolVar(&o.accessLog, "access-log", true, "Sidecars write a JSON access log line per request on stdout.")
+	flag.BoolVar(&o.accessLog, "access-log", true, "Sidecars write an access log line per request on stdout.")
+	flag.StringVar(&o.accessLogFormat, "access-log-format", translate.AccessLogJSON, "Format of the sidecars' access log lines: json or logfmt (key=value pairs).")
 	flag.BoolVar(&o.manageWebhookCert, "manage-webhook-certificate", false, "Keep the injection webhook's CA and serving certificate in the Secret --webhook-secret, renew them, write them to --webhook-cert-dir and set the webhook configuration's caBundle (instead of cert-manager).")
 	flag.StringVar(&o.webhookSecret, "webhook-secret", "weft-webhook-tls", "Secret, in --control-plane-namespace, for --manage-webhook-certificate.")
 	flag.StringVar(&o.webhookService, "webhook-service", "weft-webhook", "Service the API server calls the webhook through; the certificate's name.")
@@ -259,7 +261,12 @@ func (d *debugConfig) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // translateOptions are the flags that shape every proxy's configuration.
 func (o options) translateOptions() (translate.Options, error) {
-	t := translate.Options{BlockUnknown: o.blockUnknown, DisableAccessLog: !o.accessLog}
+	t := translate.Options{BlockUnknown: o.blockUnknown, DisableAccessLog: !o.accessLog, AccessLogFormat: o.accessLogFormat}
+	switch o.accessLogFormat {
+	case "", translate.AccessLogJSON, translate.AccessLogLogfmt:
+	default:
+		return t, fmt.Errorf("--access-log-format=%q: want json or logfmt", o.accessLogFormat)
+	}
 	if o.tracingAddress == "" {
 		return t, nil
 	}

@@ -10,6 +10,8 @@ import (
 
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+
+	"github.com/weft-mesh/weft/internal/xds/translate"
 )
 
 // neverSynced is a cache whose sync never completes: it waits for as long
@@ -91,6 +93,13 @@ func TestTranslateOptionsFromFlags(t *testing.T) {
 	got, err = o.translateOptions()
 	if err != nil || got.Tracing == nil || got.Tracing.Address != "otel.observability.svc" || got.Tracing.Port != 4317 || got.Tracing.SamplingPercent != 12.5 || !got.DisableAccessLog {
 		t.Fatalf("tracing on: %+v (%+v), %v", got, got.Tracing, err)
+	}
+	o = options{accessLog: true, accessLogFormat: "logfmt"}
+	if got, err = o.translateOptions(); err != nil || got.AccessLogFormat != translate.AccessLogLogfmt {
+		t.Errorf("--access-log-format=logfmt: %+v, %v", got, err)
+	}
+	if _, err := (options{accessLogFormat: "xml"}).translateOptions(); err == nil || !strings.Contains(err.Error(), "--access-log-format") {
+		t.Errorf("--access-log-format=xml: error %v, want one naming the flag", err)
 	}
 	for _, bad := range []options{
 		{tracingAddress: "otel.observability.svc", tracingSampling: 1},

@@ -336,6 +336,11 @@ const extraArgs = `{{- if not .Values.webhook.certManager }}
 {{- if not .Values.controller.accessLog }}
 - --access-log=false
 {{- end }}
+{{- with .Values.controller.accessLogFormat }}
+{{- if ne . "json" }}
+- --access-log-format={{ . }}
+{{- end }}
+{{- end }}
 {{- with .Values.controller.logLevel }}
 - --zap-log-level={{ . }}
 {{- end }}

@@ -1,6 +1,11 @@
 package translate
 
 import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
@@ -45,18 +50,34 @@ var tcpLogFields = map[string]string{
 	"downstream_remote":       "%DOWNSTREAM_REMOTE_ADDRESS%",
 }
 
-func stdoutLog(fields map[string]string) ([]*accesslogv3.AccessLog, error) {
-	obj := make(map[string]any, len(fields))
-	for k, v := range fields {
-		obj[k] = v
+func stdoutLog(fields map[string]string, logfmt bool) ([]*accesslogv3.AccessLog, error) {
+	var format *corev3.SubstitutionFormatString
+	if logfmt {
+		// The same fields as key=value pairs, in name order; values
+		// that may hold spaces are quoted.
+		var b strings.Builder
+		for i, k := range slices.Sorted(maps.Keys(fields)) {
+			if i > 0 {
+				b.WriteByte(' ')
+			}
+			fmt.Fprintf(&b, "%s=%q", k, fields[k])
+		}
+		b.WriteByte('\n')
+		format = &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormatSource{
+			TextFormatSource: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: b.String()}},
+		}}
+	} else {
+		obj := make(map[string]any, len(fields))
+		for k, v := range fields {
+			obj[k] = v
+		}
+		s, err := structpb.NewStruct(obj)
+		if err != nil {
+			return nil, err
+		}
+		format = &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: s}}
 	}
-	s, err := structpb.NewStruct(obj)
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := toAny(&streamv3.StdoutAccessLog{AccessLogFormat: &streamv3.StdoutAccessLog_LogFormat{
-		LogFormat: &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: s}},
-	}})
+	cfg, err := toAny(&streamv3.StdoutAccessLog{AccessLogFormat: &streamv3.StdoutAccessLog_LogFormat{LogFormat: format}})
 	if err != nil {
 		return nil, err
 	}

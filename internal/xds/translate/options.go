@@ -9,8 +9,11 @@ type Options struct {
 	// BlockUnknown refuses outbound connections to destinations outside
 	// the mesh instead of letting them through.
 	BlockUnknown bool
-	// DisableAccessLog turns off the JSON access log on stdout.
+	// DisableAccessLog turns off the access log on stdout.
 	DisableAccessLog bool
+	// AccessLogFormat is "json" (the default, one JSON object a line) or
+	// "logfmt" (key=value pairs a line).
+	AccessLogFormat string
 	// IdentityDir is where the workload certificate (tls.crt, tls.key) is
 	// mounted; DefaultIdentityDir when empty.
 	IdentityDir string
@@ -21,6 +24,12 @@ type Options struct {
 	// to an OpenTelemetry collector.
 	Tracing *Tracing
 }
+
+// Access log formats.
+const (
+	AccessLogJSON   = "json"
+	AccessLogLogfmt = "logfmt"
+)
 
 // Tracing locates the OpenTelemetry collector (OTLP over gRPC).
 type Tracing struct {

@@ -198,10 +198,11 @@ func (b *builder) init() error {
 		return err
 	}
 	if !b.opts.DisableAccessLog {
-		if b.httpLog, err = stdoutLog(httpLogFields); err != nil {
+		logfmt := b.opts.AccessLogFormat == AccessLogLogfmt
+		if b.httpLog, err = stdoutLog(httpLogFields, logfmt); err != nil {
 			return err
 		}
-		if b.tcpLog, err = stdoutLog(tcpLogFields); err != nil {
+		if b.tcpLog, err = stdoutLog(tcpLogFields, logfmt); err != nil {
 			return err
 		}
 	}
