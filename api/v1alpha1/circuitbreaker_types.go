@@ -31,7 +31,7 @@ type CircuitBreakerTargetReference struct {
 
 // CircuitBreakerSpec limits the load each client proxy puts on a Service and
 // ejects endpoints that keep failing.
-// +kubebuilder:validation:XValidation:rule="has(self.maxConnections) || has(self.maxPendingRequests) || has(self.maxRequests) || has(self.maxRetries) || has(self.outlierDetection)",message="spec must set at least one of maxConnections, maxPendingRequests, maxRequests, maxRetries or outlierDetection"
+// +kubebuilder:validation:XValidation:rule="has(self.maxConnections) || has(self.maxPendingRequests) || has(self.maxRequests) || has(self.maxRetries) || has(self.outlierDetection) || has(self.connectTimeout) || has(self.idleTimeout)",message="spec must set at least one of maxConnections, maxPendingRequests, maxRequests, maxRetries, outlierDetection, connectTimeout or idleTimeout"
 type CircuitBreakerSpec struct {
 	// TargetRef is the Service whose callers are limited.
 	TargetRef CircuitBreakerTargetReference `json:"targetRef"`
@@ -63,6 +63,26 @@ type CircuitBreakerSpec struct {
 	// OutlierDetection ejects endpoints that fail from the load-balancing pool for a while.
 	// +optional
 	OutlierDetection *OutlierDetection `json:"outlierDetection,omitempty"`
+
+	// ConnectTimeout bounds opening a connection to an endpoint of the
+	// Service, 1ms to 5m; default 5s. Envoy only: gRPC's own connect
+	// deadline applies to proxyless clients.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]{1,5}(\.[0-9]{1,3})?(ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1ms') && duration(self) <= duration('5m')",message="spec.connectTimeout must be between 1ms and 5m"
+	// +optional
+	ConnectTimeout *metav1.Duration `json:"connectTimeout,omitempty"`
+
+	// IdleTimeout closes a connection to the Service that carried nothing
+	// for this long, 1s to 24h: on a TCP port the client's proxied
+	// connection itself, on HTTP ports the proxy's pooled connections to
+	// the endpoints. Envoy only. Unset: TCP connections are closed after 1h
+	// idle (Envoy's default), pooled HTTP connections after 1h.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]{1,5}(\.[0-9]{1,3})?(ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('24h')",message="spec.idleTimeout must be between 1s and 24h"
+	// +optional
+	IdleTimeout *metav1.Duration `json:"idleTimeout,omitempty"`
 }
 
 // OutlierDetection ejects failing endpoints. Envoy honours every detector;

@@ -199,6 +199,11 @@ func badInputs() []badInput {
 			[]string{"spec.rules[0].to[0].methods[0]", "Unsupported value"}},
 		{"unknown action", ap + "  action: Maybe\n  rules:\n  - from:\n    - namespace: ops\n",
 			[]string{"spec.action", "Unsupported value", "Allow"}},
+		// CircuitBreaker timeouts
+		{"idle timeout too short", cb + "  targetRef: {name: postgres}\n  idleTimeout: 100ms\n",
+			[]string{"spec.idleTimeout", "spec.idleTimeout must be between 1s and 24h"}},
+		{"connect timeout too long", cb + "  targetRef: {name: postgres}\n  connectTimeout: 10m\n",
+			[]string{"spec.connectTimeout", "spec.connectTimeout must be between 1ms and 5m"}},
 		// RateLimitPolicy
 		{"no limit", rl,
 			[]string{"spec", "set spec.limit, spec.perCaller or both"}},

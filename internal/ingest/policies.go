@@ -424,6 +424,12 @@ func circuitBreaker(source ir.ObjectRef, spec meshv1alpha1.CircuitBreakerSpec) *
 		MaxRequests:        u(spec.MaxRequests),
 		MaxRetries:         u(spec.MaxRetries),
 	}
+	if spec.ConnectTimeout != nil {
+		out.ConnectTimeout = ir.Duration(spec.ConnectTimeout.Duration)
+	}
+	if spec.IdleTimeout != nil {
+		out.IdleTimeout = ir.Duration(spec.IdleTimeout.Duration)
+	}
 	if od := spec.OutlierDetection; od != nil {
 		o := &ir.OutlierDetection{
 			Consecutive5xx:     u(od.Consecutive5xxErrors),

@@ -393,6 +393,9 @@ type CircuitBreaker struct {
 	MaxRequests        *uint32           `json:"maxRequests,omitempty"`
 	MaxRetries         *uint32           `json:"maxRetries,omitempty"`
 	Outlier            *OutlierDetection `json:"outlierDetection,omitempty"`
+	// ConnectTimeout and IdleTimeout are 0 when unset.
+	ConnectTimeout Duration `json:"connectTimeout,omitempty"`
+	IdleTimeout    Duration `json:"idleTimeout,omitempty"`
 }
 
 // OutlierDetection ejects failing endpoints.

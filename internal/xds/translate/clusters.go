@@ -82,7 +82,8 @@ func (b *builder) decorate(c *clusterv3.Cluster, svc *ir.Service, port *ir.Port,
 	if fl == flavorEnvoy {
 		c.AltStatName = StatName(c.Name)
 	}
-	if proto == ir.ProtocolHTTP2 || proto == ir.ProtocolGRPC {
+	h2 := proto == ir.ProtocolHTTP2 || proto == ir.ProtocolGRPC
+	if h2 {
 		opts, err := b.http2Options()
 		if err != nil {
 			return err
@@ -90,8 +91,18 @@ func (b *builder) decorate(c *clusterv3.Cluster, svc *ir.Service, port *ir.Port,
 		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: opts}
 	}
 	c.CircuitBreakers = circuitBreakers(port.CircuitBreaker, port.RetryBudget)
-	if port.CircuitBreaker != nil {
-		c.OutlierDetection = outlierDetection(port.CircuitBreaker.Outlier)
+	if cb := port.CircuitBreaker; cb != nil {
+		c.OutlierDetection = outlierDetection(cb.Outlier)
+		if cb.ConnectTimeout > 0 {
+			c.ConnectTimeout = dur(cb.ConnectTimeout.D())
+		}
+		if cb.IdleTimeout > 0 && proto.IsHTTP() {
+			opts, err := httpIdleOptions(cb.IdleTimeout, h2)
+			if err != nil {
+				return err
+			}
+			c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: opts}
+		}
 	}
 	if needsTLS(svc) {
 		ts, err := b.upstreamTLS(svc, proto, fl)
@@ -154,6 +165,23 @@ func (b *builder) http2Options() (*anypb.Any, error) {
 	})
 	b.h2 = a
 	return a, err
+}
+
+// httpIdleOptions closes pooled upstream connections idle for d, keeping
+// the cluster's protocol.
+func httpIdleOptions(d ir.Duration, h2 bool) (*anypb.Any, error) {
+	o := &upstreamhttpv3.HttpProtocolOptions{
+		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{IdleTimeout: dur(d.D())},
+		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions{HttpProtocolOptions: &corev3.Http1ProtocolOptions{}},
+		}},
+	}
+	if h2 {
+		o.UpstreamProtocolOptions = &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+		}}
+	}
+	return toAny(o)
 }
 
 func circuitBreakers(cb *ir.CircuitBreaker, budget *ir.RetryBudget) *clusterv3.CircuitBreakers {

@@ -141,17 +141,19 @@ func (b *builder) tcpSplitChain(port *ir.Port, match *listenerv3.FilterChainMatc
 			weighted = append(weighted, &tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{Name: be.Cluster, Weight: be.Weight})
 		}
 	}
+	tp := &tcpproxyv3.TcpProxy{StatPrefix: StatName(port.Cluster), AccessLog: b.tcpLog}
 	switch len(weighted) {
 	case 0:
-		return b.tcpChain(port.Cluster, match, port.Cluster)
+		tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_Cluster{Cluster: port.Cluster}
 	case 1:
-		return b.tcpChain(port.Cluster, match, weighted[0].GetName())
+		tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_Cluster{Cluster: weighted[0].GetName()}
+	default:
+		tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpproxyv3.TcpProxy_WeightedCluster{Clusters: weighted}}
 	}
-	cfg, err := toAny(&tcpproxyv3.TcpProxy{
-		StatPrefix:       StatName(port.Cluster),
-		ClusterSpecifier: &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpproxyv3.TcpProxy_WeightedCluster{Clusters: weighted}},
-		AccessLog:        b.tcpLog,
-	})
+	if cb := port.CircuitBreaker; cb != nil && cb.IdleTimeout > 0 {
+		tp.IdleTimeout = dur(cb.IdleTimeout.D())
+	}
+	cfg, err := toAny(tp)
 	if err != nil {
 		return nil, err
 	}
