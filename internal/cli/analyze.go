@@ -69,7 +69,7 @@ func Analyze(m *Manifests, opts translate.Options) (*Report, error) {
 	for _, st := range desired.Policies {
 		for _, c := range st.Conditions {
 			if bad(c) {
-				r.Findings = append(r.Findings, Finding{Severity: Error, Object: object(st.Ref), Condition: c.Type, Reason: c.Reason, Message: c.Message})
+				r.Findings = append(r.Findings, Finding{Severity: severity(c), Object: object(st.Ref), Condition: c.Type, Reason: c.Reason, Message: c.Message})
 			}
 		}
 	}
@@ -77,12 +77,7 @@ func Analyze(m *Manifests, opts translate.Options) (*Report, error) {
 		for _, p := range rs.Parents {
 			for _, c := range p.Conditions {
 				if bad(c) {
-					sev := Error
-					if c.Type == ingest.ConditionProxylessCompatible {
-						// The route works; one kind of client does less.
-						sev = Warning
-					}
-					r.Findings = append(r.Findings, Finding{Severity: sev, Object: object(rs.Ref), Parent: parent(p.ParentRef.Kind, string(p.ParentRef.Name), p.ParentRef.Port), Condition: c.Type, Reason: c.Reason, Message: c.Message})
+					r.Findings = append(r.Findings, Finding{Severity: severity(c), Object: object(rs.Ref), Parent: parent(p.ParentRef.Kind, string(p.ParentRef.Name), p.ParentRef.Port), Condition: c.Type, Reason: c.Reason, Message: c.Message})
 				}
 			}
 		}
@@ -102,6 +97,15 @@ func Analyze(m *Manifests, opts translate.Options) (*Report, error) {
 		return cmp.Or(cmp.Compare(a.Severity, b.Severity), cmp.Compare(a.Object, b.Object), cmp.Compare(a.Parent, b.Parent), cmp.Compare(a.Condition, b.Condition))
 	})
 	return r, nil
+}
+
+// severity is Error but for what one kind of client does not do: the
+// object works, that proxy kind does less.
+func severity(c metav1.Condition) Severity {
+	if c.Type == meshv1alpha1.ConditionProxylessCompatible {
+		return Warning
+	}
+	return Error
 }
 
 // bad says whether a condition reports a problem: a positive condition

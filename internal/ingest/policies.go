@@ -195,6 +195,9 @@ func (s *state) buildRetryPolicies() {
 			if st == nil {
 				continue
 			}
+			if ignored := retryFieldsProxylessIgnores(rp.Spec); len(ignored) > 0 && slices.ContainsFunc(st.ir.Ports, func(p *ir.Port) bool { return p.Protocol == ir.ProtocolGRPC || p.Protocol == ir.ProtocolHTTP2 }) {
+				v.note(meshv1alpha1.ConditionProxylessCompatible, meshv1alpha1.ReasonUnsupportedByProxyless, fmt.Sprintf("proxyless gRPC clients of Service %s retry on gRPC statuses only (cancelled, deadline-exceeded, internal, resource-exhausted, unavailable), with no per-try timeout and no budget; they ignore %s (Envoy sidecars apply them)", tr.Name, strings.Join(ignored, "; ")))
+			}
 			serviceLevel = append(serviceLevel, applied{rp, target, retry, order})
 			if rp.Spec.Budget != nil {
 				for _, p := range st.ir.Ports {
@@ -387,6 +390,7 @@ func (s *state) buildCircuitBreakers() {
 		}
 		irc := circuitBreaker(v.ref, cb.Spec)
 		applied := 0
+		grpcPorts := false
 		var conflicts []string
 		for _, p := range ports {
 			key := p.Cluster
@@ -399,6 +403,10 @@ func (s *state) buildCircuitBreakers() {
 			claimedBy[key] = v.ref
 			p.CircuitBreaker = irc
 			applied++
+			grpcPorts = grpcPorts || p.Protocol == ir.ProtocolGRPC || p.Protocol == ir.ProtocolHTTP2
+		}
+		if ignored := breakerFieldsProxylessIgnores(cb.Spec); applied > 0 && grpcPorts && len(ignored) > 0 {
+			v.note(meshv1alpha1.ConditionProxylessCompatible, meshv1alpha1.ReasonUnsupportedByProxyless, fmt.Sprintf("proxyless gRPC clients of Service %s apply maxRequests and outlierDetection.failurePercentage only; they ignore %s (Envoy sidecars apply every field)", st.ir.Name, strings.Join(ignored, ", ")))
 		}
 		if applied == 0 {
 			if len(conflicts) == 0 {
@@ -407,6 +415,56 @@ func (s *state) buildCircuitBreakers() {
 			v.reject(meshv1alpha1.ReasonConflicted, "%s", strings.Join(conflicts, "; "))
 		}
 	}
+}
+
+// breakerFieldsProxylessIgnores names the fields set that grpc-go's xDS
+// client does not apply (it reads max_requests and failure-percentage
+// ejection only).
+func breakerFieldsProxylessIgnores(spec meshv1alpha1.CircuitBreakerSpec) []string {
+	var out []string
+	add := func(set bool, field string) {
+		if set {
+			out = append(out, "spec."+field)
+		}
+	}
+	add(spec.MaxConnections != nil, "maxConnections")
+	add(spec.MaxPendingRequests != nil, "maxPendingRequests")
+	add(spec.MaxRetries != nil, "maxRetries")
+	add(spec.ConnectTimeout != nil, "connectTimeout")
+	add(spec.IdleTimeout != nil, "idleTimeout")
+	if od := spec.OutlierDetection; od != nil {
+		add(od.Consecutive5xxErrors != nil, "outlierDetection.consecutive5xxErrors")
+		add(od.ConsecutiveGatewayErrors != nil, "outlierDetection.consecutiveGatewayErrors")
+	}
+	return out
+}
+
+// retryFieldsProxylessIgnores names the RetryPolicy fields set that
+// grpc-go's xDS retries do not apply: it retries on gRPC status
+// conditions only, with no per-try timeout and no budget.
+func retryFieldsProxylessIgnores(spec meshv1alpha1.RetryPolicySpec) []string {
+	var out []string
+	if spec.PerTryTimeout != nil {
+		out = append(out, "spec.perTryTimeout")
+	}
+	if spec.Budget != nil {
+		out = append(out, "spec.budget")
+	}
+	if len(spec.RetriableStatusCodes) > 0 {
+		out = append(out, "spec.retriableStatusCodes")
+	}
+	var conds []string
+	for _, c := range spec.RetryOn {
+		switch c {
+		case "cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable":
+		default:
+			conds = append(conds, string(c))
+		}
+	}
+	if len(conds) > 0 {
+		out = append(out, "spec.retryOn "+strings.Join(conds, ", "))
+	}
+	return out
 }
 
 func circuitBreaker(source ir.ObjectRef, spec meshv1alpha1.CircuitBreakerSpec) *ir.CircuitBreaker {

@@ -1,4 +1,5 @@
 -- Health of a Weft object (TrafficSplit, RetryPolicy, CircuitBreaker,
+-- FaultInjection, RateLimitPolicy,
 -- AccessPolicy, MeshIdentity) for Argo CD: Healthy when Ready is True at
 -- the object's current generation; Progressing while the controller has
 -- not reported on this generation or the proxies are still taking the
