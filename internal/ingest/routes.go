@@ -744,6 +744,9 @@ func (s *state) finishRoutes() {
 			key := tableKey{service: st.ir.Key(), port: p.Port}
 			if t := s.tables[key]; t != nil && len(t.entries) > 0 {
 				p.Routes = append(orderRoutes(t.entries), s.defaultRoute(st, p))
+				if !p.Protocol.IsHTTP() {
+					s.tcpConflicts(st, p)
+				}
 			} else if len(p.Routes) == 0 {
 				p.Routes = []*ir.Route{s.defaultRoute(st, p)}
 			}
@@ -757,6 +760,38 @@ func (s *state) finishRoutes() {
 		p := st.port(key.port)
 		routes := append(orderRoutes(s.tables[key].entries), s.defaultRoute(st, p))
 		p.ConsumerRoutes = append(p.ConsumerRoutes, &ir.ConsumerRoutes{Namespace: key.consumer, Routes: routes})
+	}
+}
+
+// tcpConflicts tells every TCPRoute on a TCP port but the one in force
+// (the oldest) that it is not: one chain carries all of the port's
+// connections, by one route.
+func (s *state) tcpConflicts(st *service, p *ir.Port) {
+	winner := p.Routes[0].Source
+	for _, r := range p.Routes[1:] {
+		if r.Source.Kind != "TCPRoute" || r.Source == winner {
+			continue
+		}
+		msg := fmt.Sprintf("%s, created earlier, already routes port %d of Service %s/%s; a TCP port takes one TCPRoute, so this one does not apply there", describe(winner), p.Port, st.ir.Namespace, st.ir.Name)
+		for i := range s.routes {
+			rs := &s.routes[i]
+			if rs.Ref != r.Source {
+				continue
+			}
+			for j := range rs.Parents {
+				ps := &rs.Parents[j]
+				if string(ps.ParentRef.Name) != st.ir.Name || (ps.ParentRef.Port != nil && int32(*ps.ParentRef.Port) != p.Port) {
+					continue
+				}
+				// By hand rather than meta.SetStatusCondition, which would
+				// stamp the time: ingest has no clock.
+				for k := range ps.Conditions {
+					if ps.Conditions[k].Type == string(gwapiv1.RouteConditionAccepted) {
+						ps.Conditions[k].Status, ps.Conditions[k].Reason, ps.Conditions[k].Message = metav1.ConditionFalse, "Conflicted", msg
+					}
+				}
+			}
+		}
 	}
 }
 
