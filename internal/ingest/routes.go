@@ -780,7 +780,7 @@ func (s *state) tcpConflicts(st *service, p *ir.Port) {
 			}
 			for j := range rs.Parents {
 				ps := &rs.Parents[j]
-				if string(ps.ParentRef.Name) != st.ir.Name || (ps.ParentRef.Port != nil && int32(*ps.ParentRef.Port) != p.Port) {
+				if string(ps.ParentRef.Name) != st.ir.Name || (ps.ParentRef.Port != nil && *ps.ParentRef.Port != p.Port) {
 					continue
 				}
 				// By hand rather than meta.SetStatusCondition, which would
