@@ -2,15 +2,8 @@ package cluster
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -26,6 +19,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/weft-mesh/weft/internal/xds/xdstest"
 )
 
 // The controller's pod, as the box fakes it: the proxy status API listens
@@ -41,50 +36,9 @@ const (
 	frontProxyName    = "front-proxy-client"
 )
 
-type pair struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-func (p pair) certPEM() []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.cert.Raw})
-}
-
-func (p pair) keyPEM() ([]byte, error) {
-	b, err := x509.MarshalECPrivateKey(p.key)
-	if err != nil {
-		return nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: b}), nil
-}
-
-// issue makes a certificate from tmpl, signed by parent (self-signed when
-// nil).
-func issue(tmpl *x509.Certificate, parent *pair) (pair, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return pair{}, err
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
-	if err != nil {
-		return pair{}, err
-	}
-	tmpl.SerialNumber = serial
-	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour)
-	signer, parentCert := key, tmpl
-	if parent != nil {
-		signer, parentCert = parent.key, parent.cert
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parentCert, &key.PublicKey, signer)
-	if err != nil {
-		return pair{}, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	return pair{cert: cert, key: key}, err
-}
-
-func newCA(name string) (pair, error) {
-	return issue(&x509.Certificate{Subject: pkix.Name{CommonName: name}, IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}, nil)
+// newCA is a CA for the box's own certificates, valid for a day.
+func newCA(name string) (*xdstest.CA, error) {
+	return xdstest.NewRoot(name, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
 }
 
 // frontProxy makes the CA and client certificate the API server presents
@@ -99,15 +53,11 @@ func (c *Cluster) frontProxy() (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	client, err := issue(&x509.Certificate{Subject: pkix.Name{CommonName: frontProxyName}, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, &ca)
+	client, key, err := ca.IssueName(frontProxyName)
 	if err != nil {
 		return nil, err
 	}
-	key, err := client.keyPEM()
-	if err != nil {
-		return nil, err
-	}
-	files := map[string][]byte{"ca.crt": ca.certPEM(), "client.crt": client.certPEM(), "client.key": key}
+	files := map[string][]byte{"ca.crt": ca.PEM, "client.crt": client, "client.key": key}
 	for name, b := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
 			return nil, err
@@ -143,18 +93,11 @@ func (c *Cluster) installProxyAPI(ctx context.Context) error {
 		return err
 	}
 	host := webhookService + "." + ControlPlaneNamespace + ".svc"
-	serving, err := issue(&x509.Certificate{
-		Subject: pkix.Name{CommonName: host}, DNSNames: []string{host, host + ".cluster.local"},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}, &ca)
+	serving, key, err := ca.IssueName(host, host, host+".cluster.local")
 	if err != nil {
 		return err
 	}
-	key, err := serving.keyPEM()
-	if err != nil {
-		return err
-	}
-	if err := writeAtomic(c.proxyAPICertDir(), map[string][]byte{"tls.crt": serving.certPEM(), "tls.key": key, "ca.crt": ca.certPEM()}, 0o600); err != nil {
+	if err := writeAtomic(c.proxyAPICertDir(), map[string][]byte{"tls.crt": serving, "tls.key": key, "ca.crt": ca.PEM}, 0o600); err != nil {
 		return err
 	}
 	svc := &corev1.Service{
@@ -189,7 +132,7 @@ func (c *Cluster) installProxyAPI(ctx context.Context) error {
 		return err
 	}
 	api.SetAnnotations(nil)
-	if err := unstructured.SetNestedField(api.Object, base64.StdEncoding.EncodeToString(ca.certPEM()), "spec", "caBundle"); err != nil {
+	if err := unstructured.SetNestedField(api.Object, base64.StdEncoding.EncodeToString(ca.PEM), "spec", "caBundle"); err != nil {
 		return err
 	}
 	if err := c.create(ctx, &api); err != nil {

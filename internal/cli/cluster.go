@@ -132,18 +132,18 @@ var LiveKinds = []schema.GroupVersionKind{
 }
 
 // ListCluster reads every object of LiveKinds. A kind whose API the cluster
-// does not serve (SMI's optional TrafficSplit, say) is left out and named
-// in missing.
-func ListCluster(ctx context.Context, r client.Reader) (objs []*unstructured.Unstructured, missing []string, err error) {
+// does not serve (SMI's optional TrafficSplit, TCPRoute before Gateway API
+// v1.6) is left out, as the controller leaves it out.
+func ListCluster(ctx context.Context, r client.Reader) ([]*unstructured.Unstructured, error) {
+	var objs []*unstructured.Unstructured
 	for _, gvk := range LiveKinds {
 		var l unstructured.UnstructuredList
 		l.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
 		if err := r.List(ctx, &l); err != nil {
 			if apimeta.IsNoMatchError(err) || apierrors.IsNotFound(err) {
-				missing = append(missing, gvk.GroupKind().String())
 				continue
 			}
-			return nil, nil, fmt.Errorf("listing %s: %w", gvk.GroupKind(), err)
+			return nil, fmt.Errorf("listing %s: %w", gvk.GroupKind(), err)
 		}
 		for i := range l.Items {
 			u := &l.Items[i]
@@ -152,7 +152,7 @@ func ListCluster(ctx context.Context, r client.Reader) (objs []*unstructured.Uns
 			objs = append(objs, u)
 		}
 	}
-	return objs, missing, nil
+	return objs, nil
 }
 
 // DebugAPI reads the debug.weft.dev API through the API server.

@@ -86,11 +86,8 @@ func (s *state) buildFaultInjections() {
 	fis := slices.Clone(s.b.FaultInjections)
 	slices.SortFunc(fis, func(a, b *meshv1alpha1.FaultInjection) int { return olderFirst(a, b) })
 	winners := map[ir.ObjectRef]*meshv1alpha1.FaultInjection{}
-	type applied struct {
-		fault *ir.Fault
-		ref   ir.ObjectRef
-	}
-	var serviceLevel, routeLevel []applied
+	bySvc := map[string]*ir.Fault{}
+	byRoute := map[ir.ObjectRef]*ir.Fault{}
 	for _, fi := range fis {
 		v := s.verdict("FaultInjection", fi)
 		users := s.faultRules[fi.Namespace+"/"+fi.Name]
@@ -116,55 +113,35 @@ func (s *state) buildFaultInjections() {
 			if s.httpTarget(v, fi.Namespace, tr.Name, "faults are injected into requests, so they need one") == nil {
 				continue
 			}
-			serviceLevel = append(serviceLevel, applied{f, target})
+			bySvc[fi.Namespace+"/"+tr.Name] = f
 		default:
 			if !s.routeExists(target) {
 				v.unresolved(meshv1alpha1.ReasonTargetNotFound, "spec.targetRef: %s %s/%s does not exist or has no Service parent", tr.Kind, fi.Namespace, tr.Name)
 				continue
 			}
-			routeLevel = append(routeLevel, applied{f, target})
+			byRoute[routeKey(target)] = f
 		}
 		if len(users) > 0 {
 			v.readyMsg += "; also named by " + strings.Join(users, ", ")
 		}
 	}
-	if len(serviceLevel) == 0 && len(routeLevel) == 0 {
+	if len(bySvc) == 0 && len(byRoute) == 0 {
 		return
 	}
+	// A policy on the route beats one on the Service; neither replaces
+	// the rule's own.
 	set := func(r *ir.Route, f *ir.Fault) {
-		if r.Redirect != nil || r.DirectResponse != nil || (r.Fault != nil && r.Fault.Rule) {
+		if f == nil || r.Redirect != nil || r.DirectResponse != nil || (r.Fault != nil && r.Fault.Rule) {
 			return
 		}
 		r.Fault = f
 	}
 	for _, st := range s.services {
-		for _, p := range st.ir.Ports {
-			if !p.Protocol.IsHTTP() {
-				continue
-			}
-			lists := [][]*ir.Route{p.Routes}
-			for _, c := range p.ConsumerRoutes {
-				lists = append(lists, c.Routes)
-			}
-			for _, a := range serviceLevel {
-				if a.ref.Namespace == st.ir.Namespace && a.ref.Name == st.ir.Name {
-					for _, routes := range lists {
-						for _, r := range routes {
-							set(r, a.fault)
-						}
-					}
-				}
-			}
-			for _, a := range routeLevel {
-				for _, routes := range lists {
-					for _, r := range routes {
-						if r.Source.Kind == a.ref.Kind && r.Source.Namespace == a.ref.Namespace && r.Source.Name == a.ref.Name {
-							set(r, a.fault)
-						}
-					}
-				}
-			}
-		}
+		onService := bySvc[st.ir.Key()]
+		st.eachHTTPRoute(func(r *ir.Route) {
+			set(r, onService)
+			set(r, byRoute[routeKey(r.Source)])
+		})
 	}
 }
 

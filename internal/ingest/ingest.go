@@ -38,6 +38,8 @@ type state struct {
 	faultRules map[string][]string
 	// faultIndex finds FaultInjections by namespace/name.
 	faultIndex map[string]*meshv1alpha1.FaultInjection
+	// podsByNS are the pods by namespace, built when first needed.
+	podsByNS map[string][]*corev1.Pod
 }
 
 // Build turns a bundle into the mesh model and the status of every policy

@@ -232,41 +232,47 @@ func (s *state) buildRetryPolicies() {
 	}
 	byRoute := map[ir.ObjectRef][]applied{}
 	for _, a := range routeLevel {
-		key := ir.ObjectRef{Kind: a.ref.Kind, Namespace: a.ref.Namespace, Name: a.ref.Name}
-		byRoute[key] = append(byRoute[key], a)
+		byRoute[routeKey(a.ref)] = append(byRoute[routeKey(a.ref)], a)
 	}
 	budgetOrder := map[*ir.Port]int{}
 	for _, st := range s.services {
-		for _, p := range st.ir.Ports {
-			if !p.Protocol.IsHTTP() {
-				continue
+		onService := bySvc[st.ir.Key()]
+		st.eachHTTPRoute(func(r *ir.Route) {
+			for _, a := range onService {
+				applyRetry(r, a.retry, a.policy, own[r])
 			}
-			lists := [][]*ir.Route{p.Routes}
-			for _, c := range p.ConsumerRoutes {
-				lists = append(lists, c.Routes)
-			}
-			for _, a := range bySvc[st.ir.Key()] {
-				for _, routes := range lists {
-					for _, r := range routes {
-						applyRetry(r, a.retry, a.policy, own[r])
-					}
+			for _, a := range byRoute[routeKey(r.Source)] {
+				applyRetry(r, a.retry, a.policy, own[r])
+				if a.policy.Spec.Budget != nil {
+					s.setBudgetOnBackends(r, retryBudget(a.retry.Source, a.policy.Spec.Budget), a.order, budgetOrder)
 				}
 			}
-			if len(byRoute) == 0 {
-				continue
-			}
-			for _, routes := range lists {
-				for _, r := range routes {
-					for _, a := range byRoute[ir.ObjectRef{Kind: r.Source.Kind, Namespace: r.Source.Namespace, Name: r.Source.Name}] {
-						applyRetry(r, a.retry, a.policy, own[r])
-						if a.policy.Spec.Budget != nil {
-							s.setBudgetOnBackends(r, retryBudget(a.retry.Source, a.policy.Spec.Budget), a.order, budgetOrder)
-						}
-					}
-				}
+		})
+	}
+}
+
+// eachHTTPRoute calls fn with every route of the Service's HTTP-family
+// ports, its consumers' routes included: where request policies apply.
+func (st *service) eachHTTPRoute(fn func(*ir.Route)) {
+	for _, p := range st.ir.Ports {
+		if !p.Protocol.IsHTTP() {
+			continue
+		}
+		for _, r := range p.Routes {
+			fn(r)
+		}
+		for _, c := range p.ConsumerRoutes {
+			for _, r := range c.Routes {
+				fn(r)
 			}
 		}
 	}
+}
+
+// routeKey identifies the route object a model route came from, as a
+// policy's targetRef names it.
+func routeKey(ref ir.ObjectRef) ir.ObjectRef {
+	return ir.ObjectRef{Kind: ref.Kind, Namespace: ref.Namespace, Name: ref.Name}
 }
 
 // setBudgetOnBackends puts a route-level retry budget on the route's

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
@@ -62,8 +63,15 @@ func (s *state) servingPods(st *service) (envoy, proxyless []string) {
 	if ns := s.namespaces[st.obj.Namespace]; ns != nil {
 		nsLabels = ns.Labels
 	}
-	for _, pod := range s.b.Pods {
-		if pod.Namespace != st.obj.Namespace || !sel.Matches(labels.Set(pod.Labels)) {
+	if s.podsByNS == nil {
+		// Once per build, and only when a RateLimitPolicy asks.
+		s.podsByNS = map[string][]*corev1.Pod{}
+		for _, pod := range s.b.Pods {
+			s.podsByNS[pod.Namespace] = append(s.podsByNS[pod.Namespace], pod)
+		}
+	}
+	for _, pod := range s.podsByNS[st.obj.Namespace] {
+		if !sel.Matches(labels.Set(pod.Labels)) {
 			continue
 		}
 		w := workload.Of(pod, nsLabels)

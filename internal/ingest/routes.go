@@ -400,6 +400,7 @@ func (s *state) httpRule(obj routeObject, i int, rule gwapiv1.HTTPRouteRule, ref
 			// 0s means no limit per try, as the field's default.
 			dd := ir.Duration(d)
 			out.template.BackendTimeout = &dd
+			out.notProxyless = append(out.notProxyless, field+".timeouts.backendRequest (under a RetryPolicy it bounds each try; grpc-go has no per-try timeout, so only the request timeout holds)")
 		}
 	}
 	var backends []gwapiv1.BackendRef

@@ -93,6 +93,9 @@ func (c *ServingCerts) PeerClient() (*http.Client, error) {
 	return &http.Client{
 		Timeout: peerTimeout,
 		Transport: &http.Transport{
+			// A client per request (the certificates may have been
+			// renewed): nothing to keep connections open for.
+			DisableKeepAlives: true,
 			TLSClientConfig: &tls.Config{
 				MinVersion:   tls.VersionTLS12,
 				Certificates: []tls.Certificate{*cert},

@@ -2,16 +2,9 @@ package proxyapi_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"io"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -28,6 +21,7 @@ import (
 	"github.com/weft-mesh/weft/internal/debugapi"
 	"github.com/weft-mesh/weft/internal/proxyapi"
 	"github.com/weft-mesh/weft/internal/xds/server"
+	"github.com/weft-mesh/weft/internal/xds/xdstest"
 )
 
 const clusterType = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
@@ -49,56 +43,27 @@ func (f *fakeSource) Config(node string) (map[string][]types.Resource, bool) {
 	return c, ok
 }
 
-type keyPair struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-func newCert(t *testing.T, tmpl *x509.Certificate, parent *keyPair) *keyPair {
+// tlsPair is a client certificate from ca with a common name.
+func tlsPair(t *testing.T, ca *xdstest.CA, commonName string) tls.Certificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c, k, err := ca.IssueName(commonName)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl.SerialNumber = big.NewInt(time.Now().UnixNano())
-	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
-	signer, parentCert := key, tmpl
-	if parent != nil {
-		signer, parentCert = parent.key, parent.cert
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parentCert, &key.PublicKey, signer)
+	pair, err := tls.X509KeyPair(c, k)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &keyPair{cert: c, key: key}
+	return pair
 }
 
-func ca(t *testing.T, name string) *keyPair {
-	return newCert(t, &x509.Certificate{Subject: pkix.Name{CommonName: name}, IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}, nil)
-}
-
-func (k *keyPair) certPEM() []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: k.cert.Raw})
-}
-
-func (k *keyPair) keyPEM(t *testing.T) []byte {
-	b, err := x509.MarshalECPrivateKey(k.key)
+func newCA(t *testing.T, name string) *xdstest.CA {
+	t.Helper()
+	ca, err := xdstest.NewRoot(name, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: b})
-}
-
-func (k *keyPair) tls(t *testing.T) tls.Certificate {
-	c, err := tls.X509KeyPair(k.certPEM(), k.keyPEM(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return ca
 }
 
 // replica is one controller replica's proxy API on loopback.
@@ -111,29 +76,30 @@ type replica struct {
 // the Deployment mount one Secret, and the API server's front proxy.
 type fixture struct {
 	a, b       *replica
-	frontProxy *keyPair
-	stranger   *keyPair
-	servingCA  *keyPair
+	frontProxy tls.Certificate
+	stranger   tls.Certificate
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	servingCA := ca(t, "webhook CA")
-	serving := newCert(t, &x509.Certificate{Subject: pkix.Name{CommonName: "weft-webhook"}, DNSNames: []string{"weft-webhook.weft-system.svc"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}, servingCA)
+	servingCA := newCA(t, "webhook CA")
+	serving, servingKey, err := servingCA.IssueName("weft-webhook", "weft-webhook.weft-system.svc")
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
-	for name, b := range map[string][]byte{"tls.crt": serving.certPEM(), "tls.key": serving.keyPEM(t), "ca.crt": servingCA.certPEM()} {
+	for name, b := range map[string][]byte{"tls.crt": serving, "tls.key": servingKey, "ca.crt": servingCA.PEM} {
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	frontCA := ca(t, "front-proxy CA")
+	frontCA := newCA(t, "front-proxy CA")
 	f := &fixture{
-		servingCA:  servingCA,
-		frontProxy: newCert(t, &x509.Certificate{Subject: pkix.Name{CommonName: "front-proxy-client"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature}, frontCA),
-		stranger:   newCert(t, &x509.Certificate{Subject: pkix.Name{CommonName: "front-proxy-client"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature}, ca(t, "someone else's CA")),
+		frontProxy: tlsPair(t, frontCA, "front-proxy-client"),
+		stranger:   tlsPair(t, newCA(t, "someone else's CA"), "front-proxy-client"),
 	}
 	rh, err := proxyapi.ParseRequestHeader(&corev1.ConfigMap{Data: map[string]string{
-		"requestheader-client-ca-file":   string(frontCA.certPEM()),
+		"requestheader-client-ca-file":   string(frontCA.PEM),
 		"requestheader-allowed-names":    `["front-proxy-client"]`,
 		"requestheader-username-headers": `["X-Remote-User"]`,
 	}})
@@ -184,11 +150,11 @@ func peersOf(rs ...*replica) func(context.Context) ([]proxyapi.Peer, error) {
 
 // get calls a replica as the API server's front proxy does (or with
 // another client certificate, or none), for user alice.
-func get(t *testing.T, r *replica, path string, client *keyPair) (int, []byte) {
+func get(t *testing.T, r *replica, path string, client *tls.Certificate) (int, []byte) {
 	t.Helper()
 	cfg := &tls.Config{InsecureSkipVerify: true}
 	if client != nil {
-		cfg.Certificates = []tls.Certificate{client.tls(t)}
+		cfg.Certificates = []tls.Certificate{*client}
 	}
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 10 * time.Second}
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, r.srv.URL+path, nil)
@@ -214,19 +180,19 @@ func TestOnlyTheFrontProxyAndReplicasGetIn(t *testing.T) {
 	f := newFixture(t)
 	for _, c := range []struct {
 		name   string
-		client *keyPair
+		client *tls.Certificate
 		want   int
 	}{
 		{"no client certificate", nil, http.StatusUnauthorized},
-		{"a certificate the front proxy CA did not sign", f.stranger, http.StatusUnauthorized},
-		{"the front proxy", f.frontProxy, http.StatusOK},
+		{"a certificate the front proxy CA did not sign", &f.stranger, http.StatusUnauthorized},
+		{"the front proxy", &f.frontProxy, http.StatusOK},
 	} {
 		code, body := get(t, f.a, base+"/proxies", c.client)
 		if code != c.want {
 			t.Errorf("%s: HTTP %d, want %d: %s", c.name, code, c.want, body)
 		}
 	}
-	code, body := get(t, f.a, base, f.frontProxy)
+	code, body := get(t, f.a, base, &f.frontProxy)
 	if code != http.StatusOK || !strings.Contains(string(body), `"name":"proxies"`) || !strings.Contains(string(body), `"name":"proxies/config"`) {
 		t.Errorf("discovery: HTTP %d %s", code, body)
 	}
@@ -238,7 +204,7 @@ func TestOnlyTheFrontProxyAndReplicasGetIn(t *testing.T) {
 func TestListGathersEveryReplica(t *testing.T) {
 	f := newFixture(t)
 	for _, r := range []*replica{f.a, f.b} {
-		code, body := get(t, r, base+"/proxies", f.frontProxy)
+		code, body := get(t, r, base+"/proxies", &f.frontProxy)
 		if code != http.StatusOK {
 			t.Fatalf("HTTP %d %s", code, body)
 		}
@@ -264,7 +230,7 @@ func TestListGathersEveryReplica(t *testing.T) {
 			t.Errorf("web-0 is not synced: %+v", l.Items[0].Status)
 		}
 	}
-	code, body := get(t, f.a, base+"/namespaces/shop/proxies", f.frontProxy)
+	code, body := get(t, f.a, base+"/namespaces/shop/proxies", &f.frontProxy)
 	if code != http.StatusOK || strings.Contains(string(body), "web-0") || !strings.Contains(string(body), "api-0") {
 		t.Errorf("namespace shop: HTTP %d %s", code, body)
 	}
@@ -272,12 +238,12 @@ func TestListGathersEveryReplica(t *testing.T) {
 
 func TestGetFindsTheReplicaAProxyIsConnectedTo(t *testing.T) {
 	f := newFixture(t)
-	code, body := get(t, f.a, base+"/namespaces/shop/proxies/api-0", f.frontProxy)
+	code, body := get(t, f.a, base+"/namespaces/shop/proxies/api-0", &f.frontProxy)
 	var p debugapi.Proxy
 	if err := json.Unmarshal(body, &p); code != http.StatusOK || err != nil || p.Status.Replica != "weft-controller-b" || p.Status.Node != "api-0.shop" {
 		t.Errorf("HTTP %d %s", code, body)
 	}
-	code, body = get(t, f.a, base+"/namespaces/shop/proxies/api-0/config", f.frontProxy)
+	code, body = get(t, f.a, base+"/namespaces/shop/proxies/api-0/config", &f.frontProxy)
 	var cfg debugapi.ProxyConfig
 	if err := json.Unmarshal(body, &cfg); code != http.StatusOK || err != nil {
 		t.Fatalf("HTTP %d %s", code, body)
@@ -285,7 +251,7 @@ func TestGetFindsTheReplicaAProxyIsConnectedTo(t *testing.T) {
 	if _, ok := cfg.Resources["Cluster"]["outbound|8080||bad"]; !ok || cfg.Replica != "weft-controller-b" {
 		t.Errorf("config %s", body)
 	}
-	code, body = get(t, f.a, base+"/namespaces/front/proxies/gone-0", f.frontProxy)
+	code, body = get(t, f.a, base+"/namespaces/front/proxies/gone-0", &f.frontProxy)
 	if code != http.StatusNotFound || !strings.Contains(string(body), "proxy front/gone-0 is not connected to the control plane") {
 		t.Errorf("disconnected proxy: HTTP %d %s", code, body)
 	}
@@ -294,7 +260,7 @@ func TestGetFindsTheReplicaAProxyIsConnectedTo(t *testing.T) {
 func TestAReplicaThatDoesNotAnswerIsReported(t *testing.T) {
 	f := newFixture(t)
 	f.b.srv.Close()
-	code, body := get(t, f.a, base+"/proxies", f.frontProxy)
+	code, body := get(t, f.a, base+"/proxies", &f.frontProxy)
 	var l debugapi.ProxyList
 	if err := json.Unmarshal(body, &l); code != http.StatusOK || err != nil {
 		t.Fatalf("HTTP %d %s", code, body)
@@ -302,7 +268,7 @@ func TestAReplicaThatDoesNotAnswerIsReported(t *testing.T) {
 	if len(l.Items) != 1 || len(l.Replicas) != 2 || l.Replicas[1].Name != "weft-controller-b" || l.Replicas[1].Error == "" {
 		t.Errorf("list with a replica down: %s", body)
 	}
-	code, body = get(t, f.a, base+"/namespaces/shop/proxies/api-0", f.frontProxy)
+	code, body = get(t, f.a, base+"/namespaces/shop/proxies/api-0", &f.frontProxy)
 	if code != http.StatusNotFound || !strings.Contains(string(body), "replicas that did not answer: weft-controller-b") {
 		t.Errorf("get with a replica down: HTTP %d %s", code, body)
 	}

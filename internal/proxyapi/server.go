@@ -22,8 +22,6 @@ type Server struct {
 	Handler http.Handler
 	Certs   *ServingCerts
 	Log     logr.Logger
-	// Listening, when set, is called with the bound address.
-	Listening func(net.Addr)
 }
 
 // NeedLeaderElection is false: every replica serves its own proxies.
@@ -40,9 +38,6 @@ func (s *Server) Start(ctx context.Context) error {
 	l, err := lc.Listen(ctx, "tcp", s.Address)
 	if err != nil {
 		return fmt.Errorf("proxy API: %w", err)
-	}
-	if s.Listening != nil {
-		s.Listening(l.Addr())
 	}
 	srv := &http.Server{Handler: s.Handler, TLSConfig: s.Certs.TLSConfig(), ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan error, 1)

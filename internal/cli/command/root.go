@@ -97,7 +97,7 @@ job can gate a pull request on it.`,
 				if err != nil {
 					return err
 				}
-				live, _, err := cli.ListCluster(cmd.Context(), c)
+				live, err := cli.ListCluster(cmd.Context(), c)
 				if err != nil {
 					return err
 				}
@@ -142,22 +142,10 @@ func checkOutput(o string) error {
 }
 
 func printReport(w io.Writer, rep *cli.Report, output string) error {
-	switch output {
-	case "json":
-		b, err := json.MarshalIndent(rep, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintln(w, string(b))
-		return err
-	case "yaml":
-		b, err := yaml.Marshal(rep)
-		if err != nil {
-			return err
-		}
-		_, err = w.Write(b)
-		return err
-	}
+	return printObject(w, output, rep, func(w io.Writer) error { return reportTable(w, rep) })
+}
+
+func reportTable(w io.Writer, rep *cli.Report) error {
 	if len(rep.Findings) == 0 {
 		_, err := fmt.Fprintf(w, "No problems: Weft would accept all %d objects.\n", rep.Objects)
 		return err

@@ -51,8 +51,10 @@ type portMemo struct {
 	route    *routev3.RouteConfiguration
 	consumer map[string]*routev3.RouteConfiguration
 	problems []Problem
-	// vips and the chains built for them.
+	// vips (and, for a TCP port, tcpKey: what its chain forwards to) and
+	// the chains built for them.
 	vips     []string
+	tcpKey   string
 	chains   []*listenerv3.FilterChain
 	consumed map[string][]*listenerv3.FilterChain
 	// grpc are its proxyless gRPC messages, built when first asked for.
@@ -263,7 +265,7 @@ func (pm *portMemo) inherit(old *portMemo) {
 			return
 		}
 	}
-	pm.vips, pm.chains, pm.consumed = old.vips, old.chains, old.consumed
+	pm.vips, pm.tcpKey, pm.chains, pm.consumed = old.vips, old.tcpKey, old.chains, old.consumed
 }
 
 // lookupPort returns the memo entry of a port if its key still matches.

@@ -180,6 +180,15 @@ func TestMemoMatchesAFreshTranslation(t *testing.T) {
 			r.Backends[0].Weight, r.Backends[1].Weight = 50, 50
 		},
 		changed: func() []string { return []string{"own " + m.ProxyGroups[0].Key + " " + OutboundListener} },
+	}, {
+		// The TCP port's chain, split, is reused when nothing of it changed:
+		// the outbound listener keeps its identity.
+		name: "endpoints beside the TCP split", edit: func() {
+			p := httpPort(4)
+			p.Endpoints = append(slices.Clone(p.Endpoints), ir.Endpoint{Address: "10.200.0.4", Port: 8080, Health: ir.HealthHealthy})
+		},
+		changed: func() []string { return []string{"eds  " + httpPort(4).Cluster} },
+		same:    func() []string { return []string{"own " + m.ProxyGroups[0].Key + " " + OutboundListener} },
 	}}
 	for _, step := range steps {
 		t.Run(step.name, func(t *testing.T) {

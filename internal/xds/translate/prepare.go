@@ -397,9 +397,13 @@ func (p *Prepared) portChains(e *portEntry, seen map[netip.AddrPort]bool, memo *
 	if len(vips) == 0 {
 		return nil
 	}
-	// A TCP port's chain names its backends, which a split changes; only
-	// chains that depend on the addresses alone are reused.
-	if memo != nil && memo.chains != nil && slices.Equal(memo.vips, vips) && (port.Protocol.IsHTTP() || len(port.Routes) == 0) {
+	// A TCP port's chain also names its backends (a split changes them) and
+	// its idle timeout.
+	tcpKey := ""
+	if !port.Protocol.IsHTTP() {
+		tcpKey = tcpChainKey(port)
+	}
+	if memo != nil && memo.chains != nil && slices.Equal(memo.vips, vips) && memo.tcpKey == tcpKey {
 		e.chains = memo.chains
 		e.routed = port.Protocol.IsHTTP()
 		for ns, v := range e.consumer {
@@ -409,7 +413,7 @@ func (p *Prepared) portChains(e *portEntry, seen map[netip.AddrPort]bool, memo *
 	}
 	if memo != nil {
 		defer func() {
-			memo.vips, memo.chains = vips, e.chains
+			memo.vips, memo.tcpKey, memo.chains = vips, tcpKey, e.chains
 			memo.consumed = map[string][]*listenerv3.FilterChain{}
 			for ns, v := range e.consumer {
 				memo.consumed[ns] = v.chains
@@ -673,4 +677,20 @@ func dedupe(ps []Problem) []Problem {
 		}
 	}
 	return out
+}
+
+// tcpChainKey is what a TCP port's outbound chain depends on besides its
+// addresses: the backends and weights of its route (a TrafficSplit or
+// TCPRoute), and the CircuitBreaker's idle timeout.
+func tcpChainKey(port *ir.Port) string {
+	var b strings.Builder
+	if len(port.Routes) > 0 {
+		for _, be := range port.Routes[0].Backends {
+			fmt.Fprintf(&b, "%s=%d;", be.Cluster, be.Weight)
+		}
+	}
+	if cb := port.CircuitBreaker; cb != nil {
+		fmt.Fprintf(&b, "idle=%d", cb.IdleTimeout)
+	}
+	return b.String()
 }

@@ -67,6 +67,17 @@ func (ca *CA) Issue(spiffeID string, dnsNames []string, ips []net.IP) (certPEM, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("spiffe id: %w", err)
 	}
+	return ca.issue(pkix.Name{}, []*url.URL{u}, dnsNames, ips)
+}
+
+// IssueName returns a key pair with a common name and DNS names and no
+// SPIFFE ID, usable as client and server certificate: a front proxy's
+// client certificate, a webhook's serving one.
+func (ca *CA) IssueName(commonName string, dnsNames ...string) (certPEM, keyPEM []byte, err error) {
+	return ca.issue(pkix.Name{CommonName: commonName}, nil, dnsNames, nil)
+}
+
+func (ca *CA) issue(subject pkix.Name, uris []*url.URL, dnsNames []string, ips []net.IP) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, fmt.Errorf("key: %w", err)
@@ -77,9 +88,10 @@ func (ca *CA) Issue(spiffeID string, dnsNames []string, ips []net.IP) (certPEM, 
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
+		Subject:      subject,
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(12 * time.Hour),
-		URIs:         []*url.URL{u},
+		URIs:         uris,
 		DNSNames:     dnsNames,
 		IPAddresses:  ips,
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
