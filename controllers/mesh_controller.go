@@ -135,7 +135,9 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("mesh").
 		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false), MaxConcurrentReconciles: 1}).
-		Watches(&corev1.Namespace{}, enqueue, builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		// Labels pick injection; the weft.dev/export-to annotation scopes
+		// the namespace's Services.
+		Watches(&corev1.Namespace{}, enqueue, builder.WithPredicates(predicate.Or[client.Object](predicate.LabelChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Watches(&corev1.Service{}, enqueue).
 		Watches(&discoveryv1.EndpointSlice{}, enqueue).
 		Watches(&corev1.Pod{}, enqueue, builder.WithPredicates(podChanged{})).

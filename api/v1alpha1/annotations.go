@@ -70,6 +70,12 @@ const (
 const (
 	// AnnotationLoadBalancer on a Service picks its load-balancing policy.
 	AnnotationLoadBalancer = "weft.dev/load-balancer"
+	// AnnotationExportTo on a Service or a Namespace limits which
+	// namespaces' proxies are sent the Service: a comma-separated list of
+	// namespace names, "." (the Service's own namespace), "*" (every
+	// namespace, the default) or "~" (none). On a Namespace it is the
+	// default of its Services; a Service's own annotation wins.
+	AnnotationExportTo = "weft.dev/export-to"
 	// LabelIdentity names the MeshIdentity a Certificate, its Secret or a
 	// trust bundle ConfigMap belongs to.
 	LabelIdentity = "weft.dev/identity"

@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 	"github.com/weft-mesh/weft/internal/identity"
@@ -49,6 +50,7 @@ func (s *state) buildServices() {
 			Hostname:     s.hostname(svc.Namespace, svc.Name),
 			MTLS:         s.mtls(svc.Namespace),
 			LoadBalancer: s.loadBalancer(svc, ref),
+			ExportTo:     s.exportTo(svc, ref),
 		}
 		for _, ip := range svc.Spec.ClusterIPs {
 			if _, err := netip.ParseAddr(ip); err == nil {
@@ -165,6 +167,66 @@ func (s *state) loadBalancer(svc *corev1.Service, ref ir.ObjectRef) ir.LoadBalan
 		return ir.LoadBalancer{Policy: ir.LBLeastRequest}
 	}
 	return lb
+}
+
+// exportTo reads the weft.dev/export-to annotation of the Service, or else
+// of its namespace. A value that cannot be read is reported and the
+// Service stays visible to every namespace, as without the annotation:
+// hiding it by mistake would cut off its callers.
+func (s *state) exportTo(svc *corev1.Service, ref ir.ObjectRef) []string {
+	v, ok := svc.Annotations[meshv1alpha1.AnnotationExportTo]
+	on := ref
+	if !ok {
+		ns := s.namespaces[svc.Namespace]
+		if ns == nil {
+			return nil
+		}
+		if v, ok = ns.Annotations[meshv1alpha1.AnnotationExportTo]; !ok {
+			return nil
+		}
+		on = ir.ObjectRef{Kind: "Namespace", Name: ns.Name}
+	}
+	out, err := ParseExportTo(v, svc.Namespace)
+	if err != nil {
+		s.warn(ref, "InvalidExportTo", fmt.Sprintf("annotation %s on %s: %v; the Service is sent to every namespace", meshv1alpha1.AnnotationExportTo, on, err))
+		return nil
+	}
+	return out
+}
+
+// ParseExportTo parses a weft.dev/export-to value for a Service in
+// namespace own: nil means every namespace, []string{ir.ExportNowhere}
+// none, else the sorted namespace names.
+func ParseExportTo(v, own string) ([]string, error) {
+	var out []string
+	all, none := false, false
+	for item := range strings.SplitSeq(v, ",") {
+		item = strings.TrimSpace(item)
+		switch {
+		case item == "*":
+			all = true
+		case item == ir.ExportNowhere:
+			none = true
+		case item == ".":
+			out = append(out, own)
+		case item == "":
+			return nil, fmt.Errorf("%q has an empty entry: list namespace names, \".\" for the Service's own, \"*\" for all or \"~\" for none, separated by commas", v)
+		case len(validation.IsDNS1123Label(item)) == 0:
+			out = append(out, item)
+		default:
+			return nil, fmt.Errorf("%q is not a namespace name: list namespace names, \".\" for the Service's own, \"*\" for all or \"~\" for none, separated by commas", item)
+		}
+	}
+	switch {
+	case none && (all || len(out) > 0):
+		return nil, fmt.Errorf("%q combines \"~\" (no namespace) with other entries", v)
+	case all:
+		return nil, nil
+	case none:
+		return []string{ir.ExportNowhere}, nil
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }
 
 // ParseLoadBalancer parses a weft.dev/load-balancer annotation value.

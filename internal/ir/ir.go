@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp/syntax"
+	"slices"
 	"time"
 )
 
@@ -115,6 +116,21 @@ type Service struct {
 	// AccessPolicies protect the Service, Deny policies first, then by
 	// namespace/name.
 	AccessPolicies []*AccessPolicy `json:"accessPolicies,omitempty"`
+	// ExportTo are the namespaces whose proxies are sent the Service,
+	// sorted; nil means every namespace, and ExportNowhere alone none.
+	ExportTo []string `json:"exportTo,omitempty"`
+}
+
+// ExportNowhere is the ExportTo of a Service exported to no namespace.
+const ExportNowhere = "~"
+
+// ExportedTo says whether proxies in namespace ns are sent the Service.
+func (s *Service) ExportedTo(ns string) bool {
+	if s.ExportTo == nil {
+		return true
+	}
+	_, ok := slices.BinarySearch(s.ExportTo, ns)
+	return ok
 }
 
 // Key is namespace/name.

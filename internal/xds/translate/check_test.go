@@ -2,11 +2,13 @@ package translate
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -96,10 +98,27 @@ func checkSnapshot(t testing.TB, r *Resources) {
 	}
 }
 
-// withEndpoints is a group's configuration plus the mesh's endpoints.
+// withEndpoints is a group's configuration plus the endpoints of its
+// clusters, as a proxy subscribes to them.
 func withEndpoints(c *Config, mesh *ir.Mesh) *Resources {
+	return withEndpointsOf(c, Endpoints(mesh))
+}
+
+// withEndpointsOf is a group's configuration plus those of eps its EDS
+// clusters name.
+func withEndpointsOf(c *Config, eps []types.Resource) *Resources {
 	r := c.Resources()
-	r.Endpoints = Endpoints(mesh)
+	want := map[string]bool{}
+	for _, cl := range r.Clusters {
+		if cl, ok := cl.(*clusterv3.Cluster); ok && cl.GetType() == clusterv3.Cluster_EDS {
+			want[cmp.Or(cl.GetEdsClusterConfig().GetServiceName(), cl.GetName())] = true
+		}
+	}
+	for _, e := range eps {
+		if want[resourceName(e)] {
+			r.Endpoints = append(r.Endpoints, e)
+		}
+	}
 	return r
 }
 

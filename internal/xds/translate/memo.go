@@ -290,7 +290,7 @@ func (m *Memo) ForGroup(p *Prepared, g *ir.ProxyGroup) (*Config, error) {
 	e := m.groups[g.Key]
 	m.mu.Unlock()
 	if e != nil && e.src == g {
-		return p.groupConfig(g, e.inbound, e.clusters), nil
+		return p.groupConfig(g, e.inbound, e.clusters)
 	}
 	gc := *g
 	gc.Members = nil
@@ -312,7 +312,7 @@ func (m *Memo) ForGroup(p *Prepared, g *ir.ProxyGroup) (*Config, error) {
 	m.mu.Lock()
 	m.groups[g.Key] = e
 	m.mu.Unlock()
-	return p.groupConfig(g, e.inbound, e.clusters), nil
+	return p.groupConfig(g, e.inbound, e.clusters)
 }
 
 // Endpoints is Endpoints for the mesh p was prepared from, returning the

@@ -32,6 +32,10 @@ type Prepared struct {
 	ports []*portEntry
 	// clusters are the Envoy outbound clusters shared by every group.
 	clusters []types.Resource
+	// sharedClusters are those of clusters that belong to no port.
+	sharedClusters []types.Resource
+	// scopes say which ports each group may reach (see scope.go).
+	scopes *scopes
 	// secrets are sent to a group that has or needs a certificate.
 	secrets []types.Resource
 	// anyTLS says whether some Service requires clients to originate mTLS.
@@ -522,6 +526,7 @@ func (p *Prepared) prepareShared() error {
 		}
 		p.clusters[i] = stable(p.memo, "cluster/"+resourceName(p.clusters[i]), p.clusters[i])
 	}
+	p.sharedClusters = slices.Clone(p.clusters[shared:])
 	p.defaultOutbound = stable(p.memo, "chain/default", p.defaultOutbound)
 	sortResources(p.clusters)
 	p.secrets = secrets(b.opts)
@@ -543,7 +548,7 @@ func (p *Prepared) prepareShared() error {
 		return err
 	}
 
-	if p.base, err = p.newView(""); err != nil {
+	if p.base, err = p.newView("", "", nil, p.memo); err != nil {
 		return err
 	}
 	p.views = make(map[string]*view)
@@ -552,20 +557,35 @@ func (p *Prepared) prepareShared() error {
 			if p.views[ns] != nil {
 				continue
 			}
-			if p.views[ns], err = p.newView(ns); err != nil {
+			if p.views[ns], err = p.newView(ns, ns, nil, p.memo); err != nil {
 				return err
 			}
+		}
+	}
+	// Every group's scoped view is built now, while the memo may be used;
+	// a group Prepare did not see gets its view when asked.
+	p.buildScopes()
+	for _, g := range p.b.mesh.ProxyGroups {
+		if g == nil {
+			continue
+		}
+		if _, _, err := p.scopedView(g, p.memo); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// newView assembles the outbound listener and route configurations that
-// clients in namespace ns see ("" for the base view).
-func (p *Prepared) newView(ns string) (*view, error) {
+// newView assembles the outbound listener, route configurations and
+// clusters that clients in namespace ns see ("" for the base view) of the
+// ports in vis (nil: every port). key names the view in the memo.
+func (p *Prepared) newView(ns, key string, vis []bool, memo *Memo) (*view, error) {
 	var chains []*listenerv3.FilterChain
 	var routes []types.Resource
-	for _, e := range p.ports {
+	for i, e := range p.ports {
+		if vis != nil && !vis[i] {
+			continue
+		}
 		chainsOf, route := e.chains, e.route
 		if v := e.consumer[ns]; ns != "" && v != nil {
 			chainsOf, route = v.chains, v.route
@@ -576,8 +596,9 @@ func (p *Prepared) newView(ns string) (*view, error) {
 		}
 	}
 	sortResources(routes)
-	if l := p.memo.outbound(ns, chains, p.defaultOutbound); l != nil {
-		return &view{outbound: l, shared: &Resources{Routes: routes, Clusters: p.clusters}}, nil
+	clusters := p.viewClusters(vis)
+	if l := memo.outbound(key, chains, p.defaultOutbound); l != nil {
+		return &view{outbound: l, shared: &Resources{Routes: routes, Clusters: clusters}}, nil
 	}
 	l := &listenerv3.Listener{
 		Name:               OutboundListener,
@@ -590,8 +611,8 @@ func (p *Prepared) newView(ns string) (*view, error) {
 	if err := validate(l); err != nil {
 		return nil, err
 	}
-	p.memo.keepOutbound(ns, l)
-	return &view{outbound: l, shared: &Resources{Routes: routes, Clusters: p.clusters}}, nil
+	memo.keepOutbound(key, l)
+	return &view{outbound: l, shared: &Resources{Routes: routes, Clusters: clusters}}, nil
 }
 
 func (p *Prepared) viewFor(ns string) *view {
@@ -614,12 +635,15 @@ func (p *Prepared) ForGroup(g *ir.ProxyGroup) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("translate: proxy group %s: %w", g.Key, err)
 	}
-	return p.groupConfig(g, in, clusters), nil
+	return p.groupConfig(g, in, clusters)
 }
 
 // groupConfig puts a group's inbound side together with its view.
-func (p *Prepared) groupConfig(g *ir.ProxyGroup, in *listenerv3.Listener, clusters []types.Resource) *Config {
-	v := p.viewFor(g.Namespace)
+func (p *Prepared) groupConfig(g *ir.ProxyGroup, in *listenerv3.Listener, clusters []types.Resource) (*Config, error) {
+	v, viewKey, err := p.scopedView(g, nil)
+	if err != nil {
+		return nil, fmt.Errorf("translate: proxy group %s: %w", g.Key, err)
+	}
 	own := &Resources{
 		Listeners: []types.Resource{in, v.outbound},
 		Clusters:  clusters,
@@ -627,11 +651,7 @@ func (p *Prepared) groupConfig(g *ir.ProxyGroup, in *listenerv3.Listener, cluste
 	if g.MTLS == ir.MTLSStrict || g.MTLS == ir.MTLSPermissive || p.anyTLS {
 		own.Secrets = p.secrets
 	}
-	view := ""
-	if p.views[g.Namespace] != nil {
-		view = g.Namespace
-	}
-	return &Config{Shared: v.shared, Own: own, View: view}
+	return &Config{Shared: v.shared, Own: own, View: viewKey}, nil
 }
 
 // ForGroup translates a mesh for one Envoy proxy group in one call:

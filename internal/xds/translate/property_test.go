@@ -3,9 +3,14 @@ package translate
 import (
 	"bytes"
 	"encoding/binary"
+	"maps"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 
 	"github.com/weft-mesh/weft/internal/ir"
 )
@@ -107,9 +112,9 @@ func TestConcurrentForGroup(t *testing.T) {
 	wg.Wait()
 }
 
-// TestSharing: groups that see the mesh the same way get the very same
-// shared resources, and so does everything a namespace's view holds; the
-// per-group part stays small.
+// TestSharing: groups that see the mesh the same way (same consumer
+// routes, same reachable Services) get the very same shared resources,
+// and so does everything a view holds; the per-group part stays small.
 func TestSharing(t *testing.T) {
 	m := syntheticMesh(150)
 	p, err := Prepare(m, Options{})
@@ -119,27 +124,31 @@ func TestSharing(t *testing.T) {
 	eps := Endpoints(m)
 	checkResources(t, &Resources{Endpoints: eps})
 	validated := make(map[any]bool)
-	byNS := make(map[string]*Config)
+	byView := make(map[string]*Config)
 	for _, g := range m.ProxyGroups {
 		c, err := p.ForGroup(g)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if first, ok := byNS[g.Namespace]; ok {
+		if first, ok := byView[c.View]; ok {
 			if c.Shared != first.Shared {
-				t.Errorf("groups of namespace %s do not share their view", g.Namespace)
+				t.Errorf("groups of view %q do not share it", c.View)
 			}
 			if c.Own.Listeners[1] != first.Own.Listeners[1] {
-				t.Errorf("groups of namespace %s do not share the outbound listener", g.Namespace)
+				t.Errorf("groups of view %q do not share the outbound listener", c.View)
 			}
 		} else {
-			byNS[g.Namespace] = c
+			byView[c.View] = c
 		}
 		if n := c.Own.Count(); n > 8 {
 			t.Errorf("group %s has %d resources of its own; want only its inbound side", g.Key, n)
 		}
-		if &c.Shared.Clusters[0] != &p.base.shared.Clusters[0] {
-			t.Errorf("group %s has its own copy of the outbound clusters", g.Key)
+		// Clusters are built once per port: every view holds the same
+		// messages.
+		for _, cl := range c.Shared.Clusters {
+			if i, ok := slices.BinarySearchFunc(p.clusters, resourceName(cl), func(r types.Resource, name string) int { return strings.Compare(resourceName(r), name) }); !ok || p.clusters[i] != cl {
+				t.Errorf("group %s has its own copy of outbound cluster %s", g.Key, resourceName(cl))
+			}
 		}
 		// Validate each shared set once and every group's own part.
 		if !validated[c.Shared] {
@@ -155,18 +164,22 @@ func TestSharing(t *testing.T) {
 			}
 		}
 		checkResources(t, &Resources{Clusters: c.Own.Clusters, Secrets: c.Own.Secrets})
-		r := c.Resources()
-		r.Endpoints = eps
-		checkSnapshot(t, r)
+		checkSnapshot(t, withEndpointsOf(c, eps))
 	}
 	if len(p.views) < 2 {
 		t.Errorf("%d consumer views; the synthetic mesh should have some", len(p.views))
 	}
+	scoped := 0
+	for v := range byView {
+		if strings.Contains(v, "~") {
+			scoped++
+		}
+	}
+	if scoped == 0 {
+		t.Errorf("views %v: access policies of the synthetic mesh should scope some groups", slices.Collect(maps.Keys(byView)))
+	}
 }
 
-// TestConsumerViewRoutes: a namespace with consumer routes has its own
-// view, in which the consumer route configuration replaces the default
-// one, and the listener refers to exactly the routes the view holds.
 func TestConsumerViewRoutes(t *testing.T) {
 	m := syntheticMesh(100)
 	p, err := Prepare(m, Options{})

@@ -43,9 +43,9 @@ func (r *Resources) Count() int {
 // per group. No resource name appears in both layers.
 type Config struct {
 	// Shared is the same *Resources, and holds the same messages, for every
-	// group that sees the mesh the same way: every group whose namespace
-	// has no consumer routes shares one, and each namespace with consumer
-	// routes has its own. It holds the outbound route configurations and
+	// group that sees the mesh the same way: the same consumer routes
+	// (those of its namespace, if any) and the same reachable Services
+	// (see scope.go). It holds the outbound route configurations and
 	// clusters (Envoy), or the mesh-wide API listeners and clusters
 	// (proxyless gRPC). It must not be modified.
 	Shared *Resources
@@ -53,8 +53,10 @@ type Config struct {
 	// clusters and secrets) or, for proxyless gRPC, to its namespace.
 	Own *Resources
 	// View names the Shared layer for a server that keeps layers across
-	// rebuilds: the namespace whose consumer routes it holds, or empty for
-	// the view every other namespace shares.
+	// rebuilds: the namespace whose consumer routes it holds (empty for
+	// none), followed, when the group may reach only part of the mesh, by
+	// "~" and a digest of the ports it reaches beyond what every group
+	// reaches.
 	View string
 }
 
