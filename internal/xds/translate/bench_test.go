@@ -19,7 +19,14 @@ import (
 // policy, retry budget and circuit breaker, one in four an access policy,
 // and one in 25 a consumer route from the next namespace. Every namespace
 // is Strict.
-func syntheticMesh(n int) *ir.Mesh {
+func syntheticMesh(n int) *ir.Mesh { return syntheticMeshCalled(n, 0) }
+
+// syntheticMeshCalled is syntheticMesh where, when callers > 0, every
+// Service's AccessPolicy lets in exactly the identities of the callers
+// Services before it (by exact SPIFFE ID), instead of one in four letting
+// in its namespace: the shape of a mesh whose services each have a few
+// known clients.
+func syntheticMeshCalled(n, callers int) *ir.Mesh {
 	nns := max(1, n/50)
 	m := &ir.Mesh{ClusterDomain: "cluster.local"}
 	for i := range nns {
@@ -74,7 +81,19 @@ func syntheticMesh(n int) *ir.Mesh {
 			}, def}}}
 		}
 		var policies []*ir.AccessPolicy
-		if i%4 == 0 {
+		switch {
+		case callers > 0:
+			var principals []ir.Principal
+			for c := 1; c <= callers; c++ {
+				j := (i - c + n) % n
+				principals = append(principals, ir.Principal{Exact: identity.SpiffeID("cluster.local", ns(j), name(j))})
+			}
+			policies = []*ir.AccessPolicy{{
+				Source: ir.ObjectRef{Group: "mesh.weft.dev", Kind: "AccessPolicy", Namespace: ns(i), Name: name(i)},
+				Action: ir.AccessAllow,
+				Rules:  []ir.AccessRule{{Principals: principals}},
+			}}
+		case i%4 == 0:
 			policies = []*ir.AccessPolicy{{
 				Source: ir.ObjectRef{Group: "mesh.weft.dev", Kind: "AccessPolicy", Namespace: ns(i), Name: name(i)},
 				Action: ir.AccessAllow,
@@ -102,11 +121,16 @@ func syntheticMesh(n int) *ir.Mesh {
 
 // BenchmarkTranslate translates every proxy group of a synthetic mesh
 // (Prepare once, ForGroup per group, Endpoints once) and reports the
-// configuration one proxy receives, endpoints included.
+// configuration one proxy receives, endpoints of its clusters included.
+// callers=5 is the scoped shape: every Service lets in five callers.
 func BenchmarkTranslate(b *testing.B) {
-	for _, n := range []int{100, 1000, 5000} {
-		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
-			m := syntheticMesh(n)
+	for _, shape := range []struct{ n, callers int }{{100, 0}, {1000, 0}, {5000, 0}, {1000, 5}, {5000, 5}} {
+		name := fmt.Sprintf("services=%d", shape.n)
+		if shape.callers > 0 {
+			name += fmt.Sprintf(",callers=%d", shape.callers)
+		}
+		b.Run(name, func(b *testing.B) {
+			m := syntheticMeshCalled(shape.n, shape.callers)
 			b.ReportAllocs()
 			var cfgs []*Config
 			var eps []types.Resource
@@ -129,7 +153,8 @@ func BenchmarkTranslate(b *testing.B) {
 }
 
 // configBytes is the serialised size of every group's configuration plus
-// the endpoints each receives, measuring each shared message once.
+// the endpoints of its clusters (what its EDS subscription asks for),
+// measuring each shared message once.
 func configBytes(cfgs []*Config, eps []types.Resource) int {
 	sizes := make(map[types.Resource]int)
 	size := func(rs []types.Resource) int {
@@ -144,16 +169,28 @@ func configBytes(cfgs []*Config, eps []types.Resource) int {
 		}
 		return total
 	}
+	byName := make(map[string]types.Resource, len(eps))
+	for _, e := range eps {
+		byName[resourceName(e)] = e
+	}
+	edsOf := func(clusters []types.Resource) []types.Resource {
+		var out []types.Resource
+		for _, c := range clusters {
+			if e, ok := byName[resourceName(c)]; ok {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
 	shared := make(map[*Resources]int)
-	epBytes := size(eps)
 	total := 0
 	for _, c := range cfgs {
 		s, ok := shared[c.Shared]
 		if !ok {
-			s = size(c.Shared.Listeners) + size(c.Shared.Routes) + size(c.Shared.Clusters) + size(c.Shared.Secrets)
+			s = size(c.Shared.Listeners) + size(c.Shared.Routes) + size(c.Shared.Clusters) + size(c.Shared.Secrets) + size(edsOf(c.Shared.Clusters))
 			shared[c.Shared] = s
 		}
-		total += s + epBytes + size(c.Own.Listeners) + size(c.Own.Routes) + size(c.Own.Clusters) + size(c.Own.Secrets)
+		total += s + size(c.Own.Listeners) + size(c.Own.Routes) + size(c.Own.Clusters) + size(c.Own.Secrets) + size(edsOf(c.Own.Clusters))
 	}
 	return total
 }

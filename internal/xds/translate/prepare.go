@@ -565,27 +565,36 @@ func (p *Prepared) prepareShared() error {
 	// Every group's scoped view is built now, while the memo may be used;
 	// a group Prepare did not see gets its view when asked.
 	p.buildScopes()
+	groups := make(map[*ir.ProxyGroup]groupScope, len(p.b.mesh.ProxyGroups))
 	for _, g := range p.b.mesh.ProxyGroups {
 		if g == nil {
 			continue
 		}
-		if _, _, err := p.scopedView(g, p.memo); err != nil {
+		v, key, err := p.scopedView(g, p.memo)
+		if err != nil {
 			return err
 		}
+		groups[g] = groupScope{view: v, key: key}
 	}
+	p.scopes.groups = groups
 	return nil
 }
 
 // newView assembles the outbound listener, route configurations and
 // clusters that clients in namespace ns see ("" for the base view) of the
-// ports in vis (nil: every port). key names the view in the memo.
-func (p *Prepared) newView(ns, key string, vis []bool, memo *Memo) (*view, error) {
+// ports in vis, indexes of p.ports in ascending order (nil: every
+// port). key names the view in the memo.
+func (p *Prepared) newView(ns, key string, vis []int, memo *Memo) (*view, error) {
 	var chains []*listenerv3.FilterChain
 	var routes []types.Resource
-	for i, e := range p.ports {
-		if vis != nil && !vis[i] {
-			continue
+	ports := p.ports
+	if vis != nil {
+		ports = make([]*portEntry, len(vis))
+		for k, i := range vis {
+			ports[k] = p.ports[i]
 		}
+	}
+	for _, e := range ports {
 		chainsOf, route := e.chains, e.route
 		if v := e.consumer[ns]; ns != "" && v != nil {
 			chainsOf, route = v.chains, v.route
@@ -608,7 +617,14 @@ func (p *Prepared) newView(ns, key string, vis []bool, memo *Memo) (*view, error
 		FilterChains:       chains,
 		DefaultFilterChain: p.defaultOutbound,
 	}
-	if err := validate(l); err != nil {
+	// A scoped view's chains are those of the full view of its
+	// namespace, validated with it: only the listener around them is
+	// checked again.
+	check := l
+	if vis != nil {
+		check = &listenerv3.Listener{Name: l.Name, Address: l.Address, UseOriginalDst: l.UseOriginalDst, TrafficDirection: l.TrafficDirection, DefaultFilterChain: l.DefaultFilterChain}
+	}
+	if err := validate(check); err != nil {
 		return nil, err
 	}
 	memo.keepOutbound(key, l)

@@ -51,10 +51,18 @@ type scopes struct {
 	prefix map[string][]int
 	// portOf is the port index of a cluster name.
 	portOf map[string]int
+	// portRank is the position of each port's cluster in p.clusters, and
+	// sharedRanks those of the clusters of no port.
+	portRank    []int
+	sharedRanks []int
+
+	// groups are the views of the mesh's groups, found by Prepare and
+	// only read afterwards.
+	groups map[*ir.ProxyGroup]groupScope
 
 	mu sync.Mutex
 	// closed is the open ports and their backends, by consumer view.
-	closed map[string][]bool
+	closed map[string]*baseScope
 	// views are the scoped views built so far, by key.
 	views map[string]*view
 }
@@ -73,7 +81,7 @@ func (p *Prepared) buildScopes() {
 		exact:       map[string][]int{},
 		prefix:      map[string][]int{},
 		portOf:      make(map[string]int, len(p.ports)),
-		closed:      map[string][]bool{},
+		closed:      map[string]*baseScope{},
 		views:       map[string]*view{},
 	}
 	p.scopes = s
@@ -127,6 +135,18 @@ func (p *Prepared) buildScopes() {
 			}
 		}
 	}
+	rank := make(map[string]int, len(p.clusters))
+	for r, c := range p.clusters {
+		rank[resourceName(c)] = r
+	}
+	s.portRank = make([]int, len(p.ports))
+	for i, e := range p.ports {
+		s.portRank[i] = rank[e.port.Cluster]
+		delete(rank, e.port.Cluster)
+	}
+	for _, r := range rank {
+		s.sharedRanks = append(s.sharedRanks, r)
+	}
 	s.all = true
 	for i, e := range p.ports {
 		s.portOf[e.port.Cluster] = i
@@ -141,12 +161,16 @@ func (p *Prepared) buildScopes() {
 				s.byNamespace[ns] = append(s.byNamespace[ns], i)
 			}
 		default:
+			// Compacted in place once: the Service's other ports read
+			// the same lists.
 			slices.Sort(a.exact)
-			for _, id := range slices.Compact(a.exact) {
+			a.exact = slices.Compact(a.exact)
+			slices.Sort(a.prefix)
+			a.prefix = slices.Compact(a.prefix)
+			for _, id := range a.exact {
 				s.exact[id] = append(s.exact[id], i)
 			}
-			slices.Sort(a.prefix)
-			for _, pre := range slices.Compact(a.prefix) {
+			for _, pre := range a.prefix {
 				s.prefix[pre] = append(s.prefix[pre], i)
 			}
 		}
@@ -154,42 +178,47 @@ func (p *Prepared) buildScopes() {
 	}
 }
 
-// visible adds to vis the ports of idx that the group may reach.
-func (p *Prepared) visible(vis []bool, idx []int, g *ir.ProxyGroup) {
+// candidates adds to extra the ports of idx that group g may reach and
+// base lacks.
+func (p *Prepared) candidates(extra []int, idx []int, g *ir.ProxyGroup, base []bool) []int {
 	for _, i := range idx {
-		if !vis[i] && p.ports[i].svc.ExportedTo(g.Namespace) {
-			vis[i] = true
+		if !base[i] && p.ports[i].svc.ExportedTo(g.Namespace) {
+			extra = append(extra, i)
+		}
+	}
+	return extra
+}
+
+// backends are the ports that the routes clients in namespace ns use on
+// port i send traffic to (split targets, route backends, mirrors).
+func (p *Prepared) backends(i int, ns string, yield func(int)) {
+	s := p.scopes
+	for _, r := range p.ports[i].port.RoutesFor(ns) {
+		for _, be := range r.Backends {
+			if j, ok := s.portOf[be.Cluster]; ok {
+				yield(j)
+			}
+		}
+		for _, m := range r.Mirrors {
+			if j, ok := s.portOf[m.Cluster]; ok {
+				yield(j)
+			}
 		}
 	}
 }
 
-// close adds to vis the backends of the routes that clients in namespace
-// ns use on the ports in vis.
-func (p *Prepared) close(vis []bool, ns string) {
-	s := p.scopes
-	var more []int
-	for i, on := range vis {
-		if !on {
-			continue
-		}
-		for _, r := range p.ports[i].port.RoutesFor(ns) {
-			for _, be := range r.Backends {
-				if j, ok := s.portOf[be.Cluster]; ok && !vis[j] {
-					more = append(more, j)
-				}
-			}
-			for _, m := range r.Mirrors {
-				if j, ok := s.portOf[m.Cluster]; ok && !vis[j] {
-					more = append(more, j)
-				}
-			}
-		}
-	}
-	// A backend's own routes do not apply to traffic routed to it, so
-	// one step is enough.
-	for _, j := range more {
-		vis[j] = true
-	}
+// groupScope is a group's view and its name.
+type groupScope struct {
+	view *view
+	key  string
+}
+
+// baseScope is what every group of a consumer view reaches: the open
+// ports and their backends.
+type baseScope struct {
+	vis []bool
+	// idx are the indexes vis holds, ascending.
+	idx []int
 }
 
 // scopedView is the view of group g: its namespace's view when g may
@@ -204,49 +233,70 @@ func (p *Prepared) scopedView(g *ir.ProxyGroup, memo *Memo) (*view, string, erro
 	if s == nil || s.all {
 		return p.viewFor(g.Namespace), viewNS, nil
 	}
+	if gs, ok := s.groups[g]; ok {
+		return gs.view, gs.key, nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	base, ok := s.closed[viewNS]
-	if !ok {
-		base = slices.Clone(s.open)
-		p.close(base, g.Namespace)
+	base := s.closed[viewNS]
+	if base == nil {
+		vis := slices.Clone(s.open)
+		var more []int
+		for i, on := range s.open {
+			if on {
+				p.backends(i, g.Namespace, func(j int) { more = append(more, j) })
+			}
+		}
+		for _, j := range more {
+			vis[j] = true
+		}
+		base = &baseScope{vis: vis}
+		for i, on := range vis {
+			if on {
+				base.idx = append(base.idx, i)
+			}
+		}
 		s.closed[viewNS] = base
 	}
-	vis := make([]bool, len(p.ports))
-	p.visible(vis, s.byNamespace[g.Namespace], g)
+	extra := p.candidates(nil, s.byNamespace[g.Namespace], g, base.vis)
 	if g.Identity != "" {
-		p.visible(vis, s.exact[g.Identity], g)
+		extra = p.candidates(extra, s.exact[g.Identity], g, base.vis)
 		for pre, idx := range s.prefix {
 			if strings.HasPrefix(g.Identity, pre) {
-				p.visible(vis, idx, g)
+				extra = p.candidates(extra, idx, g, base.vis)
 			}
 		}
 	}
-	p.close(vis, g.Namespace)
-	h := sha256.New()
-	extra, full := false, true
-	for i := range vis {
-		switch {
-		case base[i]:
-			vis[i] = true
-		case vis[i]:
-			extra = true
-			h.Write([]byte(p.ports[i].port.Cluster))
-			h.Write([]byte{0})
-		default:
-			full = false
-		}
+	// A backend's own routes do not apply to traffic routed to it, so
+	// one step of closure is enough.
+	for _, i := range slices.Clone(extra) {
+		p.backends(i, g.Namespace, func(j int) {
+			if !base.vis[j] {
+				extra = append(extra, j)
+			}
+		})
 	}
-	if full {
+	slices.Sort(extra)
+	extra = slices.Compact(extra)
+	if len(base.idx)+len(extra) == len(p.ports) {
 		return p.viewFor(g.Namespace), viewNS, nil
 	}
 	key := viewNS + "~"
-	if extra {
+	if len(extra) > 0 {
+		h := sha256.New()
+		var buf []byte
+		for _, i := range extra {
+			buf = append(append(buf[:0], p.ports[i].port.Cluster...), 0)
+			h.Write(buf)
+		}
 		key += hex.EncodeToString(h.Sum(nil)[:12])
 	}
 	if v := s.views[key]; v != nil {
 		return v, key, nil
 	}
+	vis := make([]int, 0, len(base.idx)+len(extra))
+	vis = append(append(vis, base.idx...), extra...)
+	slices.Sort(vis)
 	v, err := p.newView(viewNS, key, vis, memo)
 	if err != nil {
 		return nil, "", err
@@ -255,18 +305,23 @@ func (p *Prepared) scopedView(g *ir.ProxyGroup, memo *Memo) (*view, string, erro
 	return v, key, nil
 }
 
-// viewClusters are the clusters of a view: those of its ports and the
-// ones every proxy has.
-func (p *Prepared) viewClusters(vis []bool) []types.Resource {
+// viewClusters are the clusters of a view: those of its ports (indexes
+// of p.ports; nil for all) and the ones every proxy has, sorted.
+func (p *Prepared) viewClusters(vis []int) []types.Resource {
 	if vis == nil {
 		return p.clusters
 	}
-	out := slices.Clone(p.sharedClusters)
-	for i, e := range p.ports {
-		if vis[i] {
-			out = append(out, e.cluster)
-		}
+	// Sorting positions in p.clusters, which is sorted, sorts the view.
+	s := p.scopes
+	ranks := make([]int, 0, len(s.sharedRanks)+len(vis))
+	ranks = append(ranks, s.sharedRanks...)
+	for _, i := range vis {
+		ranks = append(ranks, s.portRank[i])
 	}
-	sortResources(out)
+	slices.Sort(ranks)
+	out := make([]types.Resource, len(ranks))
+	for k, r := range ranks {
+		out[k] = p.clusters[r]
+	}
 	return out
 }

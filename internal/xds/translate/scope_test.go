@@ -65,6 +65,13 @@ func reached(t *testing.T, mesh *ir.Mesh, key string) []string {
 func TestScopeFollowsAccessPoliciesAndExports(t *testing.T) {
 	c := loadCase(t, "testdata/scope-allowed.in.yaml")
 	m := &c.Mesh
+	// A second port on payments: what a Service's policy allows holds
+	// for each of its ports.
+	for _, s := range m.Services {
+		if s.Name == "payments" {
+			s.Ports = append(s.Ports, &ir.Port{Name: "tcp", Port: 9000, Protocol: ir.ProtocolTCP, Cluster: "outbound|9000||payments.shop.svc.cluster.local", Endpoints: []ir.Endpoint{{Address: "10.0.0.23", Port: 9000, Health: ir.HealthHealthy}}})
+		}
+	}
 	for _, tc := range []struct {
 		group string
 		want  []string
