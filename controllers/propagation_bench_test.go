@@ -89,19 +89,46 @@ const (
 // connections=2000 gives every proxy its own connection, as real proxies
 // have; on one machine the 2000 client connections then run on the
 // controller's cores too.
+//
+// The sub-benchmarks with callers=5 are the scoped shape: pods of five
+// consecutive Services share a service account, and every Service has an
+// AccessPolicy that lets in only the service account of the five Services
+// before it. Each proxy is then sent the five Services it may call (and
+// what their routes lead to), and a split's change reaches the ten
+// proxies that call its Service: the ACK times end when those ten have
+// acknowledged. The proxies connect over one connection per service
+// account, as the server checks each node's identity.
 func BenchmarkPropagation(b *testing.B) {
-	for _, size := range []struct{ services, proxies, conns int }{{100, 200, 1}, {1000, 2000, 1}, {1000, 2000, 2000}} {
+	for _, size := range []struct{ services, proxies, conns, callers int }{{100, 200, 1, 0}, {1000, 2000, 1, 0}, {1000, 2000, 2000, 0}, {1000, 2000, 0, 5}, {5000, 10000, 0, 5}} {
 		name := fmt.Sprintf("services=%d,proxies=%d", size.services, size.proxies)
 		if size.conns > 1 {
 			name += fmt.Sprintf(",connections=%d", size.conns)
 		}
+		if size.callers > 0 {
+			name += fmt.Sprintf(",callers=%d", size.callers)
+		}
 		b.Run(name, func(b *testing.B) {
-			r := setupPropagation(b, size.services, size.proxies, false)
-			conns := r.dial(b, size.conns)
-			// Wait until every proxy holds the route of the first split.
-			r.acks.await(routeOf(r.splits[0]), size.proxies)
+			r := setupPropagation(b, size.services, size.proxies, false, size.callers)
+			var connOf func(n int) *grpc.ClientConn
+			if size.callers == 0 {
+				conns := r.dial(b, size.conns, benchSpiffeID)
+				connOf = func(n int) *grpc.ClientConn { return conns[n%len(conns)] }
+			} else {
+				perService := size.proxies / size.services
+				bySA := map[string]*grpc.ClientConn{}
+				connOf = func(n int) *grpc.ClientConn {
+					sa := r.saOf(n / perService)
+					if bySA[sa] == nil {
+						bySA[sa] = r.dial(b, 1, "spiffe://cluster.local/ns/bench/sa/"+sa)[0]
+					}
+					return bySA[sa]
+				}
+			}
+			// Wait until every proxy that may reach the first split's
+			// Service holds its route.
+			r.acks.await(routeOf(r.splits[0]), r.holders)
 			for n := range size.proxies {
-				if err := startDeltaProxy(b.Context(), conns[n%len(conns)], fmt.Sprintf("p%d.bench", n), r.acks); err != nil {
+				if err := startDeltaProxy(b.Context(), connOf(n), fmt.Sprintf("p%d.bench", n), r.acks); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -134,8 +161,8 @@ func BenchmarkPropagation(b *testing.B) {
 func BenchmarkPropagationProxyless(b *testing.B) {
 	for _, size := range []struct{ services, clients int }{{100, 200}, {1000, 2000}} {
 		b.Run(fmt.Sprintf("services=%d,clients=%d", size.services, size.clients), func(b *testing.B) {
-			r := setupPropagation(b, size.services, size.clients, true)
-			conn := r.dial(b, 1)[0]
+			r := setupPropagation(b, size.services, size.clients, true, 0)
+			conn := r.dial(b, 1, benchSpiffeID)[0]
 			canary := r.splits[0]
 			target := listenerOf(canary.Spec.Service)
 			r.acks.await(target, size.clients)
@@ -171,8 +198,22 @@ type propagationRun struct {
 	h       *harness
 	splits  []*meshv1alpha1.TrafficSplit
 	proxies int
+	// holders is how many proxies hold each split's route: every proxy,
+	// or in the scoped shape those that may call the split's Service.
+	holders int
+	// callers is the scoped shape's block of Services per service
+	// account (0: one service account for all).
+	callers int
 	acks    *ackBoard
 	status  *programmedBoard
+}
+
+// saOf is the service account of the pods of Service i.
+func (r *propagationRun) saOf(i int) string {
+	if r.callers == 0 {
+		return benchSA
+	}
+	return fmt.Sprintf("sa%d", i/r.callers)
 }
 
 // setupPropagation starts the controller (mTLS on xDS, the default
@@ -180,7 +221,10 @@ type propagationRun struct {
 // proxies/services pods behind it, all of one service account; one in five
 // Services is the apex of a TrafficSplit onto itself and the next one. The
 // pods are Envoy sidecars, or proxyless gRPC pods when proxyless is set.
-func setupPropagation(b *testing.B, services, proxies int, proxyless bool) *propagationRun {
+// With callers > 0, the pods of each block of callers Services have their
+// own service account, and every Service an AccessPolicy that lets in the
+// service account of the block before its own.
+func setupPropagation(b *testing.B, services, proxies int, proxyless bool, callers int) *propagationRun {
 	h := startHarness(b, harnessOptions{debounce: benchDebounce})
 	ctx := b.Context()
 	h.create(b,
@@ -194,6 +238,12 @@ func setupPropagation(b *testing.B, services, proxies int, proxyless bool) *prop
 		annotations = map[string]string{meshv1alpha1.AnnotationInject: meshv1alpha1.InjectGRPCAgent}
 	}
 	perService := proxies / services
+	r := &propagationRun{h: h, proxies: proxies, holders: proxies, callers: callers, acks: newAckBoard()}
+	blocks := 0
+	if callers > 0 {
+		blocks = services / callers
+		r.holders = callers * perService
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(16)
 	for i := range services {
@@ -202,11 +252,25 @@ func setupPropagation(b *testing.B, services, proxies int, proxyless bool) *prop
 			for j := range perService {
 				n := i*perService + j
 				ip := fmt.Sprintf("10.%d.%d.%d", 100+n/65536, (n/256)%256, n%256)
-				p, err := h.tryAnnotatedPod(gctx, "bench", fmt.Sprintf("p%d", n), benchSA, ip, map[string]string{"app": fmt.Sprintf("s%d", i)}, annotations)
+				p, err := h.tryAnnotatedPod(gctx, "bench", fmt.Sprintf("p%d", n), r.saOf(i), ip, map[string]string{"app": fmt.Sprintf("s%d", i)}, annotations)
 				if err != nil {
 					return err
 				}
 				pods = append(pods, p)
+			}
+			if callers > 0 {
+				from := fmt.Sprintf("sa%d", (i/callers+blocks-1)%blocks)
+				ap := &meshv1alpha1.AccessPolicy{
+					ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: fmt.Sprintf("s%d", i)},
+					Spec: meshv1alpha1.AccessPolicySpec{
+						TargetRef: meshv1alpha1.ServiceTargetReference{Kind: "Service", Name: fmt.Sprintf("s%d", i)},
+						Action:    meshv1alpha1.ActionAllow,
+						Rules:     []meshv1alpha1.AccessRule{{From: []meshv1alpha1.AccessSource{{ServiceAccount: &meshv1alpha1.ServiceAccountRef{Name: from}}}}},
+					},
+				}
+				if err := h.c.Create(gctx, ap); err != nil {
+					return fmt.Errorf("creating access policy %s: %w", ap.Name, err)
+				}
 			}
 			return h.tryService(gctx, "bench", fmt.Sprintf("s%d", i), "", map[string]string{"app": fmt.Sprintf("s%d", i)}, pods...)
 		})
@@ -214,7 +278,6 @@ func setupPropagation(b *testing.B, services, proxies int, proxyless bool) *prop
 	if err := g.Wait(); err != nil {
 		b.Fatal(err)
 	}
-	r := &propagationRun{h: h, proxies: proxies, acks: newAckBoard()}
 	for i := 0; i+1 < services; i += 5 {
 		ts := &meshv1alpha1.TrafficSplit{
 			ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: fmt.Sprintf("ts%d", i)},
@@ -248,8 +311,8 @@ func setupPropagation(b *testing.B, services, proxies int, proxyless bool) *prop
 // With more than one connection, client buffers are small: they live in
 // the process whose heap is measured, and a real proxy's buffers are not
 // the controller's.
-func (r *propagationRun) dial(b *testing.B, conns int) []*grpc.ClientConn {
-	tlsCfg, err := r.h.ca.ClientTLS(benchSpiffeID)
+func (r *propagationRun) dial(b *testing.B, conns int, spiffeID string) []*grpc.ClientConn {
+	tlsCfg, err := r.h.ca.ClientTLS(spiffeID)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -288,7 +351,7 @@ func (r *propagationRun) measure(b *testing.B, pick func(i int) (ts *meshv1alpha
 		// A weight the split does not have now, so every write is a change.
 		w := cur.Spec.Backends[0].Weight%95 + 1
 		cur.Spec.Backends[0].Weight, cur.Spec.Backends[1].Weight = w, 100-w
-		r.acks.await(awaited, r.proxies)
+		r.acks.await(awaited, r.holders)
 		start := time.Now()
 		// A merge patch of the spec, as kubectl or a canary controller
 		// would send; it does not race the status writer.
@@ -630,18 +693,20 @@ func (a *ackBoard) waitAll(ctx context.Context, timeout time.Duration) (time.Tim
 	}
 }
 
-// startDeltaProxy opens a delta ADS stream that subscribes to everything
-// and acknowledges every response, like a proxy that applies configuration
-// instantly. It reads of each response only what an ACK needs (type,
-// nonce, resource names), so that the simulated proxies, which share the
-// controller's cores, spend little of them.
+// startDeltaProxy opens a delta ADS stream and acknowledges every
+// response, like a proxy that applies configuration instantly. Like
+// Envoy, it subscribes to every listener, cluster and secret, and to the
+// endpoints of the clusters it was sent, by name. It reads of each
+// response only what an ACK needs (type, nonce, resource names), so that
+// the simulated proxies, which share the controller's cores, spend little
+// of them.
 func startDeltaProxy(ctx context.Context, conn *grpc.ClientConn, node string, acks *ackBoard) error {
 	desc := &grpc.StreamDesc{StreamName: "DeltaAggregatedResources", ServerStreams: true, ClientStreams: true}
 	stream, err := conn.NewStream(ctx, desc, discoverygrpc.AggregatedDiscoveryService_DeltaAggregatedResources_FullMethodName, grpc.ForceCodecV2(ackCodec{}))
 	if err != nil {
 		return fmt.Errorf("opening delta stream: %w", err)
 	}
-	for _, typ := range []string{xdstest.ClusterType, xdstest.EndpointType, xdstest.ListenerType, xdstest.RouteType, xdstest.SecretType} {
+	for _, typ := range []string{xdstest.ClusterType, xdstest.ListenerType, xdstest.RouteType, xdstest.SecretType} {
 		if err := stream.SendMsg(&discoverygrpc.DeltaDiscoveryRequest{Node: &corev3.Node{Id: node}, TypeUrl: typ, ResourceNamesSubscribe: []string{"*"}}); err != nil {
 			return fmt.Errorf("subscribing: %w", err)
 		}
@@ -655,6 +720,14 @@ func startDeltaProxy(ctx context.Context, conn *grpc.ClientConn, node string, ac
 			if err := stream.SendMsg(&discoverygrpc.DeltaDiscoveryRequest{TypeUrl: resp.typeURL, ResponseNonce: resp.nonce}); err != nil {
 				return
 			}
+			if resp.typeURL == xdstest.ClusterType && len(resp.names) > 0 {
+				// Subscribing to a cluster that has no endpoints (the
+				// passthrough) is harmless: nothing comes.
+				if err := stream.SendMsg(&discoverygrpc.DeltaDiscoveryRequest{TypeUrl: xdstest.EndpointType, ResourceNamesSubscribe: resp.names}); err != nil {
+					return
+				}
+				continue
+			}
 			acks.record(node, resp.names)
 		}
 	}()
@@ -662,8 +735,9 @@ func startDeltaProxy(ctx context.Context, conn *grpc.ClientConn, node string, ac
 }
 
 // deltaHeader is what a simulated proxy reads of a delta response: its
-// type, its nonce and, for route configurations (the only type the
-// benchmark awaits), the names of its resources.
+// type, its nonce and, for route configurations (the type the benchmark
+// awaits) and clusters (whose endpoints it subscribes to), the names of
+// its resources.
 type deltaHeader struct {
 	typeURL, nonce string
 	names          []string
@@ -750,7 +824,7 @@ func (h *deltaHeader) unmarshal(buf []byte) error {
 			h.nonce = string(v)
 		}
 	})
-	if err != nil || h.typeURL != xdstest.RouteType {
+	if err != nil || (h.typeURL != xdstest.RouteType && h.typeURL != xdstest.ClusterType) {
 		return err
 	}
 	for _, r := range resources {
