@@ -579,3 +579,53 @@ func names(resp *discoverygrpc.DeltaDiscoveryResponse) []string {
 	}
 	return sorted(out)
 }
+
+// TestDeltaEndpointChangeReachesOnlyItsSubscribers: Envoy subscribes to
+// the endpoints of its clusters by name. A change to one cluster's
+// endpoints is pushed to the proxies subscribed to it, as that one
+// assignment; the others are not woken, are not counted as changed, and
+// stay up to date.
+func TestDeltaEndpointChangeReachesOnlyItsSubscribers(t *testing.T) {
+	s, conn, m := serve(t, 1)
+	a := dial(t, conn, "a.ns", map[string][]string{xdstest.EndpointType: {"c1"}})
+	b := dial(t, conn, "b.ns", map[string][]string{xdstest.EndpointType: {"c2"}})
+	waitFor(t, a, "a's endpoints", func(c *xdstest.Client) bool { return len(c.Names(xdstest.EndpointType)) == 1 })
+	waitFor(t, b, "b's endpoints", func(c *xdstest.Client) bool { return len(c.Names(xdstest.EndpointType)) == 1 })
+	eventually(t, "both up to date", func() bool { return s.UpToDate("a.ns") && s.UpToDate("b.ns") })
+	aBefore, bBefore := a.Responses(xdstest.EndpointType), b.Responses(xdstest.EndpointType)
+
+	withEndpoint := func(name, addr string) *endpointv3.ClusterLoadAssignment {
+		c := cla(name)
+		c.Endpoints = []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+			Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{Address: addr, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 8080}}}},
+		}}}}}}
+		return c
+	}
+	m.content["endpoints"] = server.LayerResources{xdstest.EndpointType: {withEndpoint("c1", "10.0.0.1"), cla("c2")}}
+	if changed := m.publish(t, s); !slices.Equal(changed, []string{"a.ns"}) {
+		t.Errorf("changed nodes %v, want only a.ns", changed)
+	}
+	waitFor(t, a, "a's new endpoints", func(c *xdstest.Client) bool { return a.Responses(xdstest.EndpointType) > aBefore })
+	eventually(t, "a up to date", func() bool { return s.UpToDate("a.ns") })
+	if !s.UpToDate("b.ns") {
+		t.Error("b is not up to date after a change it does not subscribe to")
+	}
+	if n := b.Responses(xdstest.EndpointType); n != bBefore {
+		t.Errorf("b was sent %d endpoint responses for c1", n-bBefore)
+	}
+
+	// b's turn, after several changes it skipped.
+	for i := range 3 {
+		m.content["endpoints"] = server.LayerResources{xdstest.EndpointType: {withEndpoint("c1", fmt.Sprintf("10.0.0.%d", 2+i)), cla("c2")}}
+		m.publish(t, s)
+	}
+	m.content["endpoints"] = server.LayerResources{xdstest.EndpointType: {withEndpoint("c1", "10.0.0.9"), withEndpoint("c2", "10.0.1.1")}}
+	if changed := m.publish(t, s); !slices.Equal(changed, []string{"a.ns", "b.ns"}) {
+		t.Errorf("changed nodes %v, want both", changed)
+	}
+	waitFor(t, b, "b's new endpoints", func(c *xdstest.Client) bool { return b.Responses(xdstest.EndpointType) > bBefore })
+	if got := b.Names(xdstest.EndpointType); !slices.Equal(got, []string{"c2"}) {
+		t.Errorf("b holds endpoints %v, want only c2", got)
+	}
+	eventually(t, "both up to date", func() bool { return s.UpToDate("a.ns") && s.UpToDate("b.ns") })
+}

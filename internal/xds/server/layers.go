@@ -258,6 +258,22 @@ func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]s
 		newNodes[node] = comp
 	}
 
+	// Endpoint changes are told apart per stream: a proxy subscribes to
+	// the endpoints of its own clusters by name, and one that wants none
+	// of the changed names is not woken (see skipEndpoints).
+	epChanged := map[*layer]epChange{}
+	for _, ly := range byKey {
+		lt := &ly.types[edsIndex]
+		if changed[ly]&(1<<edsIndex) == 0 || lt.cur == nil {
+			continue
+		}
+		for _, u := range updates {
+			if u.lt == lt && u.keep == nil {
+				epChanged[ly] = epChange{from: lt.cur, names: u.chg}
+			}
+		}
+	}
+
 	l.mu.Lock()
 	for _, u := range updates {
 		if u.keep != nil {
@@ -284,6 +300,22 @@ func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]s
 				mask |= changed[ly]
 			}
 			if mask == 0 {
+				continue
+			}
+			if mask == 1<<edsIndex && !proxyless[node] && len(l.streams[node]) > 0 {
+				// Only endpoints changed: wake the streams that want
+				// one of them, and count the node as changed only if
+				// one does.
+				woke := false
+				for st := range l.streams[node] {
+					if !st.skipEndpoints(comp, epChanged) {
+						wake = append(wake, st)
+						woke = true
+					}
+				}
+				if woke {
+					out = append(out, node)
+				}
 				continue
 			}
 		}
@@ -316,6 +348,63 @@ func (s *Server) Publish(content map[string]LayerResources, nodes map[string][]s
 	}
 	slices.Sort(out)
 	return out, nil
+}
+
+// edsIndex is the index of endpoints in layerTypes.
+var edsIndex = layerTypeIndex(resourcev3.EndpointType)
+
+// maxSkipNames bounds the endpoint names skipEndpoints compares with a
+// stream's subscription; a larger change wakes every stream.
+const maxSkipNames = 256
+
+// epChange is a layer's endpoint change in one Publish: the revision it
+// replaced and the names it added, changed or removed.
+type epChange struct {
+	from  *revision
+	names []string
+}
+
+// skipEndpoints moves the stream's endpoint subscription to the current
+// revision of the layers in changed without sending anything, when it was
+// sent the revision each replaced and subscribes to none of the changed
+// names by name, and reports whether it did. The caller holds layers.mu
+// for writing, with the new revisions in place.
+func (st *deltaStream) skipEndpoints(comp []*layer, changed map[*layer]epChange) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	sub := st.subs[edsIndex]
+	if sub == nil {
+		return true
+	}
+	if sub.wildcard || !sub.synced || len(sub.fresh) > 0 || sub.inflight != "" || sub.nacked || !slices.Equal(sub.knownLayers, comp) {
+		return false
+	}
+	n := 0
+	for i, ly := range comp {
+		c, ok := changed[ly]
+		if !ok {
+			if sub.knownRevs[i] != ly.types[edsIndex].cur {
+				return false
+			}
+			continue
+		}
+		if sub.knownRevs[i] != c.from {
+			return false
+		}
+		n += len(c.names)
+		if n > maxSkipNames {
+			return false
+		}
+		for _, name := range c.names {
+			if _, ok := sub.names[name]; ok {
+				return false
+			}
+		}
+	}
+	for i, ly := range comp {
+		sub.knownRevs[i] = ly.types[edsIndex].cur
+	}
+	return true
 }
 
 // diffRevision indexes a layer type's new resources against its current
