@@ -109,29 +109,10 @@ func BenchmarkPropagation(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			r := setupPropagation(b, size.services, size.proxies, false, size.callers)
-			var connOf func(n int) *grpc.ClientConn
-			if size.callers == 0 {
-				conns := r.dial(b, size.conns, benchSpiffeID)
-				connOf = func(n int) *grpc.ClientConn { return conns[n%len(conns)] }
-			} else {
-				perService := size.proxies / size.services
-				bySA := map[string]*grpc.ClientConn{}
-				connOf = func(n int) *grpc.ClientConn {
-					sa := r.saOf(n / perService)
-					if bySA[sa] == nil {
-						bySA[sa] = r.dial(b, 1, "spiffe://cluster.local/ns/bench/sa/"+sa)[0]
-					}
-					return bySA[sa]
-				}
-			}
 			// Wait until every proxy that may reach the first split's
 			// Service holds its route.
 			r.acks.await(routeOf(r.splits[0]), r.holders)
-			for n := range size.proxies {
-				if err := startDeltaProxy(b.Context(), connOf(n), fmt.Sprintf("p%d.bench", n), r.acks); err != nil {
-					b.Fatal(err)
-				}
-			}
+			r.startProxies(b, size.conns, nil)
 			if _, err := r.acks.waitAll(b.Context(), 10*time.Minute); err != nil {
 				b.Fatal(err)
 			}
@@ -142,6 +123,32 @@ func BenchmarkPropagation(b *testing.B) {
 				return ts, routeOf(ts)
 			})
 		})
+	}
+}
+
+// startProxies connects the simulated Envoy proxies, over conns
+// connections (or, in the scoped shape, one per service account), with
+// eds, when set, told of their endpoint acknowledgements.
+func (r *propagationRun) startProxies(b *testing.B, conns int, eds *edsBoard) {
+	var connOf func(n int) *grpc.ClientConn
+	if r.callers == 0 {
+		all := r.dial(b, conns, benchSpiffeID)
+		connOf = func(n int) *grpc.ClientConn { return all[n%len(all)] }
+	} else {
+		perService := r.proxies / r.services
+		bySA := map[string]*grpc.ClientConn{}
+		connOf = func(n int) *grpc.ClientConn {
+			sa := r.saOf(n / perService)
+			if bySA[sa] == nil {
+				bySA[sa] = r.dial(b, 1, "spiffe://cluster.local/ns/bench/sa/"+sa)[0]
+			}
+			return bySA[sa]
+		}
+	}
+	for n := range r.proxies {
+		if err := startDeltaProxy(b.Context(), connOf(n), fmt.Sprintf("p%d.bench", n), r.acks, eds); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 
@@ -195,9 +202,10 @@ func listenerOf(service string) string { return service + ".bench.svc.cluster.lo
 // propagationRun is one benchmark's mesh, its proxies' ACKs and the
 // TrafficSplits' Programmed conditions as a watch sees them.
 type propagationRun struct {
-	h       *harness
-	splits  []*meshv1alpha1.TrafficSplit
-	proxies int
+	h        *harness
+	splits   []*meshv1alpha1.TrafficSplit
+	services int
+	proxies  int
 	// holders is how many proxies hold each split's route: every proxy,
 	// or in the scoped shape those that may call the split's Service.
 	holders int
@@ -238,7 +246,7 @@ func setupPropagation(b *testing.B, services, proxies int, proxyless bool, calle
 		annotations = map[string]string{meshv1alpha1.AnnotationInject: meshv1alpha1.InjectGRPCAgent}
 	}
 	perService := proxies / services
-	r := &propagationRun{h: h, proxies: proxies, holders: proxies, callers: callers, acks: newAckBoard()}
+	r := &propagationRun{h: h, services: services, proxies: proxies, holders: proxies, callers: callers, acks: newAckBoard()}
 	blocks := 0
 	if callers > 0 {
 		blocks = services / callers
@@ -700,7 +708,7 @@ func (a *ackBoard) waitAll(ctx context.Context, timeout time.Duration) (time.Tim
 // response only what an ACK needs (type, nonce, resource names), so that
 // the simulated proxies, which share the controller's cores, spend little
 // of them.
-func startDeltaProxy(ctx context.Context, conn *grpc.ClientConn, node string, acks *ackBoard) error {
+func startDeltaProxy(ctx context.Context, conn *grpc.ClientConn, node string, acks *ackBoard, eds *edsBoard) error {
 	desc := &grpc.StreamDesc{StreamName: "DeltaAggregatedResources", ServerStreams: true, ClientStreams: true}
 	stream, err := conn.NewStream(ctx, desc, discoverygrpc.AggregatedDiscoveryService_DeltaAggregatedResources_FullMethodName, grpc.ForceCodecV2(ackCodec{}))
 	if err != nil {
@@ -720,6 +728,12 @@ func startDeltaProxy(ctx context.Context, conn *grpc.ClientConn, node string, ac
 			if err := stream.SendMsg(&discoverygrpc.DeltaDiscoveryRequest{TypeUrl: resp.typeURL, ResponseNonce: resp.nonce}); err != nil {
 				return
 			}
+			if resp.typeURL == xdstest.EndpointType {
+				if eds != nil {
+					eds.record(node, resp.names)
+				}
+				continue
+			}
 			if resp.typeURL == xdstest.ClusterType && len(resp.names) > 0 {
 				// Subscribing to a cluster that has no endpoints (the
 				// passthrough) is harmless: nothing comes.
@@ -735,9 +749,9 @@ func startDeltaProxy(ctx context.Context, conn *grpc.ClientConn, node string, ac
 }
 
 // deltaHeader is what a simulated proxy reads of a delta response: its
-// type, its nonce and, for route configurations (the type the benchmark
-// awaits) and clusters (whose endpoints it subscribes to), the names of
-// its resources.
+// type, its nonce and, for route configurations and endpoints (the types
+// the benchmarks await) and clusters (whose endpoints it subscribes to),
+// the names of its resources.
 type deltaHeader struct {
 	typeURL, nonce string
 	names          []string
@@ -824,7 +838,7 @@ func (h *deltaHeader) unmarshal(buf []byte) error {
 			h.nonce = string(v)
 		}
 	})
-	if err != nil || (h.typeURL != xdstest.RouteType && h.typeURL != xdstest.ClusterType) {
+	if err != nil || h.typeURL == xdstest.ListenerType || h.typeURL == xdstest.SecretType {
 		return err
 	}
 	for _, r := range resources {
