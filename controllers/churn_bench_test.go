@@ -10,6 +10,8 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/weft-mesh/weft/internal/xds/xdstest"
 )
 
 // BenchmarkEndpointChurn measures endpoint churn: EndpointSlice changes
@@ -26,7 +28,7 @@ import (
 // without it every proxy holds every cluster.
 func BenchmarkEndpointChurn(b *testing.B) {
 	const perSecond = 100
-	for _, size := range []struct{ services, proxies, callers int }{{1000, 2000, 5}, {1000, 2000, 0}} {
+	for _, size := range []struct{ services, proxies, callers int }{{1000, 2000, 5}, {1000, 2000, 0}, {5000, 10000, 5}} {
 		name := fmt.Sprintf("services=%d,proxies=%d,rate=%d/s", size.services, size.proxies, perSecond)
 		if size.callers > 0 {
 			name += fmt.Sprintf(",callers=%d", size.callers)
@@ -52,6 +54,8 @@ func BenchmarkEndpointChurn(b *testing.B) {
 			tick := time.NewTicker(time.Second / perSecond)
 			defer tick.Stop()
 			pushesBefore := eds.pushes()
+			// WEFT_BENCH_CPUPROFILE profiles the changes only.
+			stopProfile := xdstest.ProfileCPU(b)
 			b.ResetTimer()
 			for k := range n {
 				<-tick.C
@@ -72,6 +76,7 @@ func BenchmarkEndpointChurn(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.StopTimer()
+			stopProfile()
 			b.ReportMetric(nearestRank(samples, 0.50), "ack-p50-ms")
 			b.ReportMetric(nearestRank(samples, 0.99), "ack-p99-ms")
 			b.ReportMetric(float64(len(samples)), "samples")

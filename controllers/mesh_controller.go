@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -81,6 +82,10 @@ type MeshReconciler struct {
 
 	mu           sync.Mutex
 	pendingSince time.Time
+	// full says a change since the last rebuild needs a whole one;
+	// dirtyEndpoints are the Services whose EndpointSlices alone changed.
+	full           bool
+	dirtyEndpoints map[string]bool
 	lastStart    time.Time
 	last         *publish.Published
 	epochs       []epoch
@@ -119,7 +124,18 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		CreateFunc: func(_ context.Context, _ event.TypedCreateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			r.changed(q)
 		},
-		UpdateFunc: func(_ context.Context, _ event.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		UpdateFunc: func(_ context.Context, e event.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			// An EndpointSlice that stays with its Service changes only
+			// that Service's endpoints, which need no rebuild.
+			if oldES, ok := e.ObjectOld.(*discoveryv1.EndpointSlice); ok {
+				if newES, ok := e.ObjectNew.(*discoveryv1.EndpointSlice); ok {
+					svc := newES.Labels[discoveryv1.LabelServiceName]
+					if svc != "" && svc == oldES.Labels[discoveryv1.LabelServiceName] {
+						r.endpointsChanged(q, newES.Namespace+"/"+svc)
+						return
+					}
+				}
+			}
 			r.changed(q)
 		},
 		DeleteFunc: func(_ context.Context, _ event.TypedDeleteEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
@@ -161,6 +177,26 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 func (r *MeshReconciler) changed(q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	r.mu.Lock()
+	r.full = true
+	r.mu.Unlock()
+	r.enqueue(q)
+}
+
+// endpointsChanged notes that only the EndpointSlices of Service key (and
+// perhaps others) changed: the next rebuild may publish new endpoints
+// alone.
+func (r *MeshReconciler) endpointsChanged(q workqueue.TypedRateLimitingInterface[reconcile.Request], key string) {
+	r.mu.Lock()
+	if r.dirtyEndpoints == nil {
+		r.dirtyEndpoints = map[string]bool{}
+	}
+	r.dirtyEndpoints[key] = true
+	r.mu.Unlock()
+	r.enqueue(q)
+}
+
+func (r *MeshReconciler) enqueue(q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 	now := time.Now()
 	r.mu.Lock()
 	first := r.pendingSince.IsZero()
@@ -186,9 +222,19 @@ func (r *MeshReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ct
 	r.pendingSince = time.Time{}
 	start := time.Now()
 	r.lastStart = start
+	// The first rebuild is whole; later ones too unless only endpoints
+	// changed.
+	full := r.full || r.last == nil
+	dirty := slices.Sorted(maps.Keys(r.dirtyEndpoints))
+	r.full, r.dirtyEndpoints = false, nil
 	r.mu.Unlock()
 	if since.IsZero() {
 		since = start
+	}
+	if !full && len(dirty) > 0 {
+		if done, err := r.publishEndpoints(ctx, since, start, dirty); done || err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 
 	r.smi.ensure(ctx)
@@ -221,6 +267,38 @@ func (r *MeshReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ct
 	}
 	logger.V(1).Info("mesh rebuilt", "services", len(res.Mesh.Services), "groups", len(res.Mesh.ProxyGroups), "nodes", len(out.Nodes), "pushed", len(out.Changed), "took", time.Since(start).String())
 	return ctrl.Result{}, nil
+}
+
+// publishEndpoints serves the new endpoints of the Services in dirty
+// without a rebuild, when nothing else about them changed (their target
+// ports, identities, a headless Service's chains). It reports whether it
+// did; when it did not, the caller rebuilds.
+func (r *MeshReconciler) publishEndpoints(ctx context.Context, since, start time.Time, dirty []string) (bool, error) {
+	b, err := listBundle(ctx, bundleSource{informers: r.informers, reader: r.Client, smi: r.smi.list, tcpRoutes: r.tcpRoutes}, r.ClusterDomain)
+	if err != nil {
+		return false, err
+	}
+	byCluster, ok := r.groups.UpdateEndpoints(b, dirty)
+	if !ok {
+		return false, nil
+	}
+	changed, err := r.publisher.PublishEndpoints(byCluster)
+	r.Metrics.TranslateDuration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		log.FromContext(ctx).Info("publishing endpoints alone failed; rebuilding", "reason", err.Error())
+		return false, nil
+	}
+	r.mu.Lock()
+	if len(changed) > 0 {
+		r.epochs = append(r.epochs, epoch{since: since, nodes: changed})
+	}
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+	log.FromContext(ctx).V(1).Info("endpoints published", "services", len(dirty), "pushed", len(changed), "took", time.Since(start).String())
+	return true, nil
 }
 
 // podChanged passes pod updates that can change the mesh: labels,

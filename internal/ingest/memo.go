@@ -1,9 +1,14 @@
 package ingest
 
 import (
+	"cmp"
 	"hash/maphash"
+	"maps"
+	"slices"
 	"sync"
 
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/weft-mesh/weft/internal/ir"
@@ -164,4 +169,76 @@ func sumKind[T metav1.Object](seed maphash.Seed, in *kindSums, kind int, objs []
 		in.sum[kind] += h.Sum64()
 		in.count[kind]++
 	}
+}
+
+// UpdateEndpoints recomputes, from b, the endpoints of the named Services
+// (namespace/name) only, for a change that touched nothing but their
+// EndpointSlices. When each of them keeps its target ports and identities
+// and is not headless (so nothing but endpoint lists can differ from the
+// last Build: no proxy group, filter chain, status or warning), it records
+// the new lists in the memo and returns them by cluster name, with ok
+// set. Otherwise ok is false and nothing is recorded: the caller must
+// Build. A Service that is gone, or that the last Build did not see, also
+// needs a Build.
+func (m *Memo) UpdateEndpoints(b *Bundle, services []string) (byCluster map[string][]ir.Endpoint, ok bool) {
+	if m == nil {
+		return nil, false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.endpoints == nil || !m.endpointsKey.valid {
+		return nil, false
+	}
+	want := make(map[string]bool, len(services))
+	for _, k := range services {
+		if m.endpoints[k] == nil {
+			return nil, false
+		}
+		want[k] = true
+	}
+	sub := &Bundle{ClusterDomain: b.ClusterDomain, Namespaces: b.Namespaces, MeshIdentities: b.MeshIdentities, Pods: b.Pods}
+	for _, svc := range b.Services {
+		if want[svc.Namespace+"/"+svc.Name] {
+			sub.Services = append(sub.Services, svc)
+		}
+	}
+	if len(sub.Services) != len(want) {
+		return nil, false
+	}
+	for _, es := range b.EndpointSlices {
+		if want[es.Namespace+"/"+es.Labels[discoveryv1.LabelServiceName]] {
+			sub.EndpointSlices = append(sub.EndpointSlices, es)
+		}
+	}
+	s := &state{
+		b:          sub,
+		domain:     cmp.Or(sub.ClusterDomain, DefaultClusterDomain),
+		namespaces: map[string]*corev1.Namespace{},
+		meshNS:     map[string]*ir.Namespace{},
+		services:   map[string]*service{},
+		tables:     map[tableKey]*routeTable{},
+		statuses:   map[ir.ObjectRef]*verdict{},
+	}
+	s.buildNamespaces()
+	s.buildServices()
+	s.buildEndpoints()
+	next := make(map[string]*serviceEndpoints, len(s.services))
+	byCluster = map[string][]ir.Endpoint{}
+	for k, st := range s.services {
+		old := m.endpoints[k]
+		if len(st.ir.VIPs) == 0 || !slices.Equal(st.ir.Identities, old.identities) || !maps.EqualFunc(st.targetPorts, old.targetPorts, slices.Equal) {
+			return nil, false
+		}
+		e := &serviceEndpoints{ports: make(map[int32][]ir.Endpoint, len(st.ir.Ports)), targetPorts: old.targetPorts, identities: old.identities}
+		for _, p := range st.ir.Ports {
+			if _, had := old.ports[p.Port]; !had {
+				return nil, false
+			}
+			e.ports[p.Port] = p.Endpoints
+			byCluster[p.Cluster] = p.Endpoints
+		}
+		next[k] = e
+	}
+	maps.Copy(m.endpoints, next)
+	return byCluster, true
 }

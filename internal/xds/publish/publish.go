@@ -35,6 +35,17 @@ type Publisher struct {
 	// servers are the proxyless groups' server listeners of the last
 	// rebuild, by group key.
 	servers map[string]*serverMemo
+	// last is what the last rebuild published, for PublishEndpoints.
+	last *lastPublish
+}
+
+// lastPublish is the last rebuild's layers, their nodes, and the endpoint
+// assignments some EDS cluster of them names.
+type lastPublish struct {
+	content   map[string]server.LayerResources
+	nodes     map[string][]string
+	proxyless map[string]bool
+	eds       map[string]bool
 }
 
 // serverMemo is a group's server listeners, kept while the group is the
@@ -131,9 +142,43 @@ func (p *Publisher) Publish(ctx context.Context, res *ingest.Result, pods []*cor
 	p.servers = servers
 	changed, err := p.xds.Publish(lb.content, nodes, proxyless)
 	if err != nil {
+		p.last = nil
 		return nil, err
 	}
+	p.last = &lastPublish{content: lb.content, nodes: nodes, proxyless: proxyless, eds: lb.eds}
 	out.Changed = changed // sorted by the server
+	return out, nil
+}
+
+// PublishEndpoints serves new endpoint lists for some clusters of the last
+// rebuild, for a change that touched nothing else (ingest.Memo's
+// UpdateEndpoints says when): only the endpoints layer is replaced, so
+// only proxies subscribed to a changed assignment hear of it. It returns
+// the nodes whose configuration changed. Without a last rebuild, or for a
+// cluster it did not translate, it returns an error and the caller must
+// Publish.
+func (p *Publisher) PublishEndpoints(changed map[string][]ir.Endpoint) ([]string, error) {
+	if p.last == nil {
+		return nil, fmt.Errorf("no configuration published yet")
+	}
+	all, err := p.memo.UpdateEndpoints(changed)
+	if err != nil {
+		return nil, err
+	}
+	var eds []cachetypes.Resource
+	for _, e := range all {
+		if p.last.eds[cachev3.GetResourceName(e)] {
+			eds = append(eds, e)
+		}
+	}
+	content := maps.Clone(p.last.content)
+	content[endpointsLayer] = server.LayerResources{resourcev3.EndpointType: eds}
+	out, err := p.xds.Publish(content, p.last.nodes, p.last.proxyless)
+	if err != nil {
+		p.last = nil
+		return nil, err
+	}
+	p.last.content = content
 	return out, nil
 }
 

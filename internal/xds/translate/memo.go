@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"runtime"
 	"slices"
@@ -345,6 +346,35 @@ func (m *Memo) Endpoints(p *Prepared) []types.Resource {
 	}
 	sortResources(out)
 	return out
+}
+
+// UpdateEndpoints replaces the endpoints of the named clusters, which the
+// last rebuild translated, and returns every cluster's assignment as
+// Endpoints would: for a change that touched nothing but endpoint lists
+// (see ingest.Memo.UpdateEndpoints), without preparing the mesh again. A
+// cluster the memo does not hold is an error: the caller must rebuild.
+func (m *Memo) UpdateEndpoints(changed map[string][]ir.Endpoint) ([]types.Resource, error) {
+	if m == nil {
+		return nil, errors.New("translate: no memo")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for cluster := range changed {
+		if m.eds[cluster] == nil {
+			return nil, fmt.Errorf("translate: cluster %s was not translated", cluster)
+		}
+	}
+	for cluster, eps := range changed {
+		if e := m.eds[cluster]; !slices.Equal(e.endpoints, eps) {
+			m.eds[cluster] = &edsMemo{endpoints: slices.Clone(eps), cla: loadAssignment(cluster, eps)}
+		}
+	}
+	out := make([]types.Resource, 0, len(m.eds))
+	for _, e := range m.eds {
+		out = append(out, e.cla)
+	}
+	sortResources(out)
+	return out, nil
 }
 
 // PruneGroups forgets the groups a rebuild no longer has.
