@@ -86,10 +86,10 @@ type MeshReconciler struct {
 	// dirtyEndpoints are the Services whose EndpointSlices alone changed.
 	full           bool
 	dirtyEndpoints map[string]bool
-	lastStart    time.Time
-	last         *publish.Published
-	epochs       []epoch
-	wake         chan struct{}
+	lastStart      time.Time
+	last           *publish.Published
+	epochs         []epoch
+	wake           chan struct{}
 	// tcpRoutes says the cluster serves TCPRoute, which is read then.
 	tcpRoutes bool
 }
@@ -251,6 +251,7 @@ func (r *MeshReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ct
 		logger.Error(err, "translating the mesh failed; proxies keep their last configuration")
 		return ctrl.Result{}, err
 	}
+	r.Metrics.Rebuilds.WithLabelValues("mesh").Inc()
 	for _, w := range res.Warnings {
 		logger.Info("configuration warning", "object", w.Ref.String(), "reason", w.Reason, "message", w.Message)
 	}
@@ -288,6 +289,7 @@ func (r *MeshReconciler) publishEndpoints(ctx context.Context, since, start time
 		log.FromContext(ctx).Info("publishing endpoints alone failed; rebuilding", "reason", err.Error())
 		return false, nil
 	}
+	r.Metrics.Rebuilds.WithLabelValues("endpoints").Inc()
 	r.mu.Lock()
 	if len(changed) > 0 {
 		r.epochs = append(r.epochs, epoch{since: since, nodes: changed})
