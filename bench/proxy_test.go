@@ -19,7 +19,9 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -72,6 +74,9 @@ func (p *proxy) run() {
 	for {
 		resp, err := p.stream.Recv()
 		if err != nil {
+			if !errors.Is(err, context.Canceled) && status.Code(err) != codes.Canceled {
+				p.board.fail(fmt.Errorf("%s: stream ended: %w", p.node, err))
+			}
 			return
 		}
 		p.bytes.Add(int64(proto.Size(resp)))

@@ -25,6 +25,7 @@ import (
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"golang.org/x/sync/errgroup"
 
+	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 	"github.com/weft-mesh/weft/internal/testenv"
 )
 
@@ -109,8 +110,14 @@ type podInfo struct{ name, ip, service string }
 
 func createMesh(b *testing.B, c client.Client, services int) *mesh {
 	ctx := b.Context()
-	for _, ns := range []string{"bench", "istio-system", "weft-system"} {
-		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+	for _, ns := range []*corev1.Namespace{
+		// Weft meshes the pods of namespaces labelled for injection;
+		// istiod configures whatever proxy connects.
+		{ObjectMeta: metav1.ObjectMeta{Name: "bench", Labels: map[string]string{meshv1alpha1.LabelInject: meshv1alpha1.NamespaceInjectEnabled, "istio-injection": "enabled"}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "istio-system"}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "weft-system"}},
+	} {
+		if err := c.Create(ctx, ns); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -255,6 +262,9 @@ func runPlane(b *testing.B, cp controlPlane, kubeconfig string, m *mesh, proxies
 		b.Fatal(err)
 	}
 	defer conn.Close()
+	// Counted from the first response: proxies that connect early are
+	// answered before the last one connects.
+	board.await(proxies)
 	clients := make([]*proxy, 0, proxies)
 	for _, p := range m.pods[:proxies] {
 		px, err := startProxy(ctx, conn, cp.node(p), cp.metadata(p), board)
@@ -263,8 +273,7 @@ func runPlane(b *testing.B, cp controlPlane, kubeconfig string, m *mesh, proxies
 		}
 		clients = append(clients, px)
 	}
-	board.await(proxies)
-	if _, err := board.wait(ctx, 5*time.Minute); err != nil {
+	if _, err := board.wait(ctx, 3*time.Minute); err != nil {
 		fail("first configuration: %v", err)
 	}
 	// Let the control plane settle (late pushes of the start-up), then
