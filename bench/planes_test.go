@@ -7,9 +7,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/go-logr/logr"
 	"google.golang.org/protobuf/types/known/structpb"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/weft-mesh/weft/internal/testenv"
 )
@@ -120,6 +122,11 @@ func istiodArgs(b *testing.B, kubeconfig string) func(xdsAddr string, free func(
 			"--log_output_level=default:warn",
 		}
 	}
+}
+
+func init() {
+	// The benchmark's API client logs nothing worth reading.
+	ctrllog.SetLogger(logr.Discard())
 }
 
 // clientFor is a client of the API server the control planes use.

@@ -58,7 +58,8 @@ import (
 // Both run with their own defaults; notably istiod debounces changes for
 // 100 ms (PILOT_DEBOUNCE_AFTER) and Weft for 20 ms (--debounce).
 // WEFT_BENCH_ISTIOD_ENV adds environment variables to istiod
-// (space-separated KEY=VALUE).
+// (space-separated KEY=VALUE); WEFT_BENCH_PLANES=weft (or istiod) runs one
+// of the two.
 func BenchmarkSideBySide(b *testing.B) {
 	services := envInt(b, "WEFT_BENCH_SERVICES", 500)
 	changes := envInt(b, "WEFT_BENCH_CHANGES", 50)
@@ -80,7 +81,11 @@ func BenchmarkSideBySide(b *testing.B) {
 
 	istiod := istiodPlane(istiodBin)
 	istiod.args = istiodArgs(b, kubeconfig)
+	only := os.Getenv("WEFT_BENCH_PLANES") // e.g. "weft": run one of them
 	for _, cp := range []controlPlane{weftPlane(weftBin), istiod} {
+		if only != "" && !slices.Contains(strings.Split(only, ","), cp.name) {
+			continue
+		}
 		if !b.Run(cp.name, func(b *testing.B) {
 			r := runPlane(b, cp, kubeconfig, m, proxies, changes)
 			b.ReportMetric(nearestRank(r.acks, 0.50), "ack-p50-ms")
