@@ -7,16 +7,15 @@ import (
 )
 
 // A proxy's first configuration is the whole mesh (megabytes at a thousand
-// Services, in one response per type of a few hundred kilobytes each), and
-// gRPC holds a response in its buffers until the proxy has read it. When
-// thousands of proxies connect at once, as after an installation, those
-// responses would all sit in memory together. Large responses therefore
-// take a slot, held until the proxy acknowledges (or rejects) the
-// response, its stream ends, or slotTimeout passes; a stream without a
-// slot waits, first come first served. Small responses, every push after a
-// proxy's first, need none.
+// Services), and gRPC holds a response in its buffers until the proxy has
+// read it. When thousands of proxies connect at once, as after an
+// installation, those responses would all sit in memory together. Large
+// responses therefore take a slot, held until the proxy acknowledges (or
+// rejects) the response, its stream ends, or slotTimeout passes; a stream
+// without a slot waits, first come first served. Small responses, every
+// push after a proxy's first, need none.
 const (
-	largeResponse = 256 << 10
+	largeResponse = 1 << 20
 	slotTimeout   = 30 * time.Second
 )
 
