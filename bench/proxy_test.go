@@ -48,7 +48,8 @@ type proxy struct {
 	board  *board
 	bytes  atomic.Int64
 
-	mu     sync.Mutex
+	// routes and eds are what it subscribed to; only its goroutine reads
+	// them.
 	routes map[string]bool
 	eds    map[string]bool
 }
