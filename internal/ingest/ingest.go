@@ -48,8 +48,8 @@ func Build(b *Bundle) *Result {
 	return buildWith(b, nil)
 }
 
-func buildWith(b *Bundle, memo *Memo) *Result {
-	s := &state{
+func newState(b *Bundle) *state {
+	return &state{
 		b:          b,
 		domain:     cmp.Or(b.ClusterDomain, DefaultClusterDomain),
 		namespaces: map[string]*corev1.Namespace{},
@@ -58,6 +58,10 @@ func buildWith(b *Bundle, memo *Memo) *Result {
 		tables:     map[tableKey]*routeTable{},
 		statuses:   map[ir.ObjectRef]*verdict{},
 	}
+}
+
+func buildWith(b *Bundle, memo *Memo) *Result {
+	s := newState(b)
 	s.buildNamespaces()
 	s.buildServices()
 	s.endpoints(memo)

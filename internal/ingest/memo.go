@@ -1,13 +1,11 @@
 package ingest
 
 import (
-	"cmp"
 	"hash/maphash"
 	"maps"
 	"slices"
 	"sync"
 
-	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -210,15 +208,7 @@ func (m *Memo) UpdateEndpoints(b *Bundle, services []string) (byCluster map[stri
 			sub.EndpointSlices = append(sub.EndpointSlices, es)
 		}
 	}
-	s := &state{
-		b:          sub,
-		domain:     cmp.Or(sub.ClusterDomain, DefaultClusterDomain),
-		namespaces: map[string]*corev1.Namespace{},
-		meshNS:     map[string]*ir.Namespace{},
-		services:   map[string]*service{},
-		tables:     map[tableKey]*routeTable{},
-		statuses:   map[ir.ObjectRef]*verdict{},
-	}
+	s := newState(sub)
 	s.buildNamespaces()
 	s.buildServices()
 	s.buildEndpoints()
