@@ -36,7 +36,7 @@ func weftPlane(binary string) controlPlane {
 		name:   "weft",
 		binary: binary,
 		args: func(xdsAddr string, free func(*testing.B) string) []string {
-			return []string{
+			return append([]string{
 				"--xds-bind-address=" + xdsAddr,
 				"--xds-insecure",
 				"--enable-injection=false",
@@ -44,7 +44,7 @@ func weftPlane(binary string) controlPlane {
 				"--metrics-bind-address=0",
 				"--health-probe-bind-address=0",
 				"--proxy-api-bind-address=0",
-			}
+			}, strings.Fields(os.Getenv("WEFT_BENCH_WEFT_ARGS"))...)
 		},
 		node:     func(p podInfo) string { return p.name + ".bench" },
 		metadata: func(podInfo) *structpb.Struct { return nil },
@@ -135,6 +135,9 @@ func clientFor(b *testing.B, kubeconfig string) client.Client {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// client-go's default limit (5 requests a second) would hold the
+	// weight writes back and count the wait as propagation.
+	cfg.QPS, cfg.Burst = 1000, 2000
 	c, err := client.New(cfg, client.Options{Scheme: testenv.NewScheme()})
 	if err != nil {
 		b.Fatal(err)

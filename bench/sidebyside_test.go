@@ -27,6 +27,7 @@ import (
 
 	meshv1alpha1 "github.com/weft-mesh/weft/api/v1alpha1"
 	"github.com/weft-mesh/weft/internal/testenv"
+	"github.com/weft-mesh/weft/internal/workload"
 )
 
 // BenchmarkSideBySide runs weft-controller and istiod (pilot-discovery,
@@ -153,8 +154,12 @@ func createMesh(b *testing.B, c client.Client, services int) *mesh {
 				p := podInfo{name: fmt.Sprintf("p%d", n), ip: fmt.Sprintf("10.%d.%d.%d", 100+n/65536, (n/256)%256, n%256), service: name}
 				pod := &corev1.Pod{
 					ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: p.name, Labels: labels},
+					// Injected pods, as in a cluster: with a proxy
+					// container (what Weft's sidecar audit looks for).
 					Spec: corev1.PodSpec{ServiceAccountName: "default", Containers: []corev1.Container{{
 						Name: "app", Image: "example/app", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+					}, {
+						Name: workload.ProxyContainerName, Image: "example/proxy",
 					}}},
 				}
 				if err := c.Create(gctx, pod); err != nil {
@@ -232,7 +237,11 @@ func runPlane(b *testing.B, cp controlPlane, kubeconfig string, m *mesh, proxies
 	ctx, cancel := context.WithCancel(b.Context())
 	defer cancel()
 	xdsAddr := freeAddr(b)
-	logPath := filepath.Join(b.TempDir(), cp.name+".log")
+	logDir := os.Getenv("WEFT_BENCH_LOGDIR") // kept after the run when set
+	if logDir == "" {
+		logDir = b.TempDir()
+	}
+	logPath := filepath.Join(logDir, cp.name+".log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		b.Fatal(err)
@@ -331,7 +340,7 @@ func runPlane(b *testing.B, cp controlPlane, kubeconfig string, m *mesh, proxies
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Logf("%s ran %s; log %s", cp.name, time.Since(started).Round(time.Second), logPath)
+	b.Logf("%s ran %s; log %s; write → last ACK of each change in order: %v", cp.name, time.Since(started).Round(time.Second), logPath, acks)
 	return result{
 		acks:           acks,
 		cpuChanges:     cpuAfter - cpuBefore,

@@ -37,6 +37,7 @@ import (
 
 type options struct {
 	metricsAddr, probeAddr, xdsAddr string
+	pprofAddr                       string
 	xdsCertDir                      string
 	xdsInsecure                     bool
 	metricsSecure                   bool
@@ -70,6 +71,7 @@ func main() {
 	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8443", "Address of the metrics endpoint (HTTPS with Kubernetes authentication unless --metrics-secure=false); 0 disables it.")
 	flag.BoolVar(&o.metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization.")
 	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
+	flag.StringVar(&o.pprofAddr, "pprof-bind-address", "0", "Address of Go's /debug/pprof profiles, unauthenticated: bind it to loopback and reach it with kubectl port-forward; 0 (the default) disables it.")
 	flag.StringVar(&o.xdsAddr, "xds-bind-address", ":15010", "Address of the xDS (ADS) server.")
 	flag.StringVar(&o.xdsCertDir, "xds-cert-dir", "/var/run/weft/xds", "Directory with the xDS server certificate (tls.crt, tls.key) and the CA that signs proxies' certificates (ca.crt).")
 	flag.BoolVar(&o.xdsInsecure, "xds-insecure", false, "Serve xDS without TLS and without checking proxy identities. For local development only.")
@@ -133,6 +135,7 @@ func run(ctx context.Context, o options, inj *injectOptions) error {
 		Scheme:                  scheme,
 		Metrics:                 metricsOpts,
 		HealthProbeBindAddress:  o.probeAddr,
+		PprofBindAddress:        o.pprofAddr,
 		LeaderElection:          o.leaderElect,
 		LeaderElectionID:        meshv1alpha1.LeaderElectionID,
 		LeaderElectionNamespace: o.leaderNamespace,

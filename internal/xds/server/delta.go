@@ -279,7 +279,7 @@ func (st *deltaStream) push() error {
 			if resp == nil {
 				continue
 			}
-			if responseSize(resp) > largeResponse {
+			if size := responseSize(resp); size > largeResponse || (!saved.synced && size > firstResponse) {
 				if !st.s.slots.take(st) {
 					// Wait for a slot; later types wait too, so that
 					// a proxy never gets what the held type names

@@ -65,8 +65,9 @@ type Options struct {
 	Authorizer Authorizer
 	// MaxMessageBytes bounds a single xDS message; default 64 MiB.
 	MaxMessageBytes int
-	// LargePushes bounds how many responses over 1 MiB (a proxy's first,
-	// whole-mesh configuration) may wait for their ACK at once; default 32.
+	// LargePushes bounds how many large responses (a stream's first of a
+	// type over 64 KiB, parts of a proxy's whole-mesh configuration, and
+	// any over 1 MiB) may wait for their ACK at once; default 32.
 	LargePushes int
 	// Metrics, if nil, are created unregistered.
 	Metrics *Metrics
