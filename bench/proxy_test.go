@@ -43,7 +43,8 @@ func dialPlain(addr string) (*grpc.ClientConn, error) {
 // and to the endpoints of its clusters (as Envoy does), and acknowledges
 // every response at once. bytes counts what it received.
 type proxy struct {
-	node   string
+	node string
+	// stream is the open stream; only its goroutine replaces it.
 	stream discoverygrpc.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
 	board  *board
 	bytes  atomic.Int64
@@ -55,31 +56,56 @@ type proxy struct {
 }
 
 func startProxy(ctx context.Context, conn *grpc.ClientConn, node string, md *structpb.Struct, b *board) (*proxy, error) {
-	st, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
-	if err != nil {
+	p := &proxy{node: node, board: b, routes: map[string]bool{}, eds: map[string]bool{}}
+	if err := p.open(ctx, conn, md); err != nil {
 		return nil, err
 	}
-	p := &proxy{node: node, stream: st, board: b, routes: map[string]bool{}, eds: map[string]bool{}}
-	first := &discoverygrpc.DeltaDiscoveryRequest{Node: &corev3.Node{Id: node, Metadata: md}, TypeUrl: clusterType}
-	if err := st.Send(first); err != nil {
-		return nil, err
-	}
-	if err := st.Send(&discoverygrpc.DeltaDiscoveryRequest{TypeUrl: listenerType}); err != nil {
-		return nil, err
-	}
-	go p.run()
+	go p.run(ctx, conn, md)
 	return p, nil
 }
 
-func (p *proxy) run() {
+// open starts a stream and subscribes to every cluster and listener.
+func (p *proxy) open(ctx context.Context, conn *grpc.ClientConn, md *structpb.Struct) error {
+	st, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		return err
+	}
+	p.stream = st
+	first := &discoverygrpc.DeltaDiscoveryRequest{Node: &corev3.Node{Id: p.node, Metadata: md}, TypeUrl: clusterType}
+	if err := st.Send(first); err != nil {
+		return err
+	}
+	return st.Send(&discoverygrpc.DeltaDiscoveryRequest{TypeUrl: listenerType})
+}
+
+func (p *proxy) run(ctx context.Context, conn *grpc.ClientConn, md *structpb.Struct) {
+	answered := false
+	backoff := 100 * time.Millisecond
 	for {
 		resp, err := p.stream.Recv()
 		if err != nil {
+			// A server that refuses new streams under load (istiod's
+			// request limit) is asked again, as Envoy does, until it
+			// has answered once.
+			if !answered && status.Code(err) == codes.ResourceExhausted {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(backoff):
+				}
+				backoff = min(2*backoff, 5*time.Second)
+				if err := p.open(ctx, conn, md); err != nil {
+					p.board.fail(fmt.Errorf("%s: reconnecting: %w", p.node, err))
+					return
+				}
+				continue
+			}
 			if !errors.Is(err, context.Canceled) && status.Code(err) != codes.Canceled {
 				p.board.fail(fmt.Errorf("%s: stream ended: %w", p.node, err))
 			}
 			return
 		}
+		answered = true
 		p.bytes.Add(int64(proto.Size(resp)))
 		var subscribe []string
 		var subType string
