@@ -629,3 +629,62 @@ func TestDeltaEndpointChangeReachesOnlyItsSubscribers(t *testing.T) {
 	}
 	eventually(t, "both up to date", func() bool { return s.UpToDate("a.ns") && s.UpToDate("b.ns") })
 }
+
+// TestDeltaFirstResponsesWaitForSlots: a proxy's first configuration comes
+// as one response per type, each under a megabyte; those over 64 KiB
+// take a slot too, so proxies connecting together do not all hold theirs
+// in gRPC's buffers at once. Later pushes of the same size need none.
+func TestDeltaFirstResponsesWaitForSlots(t *testing.T) {
+	s, conn := startServerWith(t, server.Options{LargePushes: 1})
+	m := newMesh(0)
+	var domains []string
+	for i := range 100 {
+		domains = append(domains, fmt.Sprintf("host-%04d.example.internal", i))
+	}
+	for i := range 60 {
+		rc := route(fmt.Sprintf("r%d", i), 50)
+		rc.VirtualHosts[0].Domains = domains
+		m.routes = append(m.routes, rc)
+	}
+	m.content["view/"][xdstest.RouteType] = m.routes
+	m.publish(t, s)
+
+	a := rawStream(t, conn, "a.ns")
+	first := a.recvAll(t, 3)
+	size := 0
+	for _, r := range first[xdstest.RouteType].GetResources() {
+		size += len(r.GetResource().GetValue())
+	}
+	if size < 64<<10 || size > 1<<20 {
+		t.Fatalf("a's first routes are %d bytes; the test needs 64 KiB to 1 MiB", size)
+	}
+	b := rawStream(t, conn, "b.ns")
+	got := b.recvAll(t, 2)
+	if _, ok := got[xdstest.RouteType]; ok {
+		t.Fatal("b got its first routes while a held the only slot")
+	}
+	b.expectNothing(t)
+	a.ack(t, first[xdstest.RouteType], nil)
+	resp := b.recv(t)
+	if resp.GetTypeUrl() != xdstest.RouteType || len(resp.GetResources()) != 60 {
+		t.Fatalf("after a's ACK b got %s with %d resources", resp.GetTypeUrl(), len(resp.GetResources()))
+	}
+	b.ack(t, resp, nil)
+	a.ackAll(t, map[string]*discoverygrpc.DeltaDiscoveryResponse{xdstest.ClusterType: first[xdstest.ClusterType], xdstest.EndpointType: first[xdstest.EndpointType]})
+	b.ackAll(t, got)
+
+	// Every route changes: a push of the same size to both, neither
+	// waiting for the other.
+	for i := range m.routes {
+		rc := route(fmt.Sprintf("r%d", i), 7)
+		rc.VirtualHosts[0].Domains = domains
+		m.routes[i] = rc
+	}
+	m.content["view/"][xdstest.RouteType] = slices.Clone(m.routes)
+	m.publish(t, s)
+	for _, st := range []*raw{a, b} {
+		if resp := st.recv(t); resp.GetTypeUrl() != xdstest.RouteType || len(resp.GetResources()) != 60 {
+			t.Fatalf("push got %s with %d resources", resp.GetTypeUrl(), len(resp.GetResources()))
+		}
+	}
+}
