@@ -438,11 +438,15 @@ func TestDeltaRefusals(t *testing.T) {
 // proxies connecting at once do not all wait in memory together: with one
 // slot, a second proxy gets its large route response only when the first
 // has acknowledged its own, or gone.
-func TestDeltaLargePushesWaitForSlots(t *testing.T) {
+// wideRoutes publishes a view of 60 route configurations with hosts
+// domains each (about hosts × 2.3 KB in all), on a server with one
+// large-push slot.
+func wideRoutes(t *testing.T, hosts int) (*server.Server, *grpc.ClientConn, *mesh, []string) {
+	t.Helper()
 	s, conn := startServerWith(t, server.Options{LargePushes: 1})
 	m := newMesh(0)
 	var domains []string
-	for i := range 1000 {
+	for i := range hosts {
 		domains = append(domains, fmt.Sprintf("host-%04d.example.internal", i))
 	}
 	for i := range 60 {
@@ -452,6 +456,11 @@ func TestDeltaLargePushesWaitForSlots(t *testing.T) {
 	}
 	m.content["view/"][xdstest.RouteType] = m.routes
 	m.publish(t, s)
+	return s, conn, m, domains
+}
+
+func TestDeltaLargePushesWaitForSlots(t *testing.T) {
+	_, conn, _, _ := wideRoutes(t, 1000)
 
 	a := rawStream(t, conn, "a.ns")
 	first := a.recvAll(t, 3)
@@ -635,20 +644,7 @@ func TestDeltaEndpointChangeReachesOnlyItsSubscribers(t *testing.T) {
 // take a slot too, so proxies connecting together do not all hold theirs
 // in gRPC's buffers at once. Later pushes of the same size need none.
 func TestDeltaFirstResponsesWaitForSlots(t *testing.T) {
-	s, conn := startServerWith(t, server.Options{LargePushes: 1})
-	m := newMesh(0)
-	var domains []string
-	for i := range 100 {
-		domains = append(domains, fmt.Sprintf("host-%04d.example.internal", i))
-	}
-	for i := range 60 {
-		rc := route(fmt.Sprintf("r%d", i), 50)
-		rc.VirtualHosts[0].Domains = domains
-		m.routes = append(m.routes, rc)
-	}
-	m.content["view/"][xdstest.RouteType] = m.routes
-	m.publish(t, s)
-
+	s, conn, m, domains := wideRoutes(t, 100)
 	a := rawStream(t, conn, "a.ns")
 	first := a.recvAll(t, 3)
 	size := 0
