@@ -54,7 +54,13 @@ func TestExportToAnnotation(t *testing.T) {
 		}
 	}
 	key := meshv1alpha1.AnnotationExportTo
+	client := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "client-0", Annotations: map[string]string{meshv1alpha1.AnnotationInject: meshv1alpha1.InjectGRPCAgent}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example/app"}}},
+		Status:     corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.9"},
+	}
 	res := Build(&Bundle{
+		Pods:       []*corev1.Pod{client},
 		Namespaces: []*corev1.Namespace{ns("shop", map[string]string{key: "."}), ns("web", nil)},
 		Services: []*corev1.Service{
 			svc("shop", "cart", nil),
@@ -84,5 +90,19 @@ func TestExportToAnnotation(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no InvalidExportTo warning on web/search: %+v", res.Warnings)
+	}
+	// A proxyless client in web is not scoped: the Services hidden from
+	// web say so; those web may reach do not.
+	var proxylessWarned []string
+	for _, w := range res.Warnings {
+		if w.Reason == "ExportNotHonouredByProxyless" {
+			if !strings.Contains(w.Message, "namespaces web can still reach it") {
+				t.Errorf("warning on %s does not name namespace web: %s", w.Ref, w.Message)
+			}
+			proxylessWarned = append(proxylessWarned, w.Ref.Namespace+"/"+w.Ref.Name)
+		}
+	}
+	if want := []string{"shop/cart", "shop/payments"}; !slices.Equal(proxylessWarned, want) {
+		t.Errorf("Services warned about proxyless clients: %v, want %v", proxylessWarned, want)
 	}
 }

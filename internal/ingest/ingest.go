@@ -73,6 +73,7 @@ func buildWith(b *Bundle, memo *Memo) *Result {
 	s.buildCircuitBreakers()
 	s.buildAccessPolicies()
 	s.buildRateLimits()
+	s.reportExportsToProxyless()
 	mesh := &ir.Mesh{ClusterDomain: s.domain}
 	mesh.ProxyGroups = s.proxyGroups(memo)
 

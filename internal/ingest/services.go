@@ -194,6 +194,43 @@ func (s *state) exportTo(svc *corev1.Service, ref ir.ObjectRef) []string {
 	return out
 }
 
+// reportExportsToProxyless warns on each Service exported to some
+// namespaces only when proxyless gRPC clients run in another: they ask
+// for the names they dial and are sent them, export or not (only Envoy
+// proxies are scoped).
+func (s *state) reportExportsToProxyless() {
+	var limited []*service
+	for _, key := range sortedKeys(s.services) {
+		if st := s.services[key]; st.ir.ExportTo != nil {
+			limited = append(limited, st)
+		}
+	}
+	if len(limited) == 0 {
+		return
+	}
+	proxyless := map[string]bool{}
+	for _, pod := range s.b.Pods {
+		var nsLabels map[string]string
+		if ns := s.namespaces[pod.Namespace]; ns != nil {
+			nsLabels = ns.Labels
+		}
+		if w := workload.Of(pod, nsLabels); w.Meshed && w.Mode == workload.ModeProxyless {
+			proxyless[pod.Namespace] = true
+		}
+	}
+	for _, st := range limited {
+		var outside []string
+		for _, ns := range sortedKeys(proxyless) {
+			if !st.ir.ExportedTo(ns) {
+				outside = append(outside, ns)
+			}
+		}
+		if len(outside) > 0 {
+			s.warn(st.ir.Source, "ExportNotHonouredByProxyless", fmt.Sprintf("annotation %s keeps the Service from Envoy proxies outside %s, but proxyless gRPC clients are sent every name they dial: those in namespaces %s can still reach it", meshv1alpha1.AnnotationExportTo, strings.Join(st.ir.ExportTo, ", "), strings.Join(outside, ", ")))
+		}
+	}
+}
+
 // ParseExportTo parses a weft.dev/export-to value for a Service in
 // namespace own: nil means every namespace, []string{ir.ExportNowhere}
 // none, else the sorted namespace names.

@@ -312,17 +312,10 @@ It reads proxies/config in the debug.weft.dev API, through the API server
 			if err != nil {
 				return err
 			}
-			if output == "yaml" {
-				b, err := r.YAML()
-				if err != nil {
-					return err
-				}
-				_, err = stdout.Write(b)
-				return err
+			if output != "yaml" {
+				fmt.Fprintf(stdout, "Served by %s now:\n", cfg.Replica)
 			}
-			fmt.Fprintf(stdout, "Served by %s now:\n", cfg.Replica)
-			_, err = io.WriteString(stdout, r.Summary())
-			return err
+			return printRendered(stdout, output, r)
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "summary", "output format: summary, yaml or json")
@@ -404,5 +397,20 @@ func printChecks(w io.Writer, res []cli.CheckResult) error {
 	} else {
 		_, err = fmt.Fprintf(w, "\n%d of %d checks failed (%d warnings).\n", failed, len(res), warned)
 	}
+	return err
+}
+
+// printRendered writes a proxy's configuration as YAML (-o yaml) or as
+// the summary render and proxy-config share.
+func printRendered(w io.Writer, output string, r *cli.Rendered) error {
+	if output == "yaml" {
+		b, err := r.YAML()
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(b)
+		return err
+	}
+	_, err := io.WriteString(w, r.Summary())
 	return err
 }

@@ -200,16 +200,7 @@ every resource in Envoy's own form.`,
 			if err != nil {
 				return err
 			}
-			if output == "yaml" {
-				b, err := r.YAML()
-				if err != nil {
-					return err
-				}
-				_, err = stdout.Write(b)
-				return err
-			}
-			_, err = io.WriteString(stdout, r.Summary())
-			return err
+			return printRendered(stdout, output, r)
 		},
 	}
 	cmd.Flags().StringSliceVarP(&files, "filename", "f", nil, "manifest file or directory (repeatable; - for stdin)")

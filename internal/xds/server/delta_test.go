@@ -459,6 +459,26 @@ func wideRoutes(t *testing.T, hosts int) (*server.Server, *grpc.ClientConn, *mes
 	return s, conn, m, domains
 }
 
+// waitsForSlot checks that b, which asked for the 60 wide routes while a
+// holds the only slot with its unacknowledged routes, gets its two other
+// types and then nothing until a acknowledges, and then its routes (which
+// it acknowledges). It returns b's other responses.
+func waitsForSlot(t *testing.T, a, b *raw, aRoutes *discoverygrpc.DeltaDiscoveryResponse) map[string]*discoverygrpc.DeltaDiscoveryResponse {
+	t.Helper()
+	got := b.recvAll(t, 2)
+	if _, ok := got[xdstest.RouteType]; ok {
+		t.Fatal("b got its routes while a held the only slot")
+	}
+	b.expectNothing(t)
+	a.ack(t, aRoutes, nil)
+	resp := b.recv(t)
+	if resp.GetTypeUrl() != xdstest.RouteType || len(resp.GetResources()) != 60 {
+		t.Fatalf("after a's ACK b got %s with %d resources", resp.GetTypeUrl(), len(resp.GetResources()))
+	}
+	b.ack(t, resp, nil)
+	return got
+}
+
 func TestDeltaLargePushesWaitForSlots(t *testing.T) {
 	_, conn, _, _ := wideRoutes(t, 1000)
 
@@ -468,17 +488,7 @@ func TestDeltaLargePushesWaitForSlots(t *testing.T) {
 		t.Fatalf("a got %d routes, want 60", n)
 	}
 	b := rawStream(t, conn, "b.ns")
-	got := b.recvAll(t, 2)
-	if _, ok := got[xdstest.RouteType]; ok {
-		t.Fatal("b got its large routes while a held the only slot")
-	}
-	b.expectNothing(t)
-	a.ack(t, first[xdstest.RouteType], nil)
-	resp := b.recv(t)
-	if resp.GetTypeUrl() != xdstest.RouteType || len(resp.GetResources()) != 60 {
-		t.Fatalf("after a's ACK b got %s with %d resources", resp.GetTypeUrl(), len(resp.GetResources()))
-	}
-	b.ack(t, resp, nil)
+	waitsForSlot(t, a, b, first[xdstest.RouteType])
 
 	// A proxy that leaves without acknowledging gives its slot back.
 	c := rawStream(t, conn, "a.ns")
@@ -655,17 +665,7 @@ func TestDeltaFirstResponsesWaitForSlots(t *testing.T) {
 		t.Fatalf("a's first routes are %d bytes; the test needs 64 KiB to 1 MiB", size)
 	}
 	b := rawStream(t, conn, "b.ns")
-	got := b.recvAll(t, 2)
-	if _, ok := got[xdstest.RouteType]; ok {
-		t.Fatal("b got its first routes while a held the only slot")
-	}
-	b.expectNothing(t)
-	a.ack(t, first[xdstest.RouteType], nil)
-	resp := b.recv(t)
-	if resp.GetTypeUrl() != xdstest.RouteType || len(resp.GetResources()) != 60 {
-		t.Fatalf("after a's ACK b got %s with %d resources", resp.GetTypeUrl(), len(resp.GetResources()))
-	}
-	b.ack(t, resp, nil)
+	got := waitsForSlot(t, a, b, first[xdstest.RouteType])
 	a.ackAll(t, map[string]*discoverygrpc.DeltaDiscoveryResponse{xdstest.ClusterType: first[xdstest.ClusterType], xdstest.EndpointType: first[xdstest.EndpointType]})
 	b.ackAll(t, got)
 
