@@ -83,6 +83,16 @@ func TestEnvoyTemplates(t *testing.T) {
 	outRate, _ := envoyTruth(t, canary, translate.StatName(ir.ClusterName("payments.shop.svc.cluster.local", 8080)))
 	expect(t, "calls from checkout to payments not 5xx", eval(t, st, sourceViewQuery), outRate)
 
+	// The serving side by destination Service (docs/progressive-delivery.md):
+	// the canary's pods, for calls addressed to the apex checkout only;
+	// neither the calls to checkout-canary nor the primary's count.
+	svcRate, svcP99 := serviceTruth(t, canary, "checkout")
+	if svcRate == wantRate || svcP99 == wantP99 {
+		t.Fatalf("the golden should tell the Service's rate and p99 (%v, %v) from the workload's", svcRate, svcP99)
+	}
+	expect(t, "canary's calls addressed to checkout not 5xx", eval(t, st, serviceViewQuery), svcRate)
+	expect(t, "canary's calls addressed to checkout, p99", eval(t, st, serviceViewP99), svcP99)
+
 	for _, c := range []struct{ pod, hash string }{{"ledger-bbb7c9-q4w8z", "bbb7c9"}, {"ledger-aaa4d2-m2n7p", "aaa4d2"}} {
 		rate, p99 := envoyTruth(t, pick(targets, c.pod), inbound)
 		args := map[string]string{"namespace": "shop", "rollout": "ledger", "canary-hash": c.hash}
@@ -97,6 +107,42 @@ const sourceViewQuery = `
   sum(rate(envoy_cluster_upstream_rq_xx{workload_namespace="shop", workload="checkout", envoy_cluster_name=~"outbound\\|[0-9]+\\|\\|payments_shop_svc_.+", envoy_response_code_class!="5"}[1m]))
   /
   sum(rate(envoy_cluster_upstream_rq_xx{workload_namespace="shop", workload="checkout", envoy_cluster_name=~"outbound\\|[0-9]+\\|\\|payments_shop_svc_.+"}[1m]))`
+
+// serviceViewQuery and serviceViewP99 are the documented queries for one
+// workload's requests addressed to one Service.
+const (
+	serviceViewQuery = `
+  sum(rate(envoy_vhost_vcluster_upstream_rq_xx{workload_namespace="shop", destination_service="checkout", workload="checkout", envoy_response_code_class!="5"}[1m]))
+  /
+  sum(rate(envoy_vhost_vcluster_upstream_rq_xx{workload_namespace="shop", destination_service="checkout", workload="checkout"}[1m]))`
+	serviceViewP99 = `
+  histogram_quantile(0.99, sum by (le) (rate(envoy_vhost_vcluster_upstream_rq_time_bucket{workload_namespace="shop", destination_service="checkout", workload="checkout"}[1m])))`
+)
+
+// serviceTruth is envoyTruth for the requests a pod served that were
+// addressed to one Service (its inbound virtual cluster series).
+func serviceTruth(t *testing.T, tg target, service string) (rate, p99 float64) {
+	t.Helper()
+	var good, all float64
+	for _, m := range tg.families["envoy_vhost_vcluster_upstream_rq_xx"].GetMetric() {
+		if label(m, inject.StatsTagDestinationService) != service {
+			continue
+		}
+		all += m.GetCounter().GetValue()
+		if label(m, "envoy_response_code_class") != "5" {
+			good += m.GetCounter().GetValue()
+		}
+	}
+	for _, m := range tg.families["envoy_vhost_vcluster_upstream_rq_time"].GetMetric() {
+		if label(m, inject.StatsTagDestinationService) == service {
+			p99 = quantile(0.99, m.GetHistogram())
+		}
+	}
+	if all == 0 {
+		t.Fatalf("%s: no requests for %s in the golden", tg.pod, service)
+	}
+	return good / all, p99
+}
 
 // TestEnvoyGoldenMatchesTheInjector ties the golden exposition to the
 // product: its series carry exactly the stats tags the injector gives an
@@ -125,6 +171,26 @@ func TestEnvoyGoldenMatchesTheInjector(t *testing.T) {
 		}
 		if !found {
 			t.Errorf("%s: no inbound cluster %s in the golden", tg.pod, ir.InboundClusterName(8080))
+		}
+		// Per-Service inbound series: Envoy names the statistic
+		// vhost.<virtual host>.vcluster.<virtual cluster>.<stat>; its
+		// default tags give the two names, and the bootstrap's regex
+		// gives the Service.
+		re := regexp.MustCompile(inject.DestinationServiceTagRegex)
+		for _, fam := range []string{"envoy_vhost_vcluster_upstream_rq", "envoy_vhost_vcluster_upstream_rq_xx", "envoy_vhost_vcluster_upstream_rq_time"} {
+			if len(tg.families[fam].GetMetric()) == 0 && strings.HasPrefix(tg.pod, "checkout") {
+				t.Errorf("%s: no %s in the golden", tg.pod, fam)
+			}
+			for _, m := range tg.families[fam].GetMetric() {
+				vh, vc := label(m, "envoy_virtual_host"), label(m, "envoy_virtual_cluster")
+				if vc != ir.InboundClusterName(8080) {
+					t.Errorf("%s: %s virtual cluster %q, translate names it %q", tg.pod, fam, vc, ir.InboundClusterName(8080))
+				}
+				sub := re.FindStringSubmatch("vhost." + vh + ".vcluster." + vc + ".upstream_rq_200")
+				if sub == nil || sub[2] != label(m, inject.StatsTagDestinationService) {
+					t.Errorf("%s: %s has %s=%q, the bootstrap's tag regex gives %q", tg.pod, fam, inject.StatsTagDestinationService, label(m, inject.StatsTagDestinationService), sub)
+				}
+			}
 		}
 		// Outbound series carry the cluster's stat name, as translate
 		// sets it.

@@ -87,7 +87,18 @@ const (
 	// or Rollout's pods: it tells a canary's pods from the stable ones of
 	// the same Rollout.
 	StatsTagWorkloadRevision = "workload_revision"
+	// StatsTagDestinationService is, on an inbound port's per-Service
+	// statistics (vhost.<service>.vcluster.inbound|<port>.*), the
+	// Service the request was addressed to. It is in the pod's namespace.
+	StatsTagDestinationService = "destination_service"
 )
+
+// DestinationServiceTagRegex extracts StatsTagDestinationService from the
+// statistics of the inbound virtual hosts translate builds: the first
+// group is cut from the name (as Envoy's own envoy_virtual_host tag cuts
+// it), the second is the value. Outbound virtual hosts have no virtual
+// clusters, and the catch-all "other" one Envoy adds is not inbound|.
+const DestinationServiceTagRegex = `^vhost\.(([^.]+)\.)vcluster\.inbound\|\d+\.`
 
 // envoyStats is the per-pod part of the bootstrap besides the node: fixed
 // tags naming the workload. Envoy's default tag extraction stays on
@@ -100,6 +111,7 @@ func envoyStats(w xdsNode) *metricsv3.StatsConfig {
 		fixed(StatsTagWorkloadNamespace, w.namespace),
 		fixed(StatsTagWorkload, w.owner.Name),
 		fixed(StatsTagWorkloadKind, w.owner.Kind),
+		{TagName: StatsTagDestinationService, TagValue: &metricsv3.TagSpecifier_Regex{Regex: DestinationServiceTagRegex}},
 	}}
 	if w.owner.Revision != "" {
 		sc.StatsTags = append(sc.StatsTags, fixed(StatsTagWorkloadRevision, w.owner.Revision))

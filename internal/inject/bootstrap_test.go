@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -173,5 +174,36 @@ func TestLongServiceAccount(t *testing.T) {
 	}
 	if got, want := identitySecretName(t, res.Pod), identity.CertificateName(pod.Spec.ServiceAccountName); got != want || len(want) > 63 {
 		t.Errorf("identity secret %q, want %q", got, want)
+	}
+}
+
+// TestDestinationServiceTag: the bootstrap's regex tags an inbound
+// virtual host's statistics with its Service and leaves every other
+// statistic alone. Envoy cuts the first group from the name and takes the
+// second as the value.
+func TestDestinationServiceTag(t *testing.T) {
+	re := regexp.MustCompile(DestinationServiceTagRegex)
+	for _, c := range []struct{ stat, want string }{
+		{"vhost.checkout.vcluster.inbound|8080.upstream_rq_200", "checkout"},
+		{"vhost.checkout-canary.vcluster.inbound|8080.upstream_rq_5xx", "checkout-canary"},
+		{"vhost.checkout.vcluster.inbound|9090.upstream_rq_time", "checkout"},
+		// Envoy's catch-all virtual cluster, and any other.
+		{"vhost.checkout.vcluster.other.upstream_rq_200", ""},
+		{"vhost.checkout.route.default.upstream_rq_200", ""},
+		{"cluster.inbound|8080.upstream_rq_200", ""},
+		{"http.inbound|8080.downstream_rq_2xx", ""},
+		{"vhost.outbound|80||checkout.shop.svc.cluster.local.vcluster.inbound|80.upstream_rq_200", ""},
+	} {
+		m := re.FindStringSubmatch(c.stat)
+		got := ""
+		if m != nil {
+			got = m[2]
+			if m[1] != m[2]+"." {
+				t.Errorf("%s: the regex cuts %q, not the virtual host's token", c.stat, m[1])
+			}
+		}
+		if got != c.want {
+			t.Errorf("%s: %s=%q, want %q", c.stat, StatsTagDestinationService, got, c.want)
+		}
 	}
 }

@@ -38,7 +38,8 @@ type outcome struct {
 	err error
 }
 
-// statsTags reads the fixed stats tags of the injected proxy's bootstrap.
+// statsTags reads the stats tags of the injected proxy's bootstrap: a
+// fixed tag's value, a regex tag's regex.
 func statsTags(t *testing.T, pod *corev1.Pod) map[string]string {
 	t.Helper()
 	boot, ok := env(container(pod, InitContainerName), EnvProxyBootstrap)
@@ -51,7 +52,7 @@ func statsTags(t *testing.T, pod *corev1.Pod) map[string]string {
 	}
 	out := map[string]string{}
 	for _, tag := range b.GetStatsConfig().GetStatsTags() {
-		out[tag.GetTagName()] = tag.GetFixedValue()
+		out[tag.GetTagName()] = tag.GetFixedValue() + tag.GetRegex()
 	}
 	return out
 }
@@ -75,7 +76,7 @@ func TestInjectGolden(t *testing.T) {
 		{name: "deployment-pod", check: func(t *testing.T, o outcome) {
 			wantInjected(t, o, ModeNativeSidecar)
 			tags := statsTags(t, o.res.Pod)
-			want := map[string]string{StatsTagWorkloadNamespace: "shop", StatsTagWorkload: "checkout-v2", StatsTagWorkloadKind: "Deployment", StatsTagWorkloadRevision: "5d8f7c9b4"}
+			want := map[string]string{StatsTagWorkloadNamespace: "shop", StatsTagWorkload: "checkout-v2", StatsTagWorkloadKind: "Deployment", StatsTagWorkloadRevision: "5d8f7c9b4", StatsTagDestinationService: DestinationServiceTagRegex}
 			if !maps.Equal(tags, want) {
 				t.Errorf("the proxy's stats tags are %v, want %v", tags, want)
 			}

@@ -59,7 +59,7 @@ func tlsInspector() (*listenerv3.ListenerFilter, error) {
 // inbound is the group's inbound listener with a filter chain (two when
 // Permissive) per port the workload serves, and the clusters those chains
 // send to.
-func (p *Prepared) inbound(b *builder, g *ir.ProxyGroup) (*listenerv3.Listener, []types.Resource, error) {
+func (p *Prepared) inbound(b *builder, g *ir.ProxyGroup, hosts groupHosts) (*listenerv3.Listener, []types.Resource, error) {
 	l := &listenerv3.Listener{
 		Name:             InboundListener,
 		Address:          socketAddress("0.0.0.0", InboundPort),
@@ -90,7 +90,7 @@ func (p *Prepared) inbound(b *builder, g *ir.ProxyGroup) (*listenerv3.Listener, 
 			continue
 		}
 		seen[ip.Port] = true
-		parts, err := p.inboundParts(b, ip)
+		parts, err := p.inboundParts(b, ip, hosts.ports[ip.Port], hosts.keys[ip.Port])
 		if err != nil {
 			return nil, nil, fmt.Errorf("inbound port %d: %w", ip.Port, err)
 		}
@@ -145,13 +145,14 @@ type inboundParts struct {
 type inboundKey struct {
 	port  int32
 	proto ir.Protocol
+	hosts string
 }
 
 // inboundParts builds a port's filters, TLS and cluster. A port without
-// access policies looks the same in every group, so those are built once
-// per Prepared and shared.
-func (p *Prepared) inboundParts(b *builder, ip *ir.InboundPort) (*inboundParts, error) {
-	key := inboundKey{port: ip.Port, proto: ip.Protocol}
+// access policies looks the same in every group with the same virtual
+// hosts, so those are built once per Prepared and shared.
+func (p *Prepared) inboundParts(b *builder, ip *ir.InboundPort, hosts []*ir.Service, hostsKey string) (*inboundParts, error) {
+	key := inboundKey{port: ip.Port, proto: ip.Protocol, hosts: hostsKey}
 	if len(ip.AccessPolicies) == 0 {
 		if v, ok := p.inboundCache.Load(key); ok {
 			return v.(*inboundParts), nil
@@ -168,7 +169,7 @@ func (p *Prepared) inboundParts(b *builder, ip *ir.InboundPort) (*inboundParts, 
 	if err := validate(parts.cluster); err != nil {
 		return nil, err
 	}
-	if parts.filters, err = b.inboundFilters(ip, flavorEnvoy); err != nil {
+	if parts.filters, err = b.inboundFilters(ip, flavorEnvoy, hosts); err != nil {
 		return nil, err
 	}
 	if len(ip.AccessPolicies) == 0 {
@@ -181,8 +182,10 @@ func (p *Prepared) inboundParts(b *builder, ip *ir.InboundPort) (*inboundParts, 
 // inboundFilters are the network filters of an inbound port: an HTTP
 // connection manager with RBAC for HTTP ports, RBAC and a TCP proxy
 // otherwise. For gRPC servers the route is a non-forwarding one: the
-// server handles the call itself.
-func (b *builder) inboundFilters(ip *ir.InboundPort, fl flavor) ([]*listenerv3.Filter, error) {
+// server handles the call itself. An Envoy's HTTP port has a virtual host
+// per Service a request may be addressed to (hosts), each counting its
+// requests in a virtual cluster, besides the catch-all one.
+func (b *builder) inboundFilters(ip *ir.InboundPort, fl flavor, hosts []*ir.Service) ([]*listenerv3.Filter, error) {
 	name := ir.InboundClusterName(ip.Port)
 	if fl == flavorEnvoy && !ip.Protocol.IsHTTP() {
 		rbac, err := b.networkRBACFilters(ip, name)
@@ -218,14 +221,15 @@ func (b *builder) inboundFilters(ip *ir.InboundPort, fl flavor) ([]*listenerv3.F
 		}
 		route.Action = &routev3.Route_Route{Route: ra}
 	}
-	rc := &routev3.RouteConfiguration{
-		Name: name,
-		VirtualHosts: []*routev3.VirtualHost{{
-			Name:    name,
-			Domains: []string{"*"},
-			Routes:  []*routev3.Route{route},
-		}},
+	rc := &routev3.RouteConfiguration{Name: name}
+	if fl == flavorEnvoy {
+		rc.VirtualHosts = inboundVirtualHosts(b.mesh.ClusterDomain, hosts, name, route)
 	}
+	rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
+		Name:    name,
+		Domains: []string{"*"},
+		Routes:  []*routev3.Route{route},
+	})
 	f, err := b.hcm(hcmOptions{statPrefix: name, route: rc, filters: rbac, inbound: true, bare: fl == flavorGRPC})
 	if err != nil {
 		return nil, err

@@ -65,8 +65,10 @@ type portMemo struct {
 type groupMemo struct {
 	// src is the group the entry was built from; the same pointer again
 	// (a caller that reuses unchanged groups) needs no key.
-	src      *ir.ProxyGroup
-	key      string
+	src *ir.ProxyGroup
+	key string
+	// hosts is the key of the inbound virtual hosts it was built with.
+	hosts    string
 	inbound  *listenerv3.Listener
 	clusters []types.Resource
 }
@@ -290,7 +292,10 @@ func (m *Memo) ForGroup(p *Prepared, g *ir.ProxyGroup) (*Config, error) {
 	m.mu.Lock()
 	e := m.groups[g.Key]
 	m.mu.Unlock()
-	if e != nil && e.src == g {
+	// The virtual hosts come from the Services and routes, not the group:
+	// a route that makes a Service the apex of a split changes them.
+	hosts := p.hostsFor(g)
+	if e != nil && e.src == g && e.hosts == hosts.key {
 		return p.groupConfig(g, e.inbound, e.clusters)
 	}
 	gc := *g
@@ -300,15 +305,15 @@ func (m *Memo) ForGroup(p *Prepared, g *ir.ProxyGroup) (*Config, error) {
 		return nil, err
 	}
 	key := string(kb)
-	if e == nil || e.key != key {
+	if e == nil || e.key != key || e.hosts != hosts.key {
 		b := p.b.fork()
-		in, clusters, err := p.inbound(b, g)
+		in, clusters, err := p.inbound(b, g, hosts)
 		if err != nil {
 			return nil, errors.Join(errors.New("translate: proxy group "+g.Key), err)
 		}
-		e = &groupMemo{src: g, key: key, inbound: in, clusters: clusters}
+		e = &groupMemo{src: g, key: key, hosts: hosts.key, inbound: in, clusters: clusters}
 	} else {
-		e = &groupMemo{src: g, key: key, inbound: e.inbound, clusters: e.clusters}
+		e = &groupMemo{src: g, key: key, hosts: hosts.key, inbound: e.inbound, clusters: e.clusters}
 	}
 	m.mu.Lock()
 	m.groups[g.Key] = e

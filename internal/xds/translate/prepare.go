@@ -48,6 +48,11 @@ type Prepared struct {
 	// inboundCache holds the inboundParts of ports without access
 	// policies, by inboundKey.
 	inboundCache sync.Map
+	// hostsOnce builds routedFrom and serviceByRef for inbound virtual
+	// hosts (see inboundhosts.go).
+	hostsOnce    sync.Once
+	routedFrom   map[ir.ObjectRef][]*ir.Service
+	serviceByRef map[ir.ObjectRef]*ir.Service
 
 	// base is the view of namespaces without consumer routes; views holds
 	// the namespaces that have them.
@@ -647,7 +652,7 @@ func (p *Prepared) ForGroup(g *ir.ProxyGroup) (*Config, error) {
 		return nil, errors.New("translate: nil proxy group")
 	}
 	b := p.b.fork()
-	in, clusters, err := p.inbound(b, g)
+	in, clusters, err := p.inbound(b, g, p.hostsFor(g))
 	if err != nil {
 		return nil, fmt.Errorf("translate: proxy group %s: %w", g.Key, err)
 	}

@@ -1,0 +1,203 @@
+package translate
+
+import (
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+
+	"github.com/weft-mesh/weft/internal/inject"
+	"github.com/weft-mesh/weft/internal/ir"
+)
+
+// inboundRoutes is the route configuration of a group's inbound port, as
+// its proxy gets it.
+func inboundRoutes(t *testing.T, c *Config, port int32) *routev3.RouteConfiguration {
+	t.Helper()
+	for _, l := range c.Own.Listeners {
+		if resourceName(l) != InboundListener {
+			continue
+		}
+		for _, fc := range l.(*listenerv3.Listener).GetFilterChains() {
+			if fc.GetFilterChainMatch().GetDestinationPort().GetValue() != uint32(port) {
+				continue
+			}
+			for _, f := range fc.GetFilters() {
+				hcm := &hcmv3.HttpConnectionManager{}
+				if f.GetTypedConfig().UnmarshalTo(hcm) == nil && hcm.GetRouteConfig() != nil {
+					return hcm.GetRouteConfig()
+				}
+			}
+		}
+	}
+	t.Fatalf("no inbound HTTP chain for port %d", port)
+	return nil
+}
+
+// statsOf says which destination_service an inbound virtual host's
+// statistics carry: Envoy names them vhost.<virtual host>.vcluster.<virtual
+// cluster>.<stat>, and the injected bootstrap's tag regex (Envoy cuts the
+// first group and takes the second as the value) extracts the Service.
+func statsOf(t *testing.T, vh *routev3.VirtualHost) (service string, counted bool) {
+	t.Helper()
+	re := regexp.MustCompile(inject.DestinationServiceTagRegex)
+	if len(vh.GetVirtualClusters()) == 0 {
+		// Envoy emits no virtual cluster statistics for the host; its
+		// requests still count in the inbound cluster's.
+		return "", false
+	}
+	if len(vh.GetVirtualClusters()) != 1 || len(vh.GetVirtualClusters()[0].GetHeaders()) != 0 {
+		t.Fatalf("virtual host %s: want one virtual cluster matching every request, have %v", vh.GetName(), vh.GetVirtualClusters())
+	}
+	// Envoy's default tag extraction reads one dot-free token as the
+	// virtual host and the virtual cluster (vhost.$.**, vhost.*.vcluster.$.**).
+	if strings.Contains(vh.GetName(), ".") || strings.Contains(vh.GetVirtualClusters()[0].GetName(), ".") {
+		t.Fatalf("virtual host %s: names with dots break Envoy's tag extraction", vh.GetName())
+	}
+	for _, stat := range []string{"upstream_rq_2xx", "upstream_rq_503", "upstream_rq_time"} {
+		m := re.FindStringSubmatch("vhost." + vh.GetName() + ".vcluster." + vh.GetVirtualClusters()[0].GetName() + "." + stat)
+		if m == nil {
+			t.Fatalf("virtual host %s: its %s carries no %s", vh.GetName(), stat, inject.StatsTagDestinationService)
+		}
+		if m[1] != m[2]+"." {
+			t.Fatalf("the tag regex must cut the virtual host's token, as Envoy's envoy_virtual_host does: cuts %q", m[1])
+		}
+		service = m[2]
+	}
+	return service, true
+}
+
+// TestInboundStatsNameTheAddressedService: a canary's pod serves requests
+// addressed to its own Service and to the apex its callers' split goes
+// through; each is counted under the Service the caller addressed, and
+// anything else (a pod IP) only in the inbound cluster.
+func TestInboundStatsNameTheAddressedService(t *testing.T) {
+	mesh := &loadCase(t, "testdata/scope-allowed.in.yaml").Mesh
+	group := func(key string) *ir.ProxyGroup {
+		for _, g := range mesh.ProxyGroups {
+			if g.Key == key {
+				return g
+			}
+		}
+		t.Fatalf("no group %s", key)
+		return nil
+	}
+	// served maps each Service name an inbound port counts to the hosts
+	// it answers for.
+	served := func(rc *routev3.RouteConfiguration) map[string][]string {
+		out := map[string][]string{}
+		catchAll := 0
+		for _, vh := range rc.GetVirtualHosts() {
+			svc, counted := statsOf(t, vh)
+			if !counted {
+				if !slices.Equal(vh.GetDomains(), []string{"*"}) {
+					t.Errorf("virtual host %s answers %v without counting its requests", vh.GetName(), vh.GetDomains())
+				}
+				catchAll++
+				continue
+			}
+			if svc != vh.GetName() {
+				t.Errorf("virtual host %s counts as %s", vh.GetName(), svc)
+			}
+			out[svc] = vh.GetDomains()
+		}
+		if catchAll != 1 {
+			t.Errorf("want one catch-all virtual host, have %d", catchAll)
+		}
+		return out
+	}
+	keys := func(m map[string][]string) []string {
+		var ks []string
+		for k := range m {
+			ks = append(ks, k)
+		}
+		slices.Sort(ks)
+		return ks
+	}
+
+	memo := NewMemo()
+	p, err := memo.Prepare(mesh, Options{DisableAccessLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := memo.ForGroup(p, group("shop/cart-canary/0001"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSnapshot(t, withEndpoints(c, mesh))
+	got := served(inboundRoutes(t, c, 8080))
+	if want := []string{"cart", "cart-canary"}; !slices.Equal(keys(got), want) {
+		t.Fatalf("cart-canary's pods count requests for %v, want %v (its own Service and the apex of cart's split)", keys(got), want)
+	}
+	for _, d := range []string{"cart", "cart:80", "cart.shop", "cart.shop.svc", "cart.shop.svc.cluster.local", "cart.shop.svc.cluster.local:80", "10.96.0.20", "10.96.0.20:80"} {
+		if !slices.Contains(got["cart"], d) {
+			t.Errorf("a request with Host %q is not counted as cart: cart answers %v", d, got["cart"])
+		}
+	}
+	if slices.Contains(got["cart-canary"], "cart") || !slices.Contains(got["cart-canary"], "cart-canary.shop.svc.cluster.local:80") {
+		t.Errorf("cart-canary answers %v", got["cart-canary"])
+	}
+
+	// cart's own pods are not behind any other Service.
+	c, err = memo.ForGroup(p, group("shop/cart/0001"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := keys(served(inboundRoutes(t, c, 8080))); !slices.Equal(got, []string{"cart"}) {
+		t.Errorf("cart's pods count requests for %v, want [cart]", got)
+	}
+
+	// The split ends (the canary is promoted): the same groups, unchanged,
+	// now serve cart-canary only, although the group memo has them.
+	for _, s := range mesh.Services {
+		if s.Name == "cart" {
+			s.Ports[0].Routes = []*ir.Route{{Name: "default", Source: s.Source, Backends: []ir.Backend{{Cluster: s.Ports[0].Cluster, Weight: 1, Port: 80, Service: s.Source}}}}
+		}
+	}
+	if p, err = memo.Prepare(mesh, Options{DisableAccessLog: true}); err != nil {
+		t.Fatal(err)
+	}
+	if c, err = memo.ForGroup(p, group("shop/cart-canary/0001")); err != nil {
+		t.Fatal(err)
+	}
+	if got := keys(served(inboundRoutes(t, c, 8080))); !slices.Equal(got, []string{"cart-canary"}) {
+		t.Errorf("after the split ended, cart-canary's pods count requests for %v, want [cart-canary]", got)
+	}
+}
+
+// TestProxylessServersKeepOneVirtualHost: a gRPC server's inbound listener
+// is unchanged by the per-Service hosts (grpc-go has no virtual cluster
+// statistics).
+func TestProxylessServersKeepOneVirtualHost(t *testing.T) {
+	mesh := &loadCase(t, "testdata/scope-allowed.in.yaml").Mesh
+	p, err := Prepare(mesh, Options{DisableAccessLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g *ir.ProxyGroup
+	for _, pg := range mesh.ProxyGroups {
+		if pg.Key == "shop/cart-canary/0001" {
+			g = pg
+		}
+	}
+	l, err := p.GRPCServerListener(g, "10.0.0.21", 8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range l.GetFilterChains()[0].GetFilters() {
+		hcm := &hcmv3.HttpConnectionManager{}
+		if f.GetTypedConfig().UnmarshalTo(hcm) != nil {
+			continue
+		}
+		vhs := hcm.GetRouteConfig().GetVirtualHosts()
+		if len(vhs) != 1 || !slices.Equal(vhs[0].GetDomains(), []string{"*"}) || len(vhs[0].GetVirtualClusters()) != 0 {
+			t.Errorf("gRPC server listener's virtual hosts: %v", vhs)
+		}
+		return
+	}
+	t.Fatal("no HTTP connection manager on the gRPC server listener")
+}
