@@ -90,7 +90,8 @@ func (p *Prepared) inbound(b *builder, g *ir.ProxyGroup, hosts groupHosts) (*lis
 			continue
 		}
 		seen[ip.Port] = true
-		parts, err := p.inboundParts(b, ip, hosts.ports[ip.Port], hosts.keys[ip.Port])
+		svcs, key := hosts.of(ip.Port)
+		parts, err := p.inboundParts(b, ip, svcs, key)
 		if err != nil {
 			return nil, nil, fmt.Errorf("inbound port %d: %w", ip.Port, err)
 		}

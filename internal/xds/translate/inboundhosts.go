@@ -1,7 +1,6 @@
 package translate
 
 import (
-	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,29 +17,47 @@ import (
 // statistics name the Service each request was sent to (see
 // docs/progressive-delivery.md).
 type groupHosts struct {
-	ports map[int32][]*ir.Service
-	// keys identify each port's virtual hosts, key all of them, in memo
-	// keys: everything their domains are made of.
-	keys map[int32]string
-	key  string
+	ports []portHosts
+	// key identifies all of them in memo keys (the ports themselves are in
+	// the group's key).
+	key string
 }
 
-// writeHostsKey writes what the virtual hosts of svcs are made of.
-func writeHostsKey(sb *strings.Builder, svcs []*ir.Service) {
-	for _, s := range svcs {
-		sb.WriteString(s.Name)
-		for _, v := range s.VIPs {
-			sb.WriteByte(' ')
-			sb.WriteString(v)
+type portHosts struct {
+	port int32
+	svcs []*ir.Service
+	// key is everything the port's virtual hosts are made of.
+	key string
+}
+
+func (h groupHosts) of(port int32) ([]*ir.Service, string) {
+	for _, ph := range h.ports {
+		if ph.port == port {
+			return ph.svcs, ph.key
 		}
-		for _, p := range s.Ports {
-			if p != nil {
-				sb.WriteByte(' ')
-				sb.WriteString(strconv.Itoa(int(p.Port)))
-			}
-		}
-		sb.WriteByte(';')
 	}
+	return nil, ""
+}
+
+// hostKey is what a Service's inbound virtual host is made of: its name,
+// cluster IPs and ports, and the cluster domain.
+func hostKey(clusterDomain string, s *ir.Service) string {
+	var sb strings.Builder
+	sb.WriteString(s.Name)
+	for _, v := range s.VIPs {
+		sb.WriteByte(' ')
+		sb.WriteString(v)
+	}
+	for _, p := range s.Ports {
+		if p != nil {
+			sb.WriteByte(' ')
+			sb.WriteString(strconv.Itoa(int(p.Port)))
+		}
+	}
+	sb.WriteByte(' ')
+	sb.WriteString(clusterDomain)
+	sb.WriteByte(';')
+	return sb.String()
 }
 
 // inboundVirtualHosts are the per-Service virtual hosts of an inbound
@@ -74,17 +91,21 @@ func inboundVirtualHosts(clusterDomain string, svcs []*ir.Service, name string, 
 	return out
 }
 
-// routedFrom indexes, by backend Service, the other Services of its
+// routedFromIndex indexes, by backend Service, the other Services of its
 // namespace that have a route to it: the apex Service of a split or
 // canary. Their callers address the apex, so a backend's pods receive
-// requests for it.
+// requests for it. It also holds every Service by reference, with its
+// hostKey.
 func (p *Prepared) routedFromIndex() map[ir.ObjectRef][]*ir.Service {
 	p.hostsOnce.Do(func() {
 		p.routedFrom = make(map[ir.ObjectRef][]*ir.Service)
+		// The Services as normalized, with their usable ports.
 		p.serviceByRef = make(map[ir.ObjectRef]*ir.Service, len(p.b.mesh.Services))
-		for _, svc := range p.b.mesh.Services {
-			if svc != nil {
-				p.serviceByRef[svc.Source] = svc
+		p.hostKeys = make(map[*ir.Service]string, len(p.b.mesh.Services))
+		for _, e := range p.ports {
+			if _, ok := p.hostKeys[e.svc]; !ok {
+				p.serviceByRef[e.svc.Source] = e.svc
+				p.hostKeys[e.svc] = hostKey(p.b.mesh.ClusterDomain, e.svc)
 			}
 		}
 		note := func(apex *ir.Service, rs []*ir.Route) {
@@ -118,41 +139,52 @@ func (p *Prepared) routedFromIndex() map[ir.ObjectRef][]*ir.Service {
 // hostsFor are the Services of a group's inbound HTTP ports: those that
 // send the port traffic, and those of the group's namespace routing to
 // such a Service (an apex whose callers' requests a canary's pods serve).
+// It runs for every group on every rebuild, so the common port (one
+// Service, no apex) costs one small slice.
 func (p *Prepared) hostsFor(g *ir.ProxyGroup) groupHosts {
 	var out groupHosts
 	routedFrom := p.routedFromIndex()
-	var all strings.Builder
 	for _, ip := range g.Inbound {
 		if ip == nil || !ip.Protocol.IsHTTP() {
 			continue
 		}
 		var svcs []*ir.Service
-		add := func(s *ir.Service) {
-			if s != nil && s.Namespace == g.Namespace && s.Name != "" && !slices.Contains(svcs, s) {
+		for _, ref := range ip.Services {
+			if s := p.serviceByRef[ref]; s != nil && s.Namespace == g.Namespace && !slices.Contains(svcs, s) {
 				svcs = append(svcs, s)
 			}
-		}
-		for _, ref := range ip.Services {
-			add(p.serviceByRef[ref])
-			for _, apex := range routedFrom[ref] {
-				add(apex)
+			for _, s := range routedFrom[ref] {
+				if s.Namespace == g.Namespace && !slices.Contains(svcs, s) {
+					svcs = append(svcs, s)
+				}
 			}
 		}
 		if len(svcs) == 0 {
 			continue
 		}
-		slices.SortFunc(svcs, func(a, b *ir.Service) int { return strings.Compare(a.Name, b.Name) })
-		var sb strings.Builder
-		writeHostsKey(&sb, svcs)
-		if out.ports == nil {
-			out.ports, out.keys = make(map[int32][]*ir.Service), make(map[int32]string)
+		ph := portHosts{port: ip.Port, svcs: svcs}
+		if len(svcs) == 1 {
+			ph.key = p.hostKeys[svcs[0]]
+		} else {
+			slices.SortFunc(svcs, func(a, b *ir.Service) int { return strings.Compare(a.Name, b.Name) })
+			var sb strings.Builder
+			for _, s := range svcs {
+				sb.WriteString(p.hostKeys[s])
+			}
+			ph.key = sb.String()
 		}
-		out.ports[ip.Port], out.keys[ip.Port] = svcs, sb.String()
-		fmt.Fprintf(&all, "%d:%s\n", ip.Port, sb.String())
+		out.ports = append(out.ports, ph)
 	}
-	if all.Len() > 0 {
-		all.WriteString(p.b.mesh.ClusterDomain)
+	switch len(out.ports) {
+	case 0:
+	case 1:
+		out.key = out.ports[0].key
+	default:
+		keys := make([]string, len(out.ports))
+		for i, ph := range out.ports {
+			keys[i] = ph.key
+		}
+		out.key = strings.Join(keys, "\n")
 	}
-	out.key = all.String()
 	return out
 }

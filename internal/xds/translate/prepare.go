@@ -53,6 +53,7 @@ type Prepared struct {
 	hostsOnce    sync.Once
 	routedFrom   map[ir.ObjectRef][]*ir.Service
 	serviceByRef map[ir.ObjectRef]*ir.Service
+	hostKeys     map[*ir.Service]string
 
 	// base is the view of namespaces without consumer routes; views holds
 	// the namespaces that have them.
