@@ -28,8 +28,8 @@ func newEnvoyTagger() envoyTagger {
 		{"envoy_response_code", regexp.MustCompile(`_rq(_(\d{3}))$`)},
 		{"envoy_response_code_class", regexp.MustCompile(`_rq_((\d))xx$`)},
 		{"envoy_virtual_cluster", regexp.MustCompile(`^vhost\.[^.]+\.vcluster\.(([^.]+)\.)`)}, // vhost.*.vcluster.$.**
-		{"envoy_cluster_name", regexp.MustCompile(`^cluster\.(([^.]+)\.)`)},                 // cluster.$.**
-		{"envoy_virtual_host", regexp.MustCompile(`^vhost\.(([^.]+)\.)`)},                   // vhost.$.**
+		{"envoy_cluster_name", regexp.MustCompile(`^cluster\.(([^.]+)\.)`)},                   // cluster.$.**
+		{"envoy_virtual_host", regexp.MustCompile(`^vhost\.(([^.]+)\.)`)},                     // vhost.$.**
 	}
 }
 
