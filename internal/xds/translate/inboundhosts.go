@@ -125,6 +125,10 @@ func (p *Prepared) routedFromIndex() map[ir.ObjectRef][]*ir.Service {
 			}
 		}
 		for _, e := range p.ports {
+			if !e.port.Protocol.IsHTTP() {
+				// A TCP route's caller sends no Host header.
+				continue
+			}
 			note(e.svc, e.port.Routes)
 			for _, c := range e.port.ConsumerRoutes {
 				if c != nil {
