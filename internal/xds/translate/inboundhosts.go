@@ -39,10 +39,12 @@ func (h groupHosts) of(port int32) ([]*ir.Service, string) {
 	return nil, ""
 }
 
-// hostKey is what a Service's inbound virtual host is made of: its name,
-// cluster IPs and ports, and the cluster domain.
+// hostKey is what a Service's inbound virtual host is made of: its
+// namespace and name, cluster IPs and ports, and the cluster domain.
 func hostKey(clusterDomain string, s *ir.Service) string {
 	var sb strings.Builder
+	sb.WriteString(s.Namespace)
+	sb.WriteByte('/')
 	sb.WriteString(s.Name)
 	for _, v := range s.VIPs {
 		sb.WriteByte(' ')

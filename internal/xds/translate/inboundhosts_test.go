@@ -201,3 +201,54 @@ func TestProxylessServersKeepOneVirtualHost(t *testing.T) {
 	}
 	t.Fatal("no HTTP connection manager on the gRPC server listener")
 }
+
+// TestInboundHostsOfSameNamedServices: two namespaces' headless Services
+// of one name on one port (nothing else tells them apart) each get their
+// own names, although ports without access policies share what they can.
+func TestInboundHostsOfSameNamedServices(t *testing.T) {
+	mesh := &loadCase(t, "testdata/scope-allowed.in.yaml").Mesh
+	var shopCart *ir.Service
+	for _, s := range mesh.Services {
+		if s.Name == "cart" {
+			shopCart = s
+		}
+	}
+	shopCart.VIPs = nil
+	webCart := *shopCart
+	webCart.Namespace, webCart.Source.Namespace, webCart.Hostname = "web", "web", "cart.web.svc.cluster.local"
+	webCart.Ports = []*ir.Port{{Name: "http", Port: 80, Protocol: ir.ProtocolHTTP, Cluster: "outbound|80||cart.web.svc.cluster.local"}}
+	mesh.Services = append(mesh.Services, &webCart)
+	for _, g := range mesh.ProxyGroups {
+		if g.Key == "shop/cart/0001" {
+			g.Inbound[0].AccessPolicies = nil
+			web := *g
+			web.Key, web.Namespace, web.Members = "web/cart/0001", "web", []string{"cart-1.web"}
+			web.Inbound = []*ir.InboundPort{{Port: 8080, Protocol: ir.ProtocolHTTP, Services: []ir.ObjectRef{webCart.Source}}}
+			mesh.ProxyGroups = append(mesh.ProxyGroups, &web)
+			break
+		}
+	}
+	p, err := Prepare(mesh, Options{DisableAccessLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ group, want, not string }{
+		{"shop/cart/0001", "cart.shop", "cart.web"},
+		{"web/cart/0001", "cart.web", "cart.shop"},
+	} {
+		var g *ir.ProxyGroup
+		for _, pg := range mesh.ProxyGroups {
+			if pg.Key == c.group {
+				g = pg
+			}
+		}
+		cfg, err := p.ForGroup(g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vhs := inboundRoutes(t, cfg, 8080).GetVirtualHosts()
+		if len(vhs) != 2 || !slices.Contains(vhs[0].GetDomains(), c.want) || slices.Contains(vhs[0].GetDomains(), c.not) {
+			t.Errorf("%s: inbound virtual hosts %v, want cart answering %s", c.group, vhs, c.want)
+		}
+	}
+}
