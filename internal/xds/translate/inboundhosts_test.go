@@ -9,6 +9,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/weft-mesh/weft/internal/inject"
 	"github.com/weft-mesh/weft/internal/ir"
@@ -91,7 +92,12 @@ func TestInboundStatsNameTheAddressedService(t *testing.T) {
 	served := func(rc *routev3.RouteConfiguration) map[string][]string {
 		out := map[string][]string{}
 		catchAll := 0
+		last := rc.GetVirtualHosts()[len(rc.GetVirtualHosts())-1]
 		for _, vh := range rc.GetVirtualHosts() {
+			// Counting changes nothing about where a request goes.
+			if len(vh.GetRoutes()) != len(last.GetRoutes()) || !proto.Equal(vh.GetRoutes()[0], last.GetRoutes()[0]) {
+				t.Errorf("virtual host %s routes %v, the catch-all %v", vh.GetName(), vh.GetRoutes(), last.GetRoutes())
+			}
 			svc, counted := statsOf(t, vh)
 			if !counted {
 				if !slices.Equal(vh.GetDomains(), []string{"*"}) {
