@@ -227,12 +227,24 @@ func (r *Rendered) Summary() string {
 	fmt.Fprintf(&b, "\nRoutes:\n")
 	for _, rc := range r.routeConfigs() {
 		fmt.Fprintf(&b, "  %s\n", rc.GetName())
+		// An inbound route configuration has a virtual host per Service
+		// its requests may be addressed to.
+		multi := len(rc.GetVirtualHosts()) > 1
 		for _, vh := range rc.GetVirtualHosts() {
+			indent := "    "
+			if multi {
+				if len(vh.GetDomains()) == 1 && vh.GetDomains()[0] == "*" {
+					fmt.Fprintf(&b, "    any other host\n")
+				} else {
+					fmt.Fprintf(&b, "    host %s\n", vh.GetName())
+				}
+				indent = "      "
+			}
 			for _, rt := range vh.GetRoutes() {
 				if rt.GetName() == translate.WarmRouteName {
 					continue
 				}
-				fmt.Fprintf(&b, "    %s → %s\n", match(rt.GetMatch()), action(rt))
+				fmt.Fprintf(&b, "%s%s → %s\n", indent, match(rt.GetMatch()), action(rt))
 			}
 		}
 	}

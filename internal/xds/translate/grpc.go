@@ -359,7 +359,7 @@ func (p *Prepared) GRPCServerListener(g *ir.ProxyGroup, addr string, port int32)
 		}
 	}
 	b := p.b.fork()
-	filters, err := b.inboundFilters(in, flavorGRPC, nil)
+	filters, err := b.inboundFilters(in, flavorGRPC)
 	if err != nil {
 		return nil, fmt.Errorf("translate: proxy group %s: %w", g.Key, err)
 	}

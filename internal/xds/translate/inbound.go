@@ -9,6 +9,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weft-mesh/weft/internal/ir"
 )
@@ -58,8 +59,9 @@ func tlsInspector() (*listenerv3.ListenerFilter, error) {
 
 // inbound is the group's inbound listener with a filter chain (two when
 // Permissive) per port the workload serves, and the clusters those chains
-// send to.
-func (p *Prepared) inbound(b *builder, g *ir.ProxyGroup, hosts groupHosts) (*listenerv3.Listener, []types.Resource, error) {
+// send to. The route configurations of its HTTP ports come from
+// inboundRoutes.
+func (p *Prepared) inbound(b *builder, g *ir.ProxyGroup) (*listenerv3.Listener, []types.Resource, error) {
 	l := &listenerv3.Listener{
 		Name:             InboundListener,
 		Address:          socketAddress("0.0.0.0", InboundPort),
@@ -90,8 +92,7 @@ func (p *Prepared) inbound(b *builder, g *ir.ProxyGroup, hosts groupHosts) (*lis
 			continue
 		}
 		seen[ip.Port] = true
-		svcs, key := hosts.of(ip.Port)
-		parts, err := p.inboundParts(b, ip, svcs, key)
+		parts, err := p.inboundParts(b, ip)
 		if err != nil {
 			return nil, nil, fmt.Errorf("inbound port %d: %w", ip.Port, err)
 		}
@@ -146,15 +147,17 @@ type inboundParts struct {
 type inboundKey struct {
 	port  int32
 	proto ir.Protocol
+	// hosts keys route configurations (groupHosts).
 	hosts string
 }
 
 // inboundParts builds a port's filters, TLS and cluster. A port without
-// access policies looks the same in every group with the same virtual
-// hosts, so those are built once per Prepared and shared.
-func (p *Prepared) inboundParts(b *builder, ip *ir.InboundPort, hosts []*ir.Service, hostsKey string) (*inboundParts, error) {
-	key := inboundKey{port: ip.Port, proto: ip.Protocol, hosts: hostsKey}
-	if len(ip.AccessPolicies) == 0 {
+// access policies or rate limit looks the same in every group, so those
+// are built once per Prepared and shared.
+func (p *Prepared) inboundParts(b *builder, ip *ir.InboundPort) (*inboundParts, error) {
+	key := inboundKey{port: ip.Port, proto: ip.Protocol}
+	shared := len(ip.AccessPolicies) == 0 && ip.RateLimit == nil
+	if shared {
 		if v, ok := p.inboundCache.Load(key); ok {
 			return v.(*inboundParts), nil
 		}
@@ -170,10 +173,10 @@ func (p *Prepared) inboundParts(b *builder, ip *ir.InboundPort, hosts []*ir.Serv
 	if err := validate(parts.cluster); err != nil {
 		return nil, err
 	}
-	if parts.filters, err = b.inboundFilters(ip, flavorEnvoy, hosts); err != nil {
+	if parts.filters, err = b.inboundFilters(ip, flavorEnvoy); err != nil {
 		return nil, err
 	}
-	if len(ip.AccessPolicies) == 0 {
+	if shared {
 		v, _ := p.inboundCache.LoadOrStore(key, parts)
 		return v.(*inboundParts), nil
 	}
@@ -182,11 +185,12 @@ func (p *Prepared) inboundParts(b *builder, ip *ir.InboundPort, hosts []*ir.Serv
 
 // inboundFilters are the network filters of an inbound port: an HTTP
 // connection manager with RBAC for HTTP ports, RBAC and a TCP proxy
-// otherwise. For gRPC servers the route is a non-forwarding one: the
-// server handles the call itself. An Envoy's HTTP port has a virtual host
-// per Service a request may be addressed to (hosts), each counting its
-// requests in a virtual cluster, besides the catch-all one.
-func (b *builder) inboundFilters(ip *ir.InboundPort, fl flavor, hosts []*ir.Service) ([]*listenerv3.Filter, error) {
+// otherwise. An Envoy's HTTP port gets its routes over RDS (see
+// inboundRoutes), so that a change to the Services its requests may be
+// addressed to changes a route configuration, never the listener (which
+// would drain the port's connections). A gRPC server's route is inline and
+// non-forwarding: the server handles the call itself.
+func (b *builder) inboundFilters(ip *ir.InboundPort, fl flavor) ([]*listenerv3.Filter, error) {
 	name := ir.InboundClusterName(ip.Port)
 	if fl == flavorEnvoy && !ip.Protocol.IsHTTP() {
 		rbac, err := b.networkRBACFilters(ip, name)
@@ -212,28 +216,74 @@ func (b *builder) inboundFilters(ip *ir.InboundPort, fl flavor, hosts []*ir.Serv
 		}
 		rbac = append(rbac, rl)
 	}
-	route := &routev3.Route{Name: "default", Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}}
+	o := hcmOptions{statPrefix: name, filters: rbac, inbound: true, bare: fl == flavorGRPC}
 	if fl == flavorGRPC {
-		route.Action = &routev3.Route_NonForwardingAction{NonForwardingAction: &routev3.NonForwardingAction{}}
-	} else {
-		ra := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: name}, Timeout: dur(0)}
-		if ip.Protocol == ir.ProtocolGRPC {
-			ra.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{GrpcTimeoutHeaderMax: dur(0)}
+		route := &routev3.Route{
+			Name:   "default",
+			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &routev3.Route_NonForwardingAction{NonForwardingAction: &routev3.NonForwardingAction{}},
 		}
-		route.Action = &routev3.Route_Route{Route: ra}
+		o.route = &routev3.RouteConfiguration{Name: name, VirtualHosts: []*routev3.VirtualHost{{
+			Name:    name,
+			Domains: []string{"*"},
+			Routes:  []*routev3.Route{route},
+		}}}
+	} else {
+		o.rds = name
 	}
-	rc := &routev3.RouteConfiguration{Name: name}
-	if fl == flavorEnvoy {
-		rc.VirtualHosts = inboundVirtualHosts(b.mesh.ClusterDomain, hosts, name, route)
-	}
-	rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
-		Name:    name,
-		Domains: []string{"*"},
-		Routes:  []*routev3.Route{route},
-	})
-	f, err := b.hcm(hcmOptions{statPrefix: name, route: rc, filters: rbac, inbound: true, bare: fl == flavorGRPC})
+	f, err := b.hcm(o)
 	if err != nil {
 		return nil, err
 	}
 	return []*listenerv3.Filter{f}, nil
+}
+
+// inboundRoutes are the route configurations of an Envoy group's inbound
+// HTTP ports, named like their clusters: a virtual host per Service a
+// request may be addressed to (hosts), each counting its requests in a
+// virtual cluster, and the catch-all; all route to the application. They
+// do not depend on access policies, so groups with the same ports and
+// Services share them.
+func (p *Prepared) inboundRoutes(g *ir.ProxyGroup, hosts groupHosts) ([]types.Resource, error) {
+	var out []types.Resource
+	seen := make(map[int32]bool)
+	for _, ip := range g.Inbound {
+		if ip == nil || ip.Port <= 0 || ip.Port > 65535 || seen[ip.Port] || !ip.Protocol.IsHTTP() {
+			continue
+		}
+		seen[ip.Port] = true
+		svcs, hk := hosts.of(ip.Port)
+		key := inboundKey{port: ip.Port, proto: ip.Protocol, hosts: hk}
+		if v, ok := p.inboundRouteCache.Load(key); ok {
+			out = append(out, v.(*routev3.RouteConfiguration))
+			continue
+		}
+		name := ir.InboundClusterName(ip.Port)
+		ra := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: name}, Timeout: dur(0)}
+		if ip.Protocol == ir.ProtocolGRPC {
+			ra.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{GrpcTimeoutHeaderMax: dur(0)}
+		}
+		route := &routev3.Route{
+			Name:   "default",
+			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &routev3.Route_Route{Route: ra},
+		}
+		rc := &routev3.RouteConfiguration{
+			Name:             name,
+			VirtualHosts:     inboundVirtualHosts(p.b.mesh.ClusterDomain, svcs, name, route),
+			ValidateClusters: wrapperspb.Bool(false),
+		}
+		rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
+			Name:    name,
+			Domains: []string{"*"},
+			Routes:  []*routev3.Route{route},
+		})
+		if err := validate(rc); err != nil {
+			return nil, fmt.Errorf("inbound port %d: %w", ip.Port, err)
+		}
+		v, _ := p.inboundRouteCache.LoadOrStore(key, rc)
+		out = append(out, v.(*routev3.RouteConfiguration))
+	}
+	sortResources(out)
+	return out, nil
 }

@@ -71,9 +71,14 @@ func inboundVirtualHosts(clusterDomain string, svcs []*ir.Service, name string, 
 	var out []*routev3.VirtualHost
 	for _, s := range svcs {
 		vh := &routev3.VirtualHost{
-			Name:            s.Name,
-			Routes:          []*routev3.Route{route},
-			VirtualClusters: []*routev3.VirtualCluster{{Name: name}},
+			Name:   s.Name,
+			Routes: []*routev3.Route{route},
+			// Envoy refuses a virtual cluster without headers; every
+			// request has a method.
+			VirtualClusters: []*routev3.VirtualCluster{{Name: name, Headers: []*routev3.HeaderMatcher{{
+				Name:                 ":method",
+				HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true},
+			}}}},
 		}
 		for _, port := range s.Ports {
 			if port == nil {

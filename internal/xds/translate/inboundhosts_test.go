@@ -16,9 +16,10 @@ import (
 )
 
 // inboundRoutes is the route configuration of a group's inbound port, as
-// its proxy gets it.
+// its proxy gets it: over RDS, named by the port's chain.
 func inboundRoutes(t *testing.T, c *Config, port int32) *routev3.RouteConfiguration {
 	t.Helper()
+	var rds string
 	for _, l := range c.Own.Listeners {
 		if resourceName(l) != InboundListener {
 			continue
@@ -29,13 +30,18 @@ func inboundRoutes(t *testing.T, c *Config, port int32) *routev3.RouteConfigurat
 			}
 			for _, f := range fc.GetFilters() {
 				hcm := &hcmv3.HttpConnectionManager{}
-				if f.GetTypedConfig().UnmarshalTo(hcm) == nil && hcm.GetRouteConfig() != nil {
-					return hcm.GetRouteConfig()
+				if f.GetTypedConfig().UnmarshalTo(hcm) == nil {
+					rds = hcm.GetRds().GetRouteConfigName()
 				}
 			}
 		}
 	}
-	t.Fatalf("no inbound HTTP chain for port %d", port)
+	for _, r := range c.Own.Routes {
+		if rds != "" && resourceName(r) == rds {
+			return r.(*routev3.RouteConfiguration)
+		}
+	}
+	t.Fatalf("no inbound route configuration for port %d (RDS name %q)", port, rds)
 	return nil
 }
 
@@ -51,8 +57,12 @@ func statsOf(t *testing.T, vh *routev3.VirtualHost) (service string, counted boo
 		// requests still count in the inbound cluster's.
 		return "", false
 	}
-	if len(vh.GetVirtualClusters()) != 1 || len(vh.GetVirtualClusters()[0].GetHeaders()) != 0 {
-		t.Fatalf("virtual host %s: want one virtual cluster matching every request, have %v", vh.GetName(), vh.GetVirtualClusters())
+	// Envoy refuses a virtual cluster without headers ("virtual clusters
+	// must define 'headers'"); the one header every request has is its
+	// method.
+	vcs := vh.GetVirtualClusters()
+	if len(vcs) != 1 || len(vcs[0].GetHeaders()) != 1 || vcs[0].GetHeaders()[0].GetName() != ":method" || !vcs[0].GetHeaders()[0].GetPresentMatch() || vcs[0].GetHeaders()[0].GetInvertMatch() {
+		t.Fatalf("virtual host %s: want one virtual cluster matching every request, have %v", vh.GetName(), vcs)
 	}
 	// Envoy's default tag extraction reads one dot-free token as the
 	// virtual host and the virtual cluster (vhost.$.**, vhost.*.vcluster.$.**).
@@ -164,11 +174,41 @@ func TestInboundStatsNameTheAddressedService(t *testing.T) {
 			s.Ports[0].Routes = []*ir.Route{{Name: "default", Source: s.Source, Backends: []ir.Backend{{Cluster: s.Ports[0].Cluster, Weight: 1, Port: 80, Service: s.Source}}}}
 		}
 	}
+	listener := func(c *Config) *listenerv3.Listener {
+		for _, l := range c.Own.Listeners {
+			if resourceName(l) == InboundListener {
+				return l.(*listenerv3.Listener)
+			}
+		}
+		t.Fatal("no inbound listener")
+		return nil
+	}
+	c, err = memo.ForGroup(p, group("shop/cart-canary/0001"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := listener(c)
 	if p, err = memo.Prepare(mesh, Options{DisableAccessLog: true}); err != nil {
 		t.Fatal(err)
 	}
 	if c, err = memo.ForGroup(p, group("shop/cart-canary/0001")); err != nil {
 		t.Fatal(err)
+	}
+	// Only the route configuration changed: a listener change would drain
+	// the port's connections.
+	if !proto.Equal(before, listener(c)) {
+		t.Error("the end of the split changed cart-canary's inbound listener")
+	}
+	fresh, err := Prepare(mesh, Options{DisableAccessLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc, err := fresh.ForGroup(group("shop/cart-canary/0001"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(inboundRoutes(t, fc, 8080), inboundRoutes(t, c, 8080)) {
+		t.Error("the memo's inbound routes differ from a fresh translation's")
 	}
 	if got := keys(served(inboundRoutes(t, c, 8080))); !slices.Equal(got, []string{"cart-canary"}) {
 		t.Errorf("after the split ended, cart-canary's pods count requests for %v, want [cart-canary]", got)

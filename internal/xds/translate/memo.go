@@ -67,10 +67,12 @@ type groupMemo struct {
 	// (a caller that reuses unchanged groups) needs no key.
 	src *ir.ProxyGroup
 	key string
-	// hosts is the key of the inbound virtual hosts it was built with.
+	// hosts is the key of the inbound virtual hosts its routes were built
+	// with.
 	hosts    string
 	inbound  *listenerv3.Listener
 	clusters []types.Resource
+	routes   []types.Resource
 }
 
 type edsMemo struct {
@@ -293,10 +295,11 @@ func (m *Memo) ForGroup(p *Prepared, g *ir.ProxyGroup) (*Config, error) {
 	e := m.groups[g.Key]
 	m.mu.Unlock()
 	// The virtual hosts come from the Services and routes, not the group:
-	// a route that makes a Service the apex of a split changes them.
+	// a route that makes a Service the apex of a split changes them, and
+	// only the route configurations.
 	hosts := p.hostsFor(g)
 	if e != nil && e.src == g && e.hosts == hosts.key {
-		return p.groupConfig(g, e.inbound, e.clusters)
+		return p.groupConfig(g, e.inbound, e.clusters, e.routes)
 	}
 	gc := *g
 	gc.Members = nil
@@ -305,20 +308,25 @@ func (m *Memo) ForGroup(p *Prepared, g *ir.ProxyGroup) (*Config, error) {
 		return nil, err
 	}
 	key := string(kb)
-	if e == nil || e.key != key || e.hosts != hosts.key {
+	next := &groupMemo{src: g, key: key, hosts: hosts.key}
+	if e != nil && e.key == key {
+		next.inbound, next.clusters = e.inbound, e.clusters
+	} else {
 		b := p.b.fork()
-		in, clusters, err := p.inbound(b, g, hosts)
-		if err != nil {
+		if next.inbound, next.clusters, err = p.inbound(b, g); err != nil {
 			return nil, errors.Join(errors.New("translate: proxy group "+g.Key), err)
 		}
-		e = &groupMemo{src: g, key: key, hosts: hosts.key, inbound: in, clusters: clusters}
-	} else {
-		e = &groupMemo{src: g, key: key, hosts: hosts.key, inbound: e.inbound, clusters: e.clusters}
 	}
+	if e != nil && e.key == key && e.hosts == hosts.key {
+		next.routes = e.routes
+	} else if next.routes, err = p.inboundRoutes(g, hosts); err != nil {
+		return nil, errors.Join(errors.New("translate: proxy group "+g.Key), err)
+	}
+	e = next
 	m.mu.Lock()
 	m.groups[g.Key] = e
 	m.mu.Unlock()
-	return p.groupConfig(g, e.inbound, e.clusters)
+	return p.groupConfig(g, e.inbound, e.clusters, e.routes)
 }
 
 // Endpoints is Endpoints for the mesh p was prepared from, returning the

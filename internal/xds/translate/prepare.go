@@ -46,8 +46,10 @@ type Prepared struct {
 	// tlsHTTP and tlsTCP terminate mTLS on inbound HTTP and TCP ports.
 	tlsHTTP, tlsTCP *corev3.TransportSocket
 	// inboundCache holds the inboundParts of ports without access
-	// policies, by inboundKey.
-	inboundCache sync.Map
+	// policies or rate limit, by inboundKey; inboundRouteCache the inbound
+	// route configurations, by inboundKey with hosts.
+	inboundCache      sync.Map
+	inboundRouteCache sync.Map
 	// hostsOnce builds routedFrom and serviceByRef for inbound virtual
 	// hosts (see inboundhosts.go).
 	hostsOnce    sync.Once
@@ -653,21 +655,26 @@ func (p *Prepared) ForGroup(g *ir.ProxyGroup) (*Config, error) {
 		return nil, errors.New("translate: nil proxy group")
 	}
 	b := p.b.fork()
-	in, clusters, err := p.inbound(b, g, p.hostsFor(g))
+	in, clusters, err := p.inbound(b, g)
 	if err != nil {
 		return nil, fmt.Errorf("translate: proxy group %s: %w", g.Key, err)
 	}
-	return p.groupConfig(g, in, clusters)
+	routes, err := p.inboundRoutes(g, p.hostsFor(g))
+	if err != nil {
+		return nil, fmt.Errorf("translate: proxy group %s: %w", g.Key, err)
+	}
+	return p.groupConfig(g, in, clusters, routes)
 }
 
 // groupConfig puts a group's inbound side together with its view.
-func (p *Prepared) groupConfig(g *ir.ProxyGroup, in *listenerv3.Listener, clusters []types.Resource) (*Config, error) {
+func (p *Prepared) groupConfig(g *ir.ProxyGroup, in *listenerv3.Listener, clusters, routes []types.Resource) (*Config, error) {
 	v, viewKey, err := p.scopedView(g, nil)
 	if err != nil {
 		return nil, fmt.Errorf("translate: proxy group %s: %w", g.Key, err)
 	}
 	own := &Resources{
 		Listeners: []types.Resource{in, v.outbound},
+		Routes:    routes,
 		Clusters:  clusters,
 	}
 	if g.MTLS == ir.MTLSStrict || g.MTLS == ir.MTLSPermissive || p.anyTLS {

@@ -77,6 +77,10 @@ func domains(clusterDomain string, svc *ir.Service, port int32) []string {
 	}
 	for _, vip := range svc.VIPs {
 		add(vip)
+		if strings.Contains(vip, ":") {
+			// A Host header carries an IPv6 address in brackets.
+			add("[" + vip + "]")
+		}
 		add(hostPort(vip, port))
 	}
 	return out
