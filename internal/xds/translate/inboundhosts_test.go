@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -295,6 +296,58 @@ func TestInboundHostsOfSameNamedServices(t *testing.T) {
 		vhs := inboundRoutes(t, cfg, 8080).GetVirtualHosts()
 		if len(vhs) != 2 || !slices.Contains(vhs[0].GetDomains(), c.want) || slices.Contains(vhs[0].GetDomains(), c.not) {
 			t.Errorf("%s: inbound virtual hosts %v, want cart answering %s", c.group, vhs, c.want)
+		}
+	}
+}
+
+// TestSharedInboundPartsKeepTheirRateLimit: a port with a rate limit and
+// no access policies does not lend its filters to another group's port of
+// the same number, nor borrow them.
+func TestSharedInboundPartsKeepTheirRateLimit(t *testing.T) {
+	mesh := &loadCase(t, "testdata/scope-allowed.in.yaml").Mesh
+	groups := map[string]*ir.ProxyGroup{}
+	for _, g := range mesh.ProxyGroups {
+		groups[g.Key] = g
+	}
+	limited := groups["shop/cart/0001"]
+	limited.Inbound[0].AccessPolicies = nil
+	limited.Inbound[0].RateLimit = &ir.RateLimit{
+		Source: ir.ObjectRef{Group: "mesh.weft.dev", Kind: "RateLimitPolicy", Namespace: "shop", Name: "cart"},
+		Limit:  &ir.TokenBucket{Requests: 10, Interval: ir.Duration(time.Second), Burst: 10},
+	}
+	var p *Prepared
+	limitedFilters := func(key string) bool {
+		c, err := p.ForGroup(groups[key])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range c.Own.Listeners {
+			if resourceName(l) != InboundListener {
+				continue
+			}
+			for _, f := range l.(*listenerv3.Listener).GetFilterChains()[0].GetFilters() {
+				hcm := &hcmv3.HttpConnectionManager{}
+				if f.GetTypedConfig().UnmarshalTo(hcm) != nil {
+					continue
+				}
+				return slices.ContainsFunc(hcm.GetHttpFilters(), func(hf *hcmv3.HttpFilter) bool { return hf.GetName() == localRateLimitFilterName })
+			}
+		}
+		t.Fatalf("%s: no inbound HTTP connection manager", key)
+		return false
+	}
+	// Either order: whichever is built first must not be shared with the
+	// other.
+	for _, order := range [][]string{{"shop/catalog/0001", "shop/cart/0001"}, {"shop/cart/0001", "shop/catalog/0001"}} {
+		var err error
+		p, err = Prepare(mesh, Options{DisableAccessLog: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, key := range order {
+			if got, want := limitedFilters(key), key == "shop/cart/0001"; got != want {
+				t.Errorf("built in order %v: %s has a local rate limit %v, want %v", order, key, got, want)
+			}
 		}
 	}
 }
