@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -66,10 +69,58 @@ func walkAnys(m protoreflect.Message, fn func(*anypb.Any)) {
 	})
 }
 
+// envoyRouteRules checks what Envoy's route table code refuses beyond the
+// proto's own validation (source/common/router/config_impl.cc): a domain
+// twice in a route configuration, more than one "*" virtual host, and a
+// virtual cluster without headers.
+func envoyRouteRules(rc *routev3.RouteConfiguration) error {
+	var errs []error
+	domains := map[string]string{}
+	for _, vh := range rc.GetVirtualHosts() {
+		for _, d := range vh.GetDomains() {
+			if other, ok := domains[strings.ToLower(d)]; ok {
+				errs = append(errs, fmt.Errorf("route %s: domain %q in virtual hosts %s and %s", rc.GetName(), d, other, vh.GetName()))
+			}
+			domains[strings.ToLower(d)] = vh.GetName()
+		}
+		for _, vc := range vh.GetVirtualClusters() {
+			if len(vc.GetHeaders()) == 0 {
+				errs = append(errs, fmt.Errorf("route %s, virtual host %s: virtual cluster %s defines no headers", rc.GetName(), vh.GetName(), vc.GetName()))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkRouteRules applies envoyRouteRules to route configurations and to
+// those inline in a resource's connection managers.
+func checkRouteRules(t testing.TB, res types.Resource) {
+	t.Helper()
+	if rc, ok := res.(*routev3.RouteConfiguration); ok {
+		if err := envoyRouteRules(rc); err != nil {
+			t.Error(err)
+		}
+		return
+	}
+	walkAnys(res.ProtoReflect(), func(a *anypb.Any) {
+		hcm := &hcmv3.HttpConnectionManager{}
+		if a.MessageIs(hcm) && a.UnmarshalTo(hcm) == nil && hcm.GetRouteConfig() != nil {
+			if err := envoyRouteRules(hcm.GetRouteConfig()); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+}
+
 // checkResources validates every resource and checks that the lists are
 // sorted by name without duplicates.
 func checkResources(t testing.TB, r *Resources) {
 	t.Helper()
+	for _, list := range [][]types.Resource{r.Listeners, r.Routes} {
+		for _, res := range list {
+			checkRouteRules(t, res)
+		}
+	}
 	for typ, list := range map[string][]types.Resource{
 		"listeners": r.Listeners, "routes": r.Routes, "clusters": r.Clusters, "endpoints": r.Endpoints, "secrets": r.Secrets,
 	} {
