@@ -53,8 +53,11 @@ func (et envoyTagger) name(stat string) (string, map[string]string) {
 			b.WriteByte(stat[i])
 		}
 	}
-	return "envoy_" + regexp.MustCompile(`[^a-zA-Z0-9_]`).ReplaceAllString(b.String(), "_"), tags
+	return "envoy_" + notInMetricName.ReplaceAllString(b.String(), "_"), tags
 }
+
+// notInMetricName is what Envoy's Prometheus output replaces with "_".
+var notInMetricName = regexp.MustCompile(`[^a-zA-Z0-9_]`)
 
 // TestEnvoyGoldenFollowsEnvoysNaming: every inbound and outbound request
 // series in the golden exposition is what Envoy makes of the statistic the

@@ -119,31 +119,6 @@ const (
   histogram_quantile(0.99, sum by (le) (rate(envoy_vhost_vcluster_upstream_rq_time_bucket{workload_namespace="shop", destination_service="checkout", workload="checkout"}[1m])))`
 )
 
-// serviceTruth is envoyTruth for the requests a pod served that were
-// addressed to one Service (its inbound virtual cluster series).
-func serviceTruth(t *testing.T, tg target, service string) (rate, p99 float64) {
-	t.Helper()
-	var good, all float64
-	for _, m := range tg.families["envoy_vhost_vcluster_upstream_rq_xx"].GetMetric() {
-		if label(m, inject.StatsTagDestinationService) != service {
-			continue
-		}
-		all += m.GetCounter().GetValue()
-		if label(m, "envoy_response_code_class") != "5" {
-			good += m.GetCounter().GetValue()
-		}
-	}
-	for _, m := range tg.families["envoy_vhost_vcluster_upstream_rq_time"].GetMetric() {
-		if label(m, inject.StatsTagDestinationService) == service {
-			p99 = quantile(0.99, m.GetHistogram())
-		}
-	}
-	if all == 0 {
-		t.Fatalf("%s: no requests for %s in the golden", tg.pod, service)
-	}
-	return good / all, p99
-}
-
 // TestEnvoyGoldenMatchesTheInjector ties the golden exposition to the
 // product: its series carry exactly the stats tags the injector gives an
 // Envoy, and the inbound cluster is named as translate names it.
@@ -240,9 +215,23 @@ func pick(ts []target, pod string) target {
 // documents histogram_quantile.
 func envoyTruth(t *testing.T, tg target, cluster string) (rate, p99 float64) {
 	t.Helper()
+	return truth(t, tg, "envoy_cluster_upstream_rq", "envoy_cluster_name", cluster)
+}
+
+// serviceTruth is envoyTruth for the requests a pod served that were
+// addressed to one Service (its inbound virtual cluster series).
+func serviceTruth(t *testing.T, tg target, service string) (rate, p99 float64) {
+	t.Helper()
+	return truth(t, tg, "envoy_vhost_vcluster_upstream_rq", inject.StatsTagDestinationService, service)
+}
+
+// truth is the share of not-5xx requests and the p99 request time of the
+// series of family (<family>_xx, <family>_time) whose label is value.
+func truth(t *testing.T, tg target, family, labelName, value string) (rate, p99 float64) {
+	t.Helper()
 	var good, all float64
-	for _, m := range tg.families["envoy_cluster_upstream_rq_xx"].GetMetric() {
-		if label(m, "envoy_cluster_name") != cluster {
+	for _, m := range tg.families[family+"_xx"].GetMetric() {
+		if label(m, labelName) != value {
 			continue
 		}
 		all += m.GetCounter().GetValue()
@@ -250,13 +239,13 @@ func envoyTruth(t *testing.T, tg target, cluster string) (rate, p99 float64) {
 			good += m.GetCounter().GetValue()
 		}
 	}
-	for _, m := range tg.families["envoy_cluster_upstream_rq_time"].GetMetric() {
-		if label(m, "envoy_cluster_name") == cluster {
+	for _, m := range tg.families[family+"_time"].GetMetric() {
+		if label(m, labelName) == value {
 			p99 = quantile(0.99, m.GetHistogram())
 		}
 	}
 	if all == 0 {
-		t.Fatalf("%s: no inbound requests in the golden", tg.pod)
+		t.Fatalf("%s: no requests with %s=%q in the golden", tg.pod, labelName, value)
 	}
 	return good / all, p99
 }

@@ -44,12 +44,18 @@ func loadCase(t testing.TB, path string) *goldenCase {
 
 func (c *goldenCase) group(t testing.TB) *ir.ProxyGroup {
 	t.Helper()
-	for _, g := range c.Mesh.ProxyGroups {
-		if g.Key == c.Group {
+	return proxyGroup(t, &c.Mesh, c.Group)
+}
+
+// proxyGroup is the mesh's group named key.
+func proxyGroup(t testing.TB, mesh *ir.Mesh, key string) *ir.ProxyGroup {
+	t.Helper()
+	for _, g := range mesh.ProxyGroups {
+		if g.Key == key {
 			return g
 		}
 	}
-	t.Fatalf("no proxy group %q in the mesh", c.Group)
+	t.Fatalf("no proxy group %q in the mesh", key)
 	return nil
 }
 

@@ -218,16 +218,9 @@ func (b *builder) inboundFilters(ip *ir.InboundPort, fl flavor) ([]*listenerv3.F
 	}
 	o := hcmOptions{statPrefix: name, filters: rbac, inbound: true, bare: fl == flavorGRPC}
 	if fl == flavorGRPC {
-		route := &routev3.Route{
-			Name:   "default",
-			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-			Action: &routev3.Route_NonForwardingAction{NonForwardingAction: &routev3.NonForwardingAction{}},
-		}
-		o.route = &routev3.RouteConfiguration{Name: name, VirtualHosts: []*routev3.VirtualHost{{
-			Name:    name,
-			Domains: []string{"*"},
-			Routes:  []*routev3.Route{route},
-		}}}
+		route := inboundRoute()
+		route.Action = &routev3.Route_NonForwardingAction{NonForwardingAction: &routev3.NonForwardingAction{}}
+		o.route = &routev3.RouteConfiguration{Name: name, VirtualHosts: []*routev3.VirtualHost{catchAll(name, route)}}
 	} else {
 		o.rds = name
 	}
@@ -263,21 +256,13 @@ func (p *Prepared) inboundRoutes(g *ir.ProxyGroup, hosts groupHosts) ([]types.Re
 		if ip.Protocol == ir.ProtocolGRPC {
 			ra.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{GrpcTimeoutHeaderMax: dur(0)}
 		}
-		route := &routev3.Route{
-			Name:   "default",
-			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-			Action: &routev3.Route_Route{Route: ra},
-		}
+		route := inboundRoute()
+		route.Action = &routev3.Route_Route{Route: ra}
 		rc := &routev3.RouteConfiguration{
 			Name:             name,
-			VirtualHosts:     inboundVirtualHosts(p.b.mesh.ClusterDomain, svcs, name, route),
+			VirtualHosts:     append(inboundVirtualHosts(p.b.mesh.ClusterDomain, svcs, name, route), catchAll(name, route)),
 			ValidateClusters: wrapperspb.Bool(false),
 		}
-		rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
-			Name:    name,
-			Domains: []string{"*"},
-			Routes:  []*routev3.Route{route},
-		})
 		if err := validate(rc); err != nil {
 			return nil, fmt.Errorf("inbound port %d: %w", ip.Port, err)
 		}
@@ -286,4 +271,15 @@ func (p *Prepared) inboundRoutes(g *ir.ProxyGroup, hosts groupHosts) ([]types.Re
 	}
 	sortResources(out)
 	return out, nil
+}
+
+// inboundRoute is an inbound port's one route, matching every request;
+// the caller sets its action.
+func inboundRoute() *routev3.Route {
+	return &routev3.Route{Name: "default", Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}}
+}
+
+// catchAll is the virtual host named name answering any host with route.
+func catchAll(name string, route *routev3.Route) *routev3.VirtualHost {
+	return &routev3.VirtualHost{Name: name, Domains: []string{"*"}, Routes: []*routev3.Route{route}}
 }

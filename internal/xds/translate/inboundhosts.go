@@ -98,15 +98,14 @@ func inboundVirtualHosts(clusterDomain string, svcs []*ir.Service, name string, 
 	return out
 }
 
-// routedFromIndex indexes, by backend Service, the other Services of its
-// namespace that have a route to it: the apex Service of a split or
-// canary. Their callers address the apex, so a backend's pods receive
-// requests for it. It also holds every Service by reference, with its
-// hostKey.
-func (p *Prepared) routedFromIndex() map[ir.ObjectRef][]*ir.Service {
+// indexHosts indexes, once per Prepared, what hostsFor reads: every
+// Service (as normalized, with its usable ports) by reference with its
+// hostKey, and by backend Service the other Services of its namespace that
+// have an HTTP route to it: the apex of a split or canary. Their callers
+// address the apex, so a backend's pods receive requests for it.
+func (p *Prepared) indexHosts() {
 	p.hostsOnce.Do(func() {
 		p.routedFrom = make(map[ir.ObjectRef][]*ir.Service)
-		// The Services as normalized, with their usable ports.
 		p.serviceByRef = make(map[ir.ObjectRef]*ir.Service, len(p.b.mesh.Services))
 		p.hostKeys = make(map[*ir.Service]string, len(p.b.mesh.Services))
 		for _, e := range p.ports {
@@ -144,7 +143,6 @@ func (p *Prepared) routedFromIndex() map[ir.ObjectRef][]*ir.Service {
 			}
 		}
 	})
-	return p.routedFrom
 }
 
 // hostsFor are the Services of a group's inbound HTTP ports: those that
@@ -154,7 +152,7 @@ func (p *Prepared) routedFromIndex() map[ir.ObjectRef][]*ir.Service {
 // Service, no apex) costs one small slice.
 func (p *Prepared) hostsFor(g *ir.ProxyGroup) groupHosts {
 	var out groupHosts
-	routedFrom := p.routedFromIndex()
+	p.indexHosts()
 	for _, ip := range g.Inbound {
 		if ip == nil || !ip.Protocol.IsHTTP() {
 			continue
@@ -164,7 +162,7 @@ func (p *Prepared) hostsFor(g *ir.ProxyGroup) groupHosts {
 			if s := p.serviceByRef[ref]; s != nil && s.Namespace == g.Namespace && !slices.Contains(svcs, s) {
 				svcs = append(svcs, s)
 			}
-			for _, s := range routedFrom[ref] {
+			for _, s := range p.routedFrom[ref] {
 				if s.Namespace == g.Namespace && !slices.Contains(svcs, s) {
 					svcs = append(svcs, s)
 				}

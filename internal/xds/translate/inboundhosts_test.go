@@ -16,27 +16,41 @@ import (
 	"github.com/weft-mesh/weft/internal/ir"
 )
 
-// inboundRoutes is the route configuration of a group's inbound port, as
-// its proxy gets it: over RDS, named by the port's chain.
-func inboundRoutes(t *testing.T, c *Config, port int32) *routev3.RouteConfiguration {
+// inboundListener is a group's inbound listener.
+func inboundListener(t *testing.T, c *Config) *listenerv3.Listener {
 	t.Helper()
-	var rds string
 	for _, l := range c.Own.Listeners {
-		if resourceName(l) != InboundListener {
+		if resourceName(l) == InboundListener {
+			return l.(*listenerv3.Listener)
+		}
+	}
+	t.Fatal("no inbound listener")
+	return nil
+}
+
+// inboundHCM is the HTTP connection manager of a group's inbound port.
+func inboundHCM(t *testing.T, c *Config, port int32) *hcmv3.HttpConnectionManager {
+	t.Helper()
+	for _, fc := range inboundListener(t, c).GetFilterChains() {
+		if fc.GetFilterChainMatch().GetDestinationPort().GetValue() != uint32(port) {
 			continue
 		}
-		for _, fc := range l.(*listenerv3.Listener).GetFilterChains() {
-			if fc.GetFilterChainMatch().GetDestinationPort().GetValue() != uint32(port) {
-				continue
-			}
-			for _, f := range fc.GetFilters() {
-				hcm := &hcmv3.HttpConnectionManager{}
-				if f.GetTypedConfig().UnmarshalTo(hcm) == nil {
-					rds = hcm.GetRds().GetRouteConfigName()
-				}
+		for _, f := range fc.GetFilters() {
+			hcm := &hcmv3.HttpConnectionManager{}
+			if f.GetTypedConfig().UnmarshalTo(hcm) == nil {
+				return hcm
 			}
 		}
 	}
+	t.Fatalf("no inbound HTTP connection manager for port %d", port)
+	return nil
+}
+
+// inboundRoutes is the route configuration of a group's inbound port, as
+// its proxy gets it: over RDS, named by the port's connection manager.
+func inboundRoutes(t *testing.T, c *Config, port int32) *routev3.RouteConfiguration {
+	t.Helper()
+	rds := inboundHCM(t, c, port).GetRds().GetRouteConfigName()
 	for _, r := range c.Own.Routes {
 		if rds != "" && resourceName(r) == rds {
 			return r.(*routev3.RouteConfiguration)
@@ -89,15 +103,7 @@ func statsOf(t *testing.T, vh *routev3.VirtualHost) (service string, counted boo
 // anything else (a pod IP) only in the inbound cluster.
 func TestInboundStatsNameTheAddressedService(t *testing.T) {
 	mesh := &loadCase(t, "testdata/scope-allowed.in.yaml").Mesh
-	group := func(key string) *ir.ProxyGroup {
-		for _, g := range mesh.ProxyGroups {
-			if g.Key == key {
-				return g
-			}
-		}
-		t.Fatalf("no group %s", key)
-		return nil
-	}
+	group := func(key string) *ir.ProxyGroup { return proxyGroup(t, mesh, key) }
 	// served maps each Service name an inbound port counts to the hosts
 	// it answers for.
 	served := func(rc *routev3.RouteConfiguration) map[string][]string {
@@ -175,20 +181,11 @@ func TestInboundStatsNameTheAddressedService(t *testing.T) {
 			s.Ports[0].Routes = []*ir.Route{{Name: "default", Source: s.Source, Backends: []ir.Backend{{Cluster: s.Ports[0].Cluster, Weight: 1, Port: 80, Service: s.Source}}}}
 		}
 	}
-	listener := func(c *Config) *listenerv3.Listener {
-		for _, l := range c.Own.Listeners {
-			if resourceName(l) == InboundListener {
-				return l.(*listenerv3.Listener)
-			}
-		}
-		t.Fatal("no inbound listener")
-		return nil
-	}
 	c, err = memo.ForGroup(p, group("shop/cart-canary/0001"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := listener(c)
+	before := inboundListener(t, c)
 	if p, err = memo.Prepare(mesh, Options{DisableAccessLog: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +194,7 @@ func TestInboundStatsNameTheAddressedService(t *testing.T) {
 	}
 	// Only the route configuration changed: a listener change would drain
 	// the port's connections.
-	if !proto.Equal(before, listener(c)) {
+	if !proto.Equal(before, inboundListener(t, c)) {
 		t.Error("the end of the split changed cart-canary's inbound listener")
 	}
 	fresh, err := Prepare(mesh, Options{DisableAccessLog: true})
@@ -225,13 +222,7 @@ func TestProxylessServersKeepOneVirtualHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var g *ir.ProxyGroup
-	for _, pg := range mesh.ProxyGroups {
-		if pg.Key == "shop/cart-canary/0001" {
-			g = pg
-		}
-	}
-	l, err := p.GRPCServerListener(g, "10.0.0.21", 8080)
+	l, err := p.GRPCServerListener(proxyGroup(t, mesh, "shop/cart-canary/0001"), "10.0.0.21", 8080)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,16 +256,12 @@ func TestInboundHostsOfSameNamedServices(t *testing.T) {
 	webCart.Namespace, webCart.Source.Namespace, webCart.Hostname = "web", "web", "cart.web.svc.cluster.local"
 	webCart.Ports = []*ir.Port{{Name: "http", Port: 80, Protocol: ir.ProtocolHTTP, Cluster: "outbound|80||cart.web.svc.cluster.local"}}
 	mesh.Services = append(mesh.Services, &webCart)
-	for _, g := range mesh.ProxyGroups {
-		if g.Key == "shop/cart/0001" {
-			g.Inbound[0].AccessPolicies = nil
-			web := *g
-			web.Key, web.Namespace, web.Members = "web/cart/0001", "web", []string{"cart-1.web"}
-			web.Inbound = []*ir.InboundPort{{Port: 8080, Protocol: ir.ProtocolHTTP, Services: []ir.ObjectRef{webCart.Source}}}
-			mesh.ProxyGroups = append(mesh.ProxyGroups, &web)
-			break
-		}
-	}
+	shop := proxyGroup(t, mesh, "shop/cart/0001")
+	shop.Inbound[0].AccessPolicies = nil
+	web := *shop
+	web.Key, web.Namespace, web.Members = "web/cart/0001", "web", []string{"cart-1.web"}
+	web.Inbound = []*ir.InboundPort{{Port: 8080, Protocol: ir.ProtocolHTTP, Services: []ir.ObjectRef{webCart.Source}}}
+	mesh.ProxyGroups = append(mesh.ProxyGroups, &web)
 	p, err := Prepare(mesh, Options{DisableAccessLog: true})
 	if err != nil {
 		t.Fatal(err)
@@ -283,13 +270,7 @@ func TestInboundHostsOfSameNamedServices(t *testing.T) {
 		{"shop/cart/0001", "cart.shop", "cart.web"},
 		{"web/cart/0001", "cart.web", "cart.shop"},
 	} {
-		var g *ir.ProxyGroup
-		for _, pg := range mesh.ProxyGroups {
-			if pg.Key == c.group {
-				g = pg
-			}
-		}
-		cfg, err := p.ForGroup(g)
+		cfg, err := p.ForGroup(proxyGroup(t, mesh, c.group))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -305,11 +286,7 @@ func TestInboundHostsOfSameNamedServices(t *testing.T) {
 // the same number, nor borrow them.
 func TestSharedInboundPartsKeepTheirRateLimit(t *testing.T) {
 	mesh := &loadCase(t, "testdata/scope-allowed.in.yaml").Mesh
-	groups := map[string]*ir.ProxyGroup{}
-	for _, g := range mesh.ProxyGroups {
-		groups[g.Key] = g
-	}
-	limited := groups["shop/cart/0001"]
+	limited := proxyGroup(t, mesh, "shop/cart/0001")
 	limited.Inbound[0].AccessPolicies = nil
 	limited.Inbound[0].RateLimit = &ir.RateLimit{
 		Source: ir.ObjectRef{Group: "mesh.weft.dev", Kind: "RateLimitPolicy", Namespace: "shop", Name: "cart"},
@@ -317,24 +294,11 @@ func TestSharedInboundPartsKeepTheirRateLimit(t *testing.T) {
 	}
 	var p *Prepared
 	limitedFilters := func(key string) bool {
-		c, err := p.ForGroup(groups[key])
+		c, err := p.ForGroup(proxyGroup(t, mesh, key))
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, l := range c.Own.Listeners {
-			if resourceName(l) != InboundListener {
-				continue
-			}
-			for _, f := range l.(*listenerv3.Listener).GetFilterChains()[0].GetFilters() {
-				hcm := &hcmv3.HttpConnectionManager{}
-				if f.GetTypedConfig().UnmarshalTo(hcm) != nil {
-					continue
-				}
-				return slices.ContainsFunc(hcm.GetHttpFilters(), func(hf *hcmv3.HttpFilter) bool { return hf.GetName() == localRateLimitFilterName })
-			}
-		}
-		t.Fatalf("%s: no inbound HTTP connection manager", key)
-		return false
+		return slices.ContainsFunc(inboundHCM(t, c, 8080).GetHttpFilters(), func(hf *hcmv3.HttpFilter) bool { return hf.GetName() == localRateLimitFilterName })
 	}
 	// Either order: whichever is built first must not be shared with the
 	// other.

@@ -50,8 +50,8 @@ type Prepared struct {
 	// route configurations, by inboundKey with hosts.
 	inboundCache      sync.Map
 	inboundRouteCache sync.Map
-	// hostsOnce builds routedFrom and serviceByRef for inbound virtual
-	// hosts (see inboundhosts.go).
+	// hostsOnce builds routedFrom, serviceByRef and hostKeys for inbound
+	// virtual hosts (indexHosts).
 	hostsOnce    sync.Once
 	routedFrom   map[ir.ObjectRef][]*ir.Service
 	serviceByRef map[ir.ObjectRef]*ir.Service
